@@ -1,0 +1,114 @@
+"""rawsys's C layer: what ``#include <sys/socket.h>`` gives a C program.
+
+Structures (``msghdr``, ``cmsghdr``, ``iovec``, ...), the ``CMSG_*`` macros,
+the libc calls with C's return conventions (``-1`` and ``errno``), the raw
+``syscall`` path and the constants.  ``from rawsys.c import *`` is the
+``#include``; a few ctypes names come along (``sizeof``, ``cast``,
+``POINTER``, ``byref``, ``c_int``, ``memcpy``...) so ported code reads like C.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from ctypes import (
+    POINTER,
+    addressof,
+    byref,
+    c_char,
+    c_int,
+    c_size_t,
+    c_ubyte,
+    c_uint,
+    c_void_p,
+    cast,
+    create_string_buffer,
+    memmove,
+    memset,
+    pointer,
+    sizeof,
+)
+
+from rawsys.c.buffers import BufferOverflowDetected
+from rawsys.c.cmsg import CMSG_ALIGN, CMSG_DATA, CMSG_FIRSTHDR, CMSG_LEN, CMSG_NXTHDR, CMSG_SPACE
+from rawsys.c.constants import *  # noqa: F403
+from rawsys.c.constants import __all__ as _constants_all
+from rawsys.c.libc import (
+    accept4,
+    bind,
+    close,
+    connect,
+    get_errno,
+    getsockopt,
+    listen,
+    perror,
+    pipe2,
+    read,
+    recv,
+    recvfrom,
+    recvmmsg,
+    recvmsg,
+    send,
+    sendmmsg,
+    sendmsg,
+    sendto,
+    set_errno,
+    setsockopt,
+    shutdown,
+    socket,
+    socketpair,
+    strerror,
+    write,
+)
+from rawsys.c.structs import (
+    UnsupportedABIError,
+    cmsghdr,
+    gid_t,
+    htonl,
+    htons,
+    in_addr,
+    iovec,
+    mmsghdr,
+    msghdr,
+    ntohl,
+    ntohs,
+    pid_t,
+    sockaddr,
+    sockaddr_in,
+    sockaddr_un,
+    socklen_t,
+    timespec,
+    ucred,
+    uid_t,
+)
+from rawsys.c.syscalls import (
+    SYS_recvfrom,
+    SYS_recvmmsg,
+    SYS_recvmsg,
+    SYS_sendmmsg,
+    SYS_sendmsg,
+    SYS_sendto,
+    syscall,
+)
+
+memcpy = ctypes.memmove  # C's memcpy for non-overlapping copies; memmove is a superset
+NULL = None
+
+__all__ = [
+    # structures and types
+    "iovec", "msghdr", "cmsghdr", "mmsghdr", "ucred", "sockaddr", "sockaddr_un", "in_addr",
+    "sockaddr_in", "timespec", "socklen_t", "pid_t", "uid_t", "gid_t",
+    "htons", "htonl", "ntohs", "ntohl", "UnsupportedABIError", "BufferOverflowDetected",
+    # macros
+    "CMSG_ALIGN", "CMSG_SPACE", "CMSG_LEN", "CMSG_FIRSTHDR", "CMSG_NXTHDR", "CMSG_DATA",
+    # calls
+    "socket", "socketpair", "bind", "connect", "listen", "accept4", "shutdown", "sendmsg",
+    "recvmsg", "sendmmsg", "recvmmsg", "send", "recv", "sendto", "recvfrom", "setsockopt",
+    "getsockopt", "close", "read", "write", "pipe2", "get_errno", "set_errno", "strerror",
+    "perror", "syscall", "SYS_sendmsg", "SYS_recvmsg", "SYS_sendmmsg", "SYS_recvmmsg",
+    "SYS_sendto", "SYS_recvfrom",
+    # the ctypes vocabulary C ports need
+    "POINTER", "addressof", "byref", "c_char", "c_int", "c_size_t", "c_ubyte", "c_uint",
+    "c_void_p", "cast", "create_string_buffer", "memcpy", "memmove", "memset", "pointer",
+    "sizeof", "NULL",
+    *_constants_all,
+]

@@ -1,0 +1,334 @@
+"""libc's socket calls with their C names, argument order and return values.
+
+Every function here returns what C returns: ``-1`` on failure with the error
+in ``errno``, read with ``get_errno()``.  Nothing here raises for a failed
+call; exceptions are for misuse a C compiler or fortified glibc would catch
+(wrong types, a length past the end of a Python buffer).
+
+The prototypes are data: ``SIGNATURES`` maps each C name to its
+``(argtypes, restype)``; ``load_libc`` applies the table once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+from ctypes import POINTER, c_int, c_long, c_size_t, c_ssize_t, c_uint, c_void_p
+from typing import Any, Callable, Dict, List, Tuple
+
+from rawsys.c.buffers import Buffer, buffer_pointer
+from rawsys.c.structs import cmsghdr, iovec, mmsghdr, msghdr, socklen_t, timespec
+
+Signature = Tuple[List[Any], Any]
+
+# name -> (argtypes, restype), transcribed from the prototypes in
+# <sys/socket.h>, <unistd.h> and <fcntl.h>.  syscall(2) is variadic; it is
+# declared with seven longs and always called with all of them, which is how
+# the x86-64 and aarch64 calling conventions pass variadic integers anyway.
+SIGNATURES: Dict[str, Signature] = {
+    "socket": ([c_int, c_int, c_int], c_int),
+    "socketpair": ([c_int, c_int, c_int, POINTER(c_int)], c_int),
+    "bind": ([c_int, c_void_p, socklen_t], c_int),
+    "connect": ([c_int, c_void_p, socklen_t], c_int),
+    "listen": ([c_int, c_int], c_int),
+    "accept4": ([c_int, c_void_p, POINTER(socklen_t), c_int], c_int),
+    "shutdown": ([c_int, c_int], c_int),
+    "sendmsg": ([c_int, POINTER(msghdr), c_int], c_ssize_t),
+    "recvmsg": ([c_int, POINTER(msghdr), c_int], c_ssize_t),
+    "sendmmsg": ([c_int, POINTER(mmsghdr), c_uint, c_int], c_int),
+    "recvmmsg": ([c_int, POINTER(mmsghdr), c_uint, c_int, POINTER(timespec)], c_int),
+    "send": ([c_int, c_void_p, c_size_t, c_int], c_ssize_t),
+    "recv": ([c_int, c_void_p, c_size_t, c_int], c_ssize_t),
+    "sendto": ([c_int, c_void_p, c_size_t, c_int, c_void_p, socklen_t], c_ssize_t),
+    "recvfrom": ([c_int, c_void_p, c_size_t, c_int, c_void_p, POINTER(socklen_t)], c_ssize_t),
+    "setsockopt": ([c_int, c_int, c_int, c_void_p, socklen_t], c_int),
+    "getsockopt": ([c_int, c_int, c_int, c_void_p, POINTER(socklen_t)], c_int),
+    "close": ([c_int], c_int),
+    "read": ([c_int, c_void_p, c_size_t], c_ssize_t),
+    "write": ([c_int, c_void_p, c_size_t], c_ssize_t),
+    "pipe2": ([POINTER(c_int), c_int], c_int),
+    "syscall": ([c_long] * 7, c_long),
+    "__cmsg_nxthdr": ([POINTER(msghdr), POINTER(cmsghdr)], POINTER(cmsghdr)),
+}
+
+
+def load_libc(signatures: Dict[str, Signature] = SIGNATURES) -> Dict[str, Any]:
+    """Open the C library and return its functions, prototyped from *signatures*."""
+    name = ctypes.util.find_library("c") or "libc.so.6"
+    lib = ctypes.CDLL(name, use_errno=True)
+    functions: Dict[str, Any] = {}
+    for fname, (argtypes, restype) in signatures.items():
+        function = getattr(lib, fname)
+        function.argtypes = argtypes
+        function.restype = restype
+        functions[fname] = function
+    return functions
+
+
+#: The prototyped libc functions by C name, for code that wants no checks.
+LIBC: Dict[str, Any] = load_libc()
+_c: Callable[[str], Any] = LIBC.__getitem__
+
+
+# --- errno ---------------------------------------------------------------------
+
+def get_errno() -> int:
+    """``errno`` as the last call through rawsys left it (thread-local)."""
+    return ctypes.get_errno()
+
+
+def set_errno(value: int) -> int:
+    """Set ``errno``; returns the old value."""
+    return ctypes.set_errno(value)
+
+
+def strerror(errnum: int) -> str:
+    """``strerror(3)``."""
+    return os.strerror(errnum)
+
+
+def perror(s: str | None = None) -> None:
+    """``perror(3)``: print *s*, a colon and the text of ``errno`` to stderr."""
+    text = strerror(get_errno())
+    sys.stderr.write(f"{s}: {text}\n" if s else f"{text}\n")
+    sys.stderr.flush()
+
+
+# --- argument conversion ---------------------------------------------------------
+
+def fileno(fd: Any) -> int:
+    """An fd argument: an int, or anything with ``fileno()``."""
+    if isinstance(fd, int) and not isinstance(fd, bool):
+        return fd
+    get = getattr(fd, "fileno", None)
+    if get is None:
+        raise TypeError(f"an fd must be an int or have fileno(), not {type(fd).__name__}")
+    result = get()
+    if not isinstance(result, int):
+        raise TypeError("fileno() did not return an int")
+    return result
+
+
+def _pointer_to(obj: Any, ctype: Any, name: str) -> Any:
+    """Accept ``obj``, ``pointer(obj)`` or ``byref(obj)`` for a ``ctype *`` argument."""
+    if obj is None:
+        return None
+    if isinstance(obj, ctype):
+        return ctypes.byref(obj)
+    if isinstance(obj, ctypes._Pointer) and issubclass(obj._type_, ctype):
+        return obj
+    if isinstance(obj, ctypes.Array) and issubclass(obj._type_, ctype):
+        return obj
+    target = getattr(obj, "_obj", None)
+    if isinstance(target, ctype) or (
+        isinstance(target, ctypes.Array) and issubclass(target._type_, ctype)
+    ):
+        return obj
+    raise TypeError(f"{name}: expected {ctype.__name__}, a pointer or byref() to one, "
+                    f"not {type(obj).__name__}")
+
+
+def _array_length(obj: Any) -> int | None:
+    if isinstance(obj, ctypes.Array):
+        return len(obj)
+    target = getattr(obj, "_obj", None)
+    if isinstance(target, ctypes.Array):
+        return len(target)
+    if isinstance(target, ctypes.Structure) or isinstance(obj, ctypes.Structure):
+        return 1
+    return None
+
+
+def _check_recv_msghdr(msg: Any) -> None:
+    """Refuse a msghdr whose helper-set buffers are read-only (the kernel writes them)."""
+    hdr = msg if isinstance(msg, msghdr) else getattr(msg, "_obj", None)
+    if not isinstance(hdr, msghdr):
+        return
+    keep = hdr.__dict__.get("_rawsys_keep", {})
+    for slot in ("msg_name", "msg_control"):
+        if isinstance(keep.get(slot), bytes):
+            raise TypeError(f"{slot} points at bytes, which recvmsg would write into")
+    iovs = keep.get("msg_iov")
+    items = iovs[1] if isinstance(iovs, tuple) else iovs
+    for item in items if isinstance(items, (list, ctypes.Array)) else ():
+        if isinstance(item, iovec) and isinstance(item.__dict__.get("_rawsys_keep", {}).get(
+                "iov_base"), bytes):
+            raise TypeError("an iovec points at bytes, which recvmsg would write into")
+
+
+def _int_array(obj: Any, count: int, name: str) -> Any:
+    pointer = _pointer_to(obj, c_int, name)
+    length = _array_length(obj)
+    if length is not None and length < count:
+        raise ValueError(f"{name} must hold {count} ints, it holds {length}")
+    return pointer
+
+
+def _socklen_pointer(obj: Any) -> Any:
+    return _pointer_to(obj, socklen_t, "addrlen")
+
+
+def _socklen_value(obj: Any) -> int | None:
+    if obj is None:
+        return None
+    if isinstance(obj, socklen_t):
+        return int(obj.value)
+    target = getattr(obj, "_obj", None)
+    if isinstance(target, socklen_t):
+        return int(target.value)
+    if isinstance(obj, ctypes._Pointer) and obj:
+        return int(obj.contents.value)
+    return None
+
+
+# --- the calls -----------------------------------------------------------------
+
+def socket(domain: int, type: int, protocol: int) -> int:
+    """``int socket(int domain, int type, int protocol);``"""
+    return int(_c("socket")(domain, type, protocol))
+
+
+def socketpair(domain: int, type: int, protocol: int, sv: Any) -> int:
+    """``int socketpair(int domain, int type, int protocol, int sv[2]);`` — fills *sv*."""
+    return int(_c("socketpair")(domain, type, protocol, _int_array(sv, 2, "sv")))
+
+
+def bind(sockfd: Any, addr: Any, addrlen: int) -> int:
+    """``int bind(int sockfd, const struct sockaddr *addr, socklen_t addrlen);``"""
+    ptr, length, _keep = buffer_pointer(addr, addrlen)
+    return int(_c("bind")(fileno(sockfd), ptr, length))
+
+
+def connect(sockfd: Any, addr: Any, addrlen: int) -> int:
+    """``int connect(int sockfd, const struct sockaddr *addr, socklen_t addrlen);``"""
+    ptr, length, _keep = buffer_pointer(addr, addrlen)
+    return int(_c("connect")(fileno(sockfd), ptr, length))
+
+
+def listen(sockfd: Any, backlog: int) -> int:
+    """``int listen(int sockfd, int backlog);``"""
+    return int(_c("listen")(fileno(sockfd), backlog))
+
+
+def accept4(sockfd: Any, addr: Any, addrlen: Any, flags: int) -> int:
+    """``int accept4(int sockfd, struct sockaddr *addr, socklen_t *addrlen, int flags);``"""
+    ptr, _length, _keep = buffer_pointer(addr, _socklen_value(addrlen), writable=True)
+    return int(_c("accept4")(fileno(sockfd), ptr, _socklen_pointer(addrlen), flags))
+
+
+def shutdown(sockfd: Any, how: int) -> int:
+    """``int shutdown(int sockfd, int how);``"""
+    return int(_c("shutdown")(fileno(sockfd), how))
+
+
+def sendmsg(sockfd: Any, msg: Any, flags: int) -> int:
+    """``ssize_t sendmsg(int sockfd, const struct msghdr *msg, int flags);``"""
+    return int(_c("sendmsg")(fileno(sockfd), _pointer_to(msg, msghdr, "msg"), flags))
+
+
+def recvmsg(sockfd: Any, msg: Any, flags: int) -> int:
+    """``ssize_t recvmsg(int sockfd, struct msghdr *msg, int flags);``"""
+    _check_recv_msghdr(msg)
+    return int(_c("recvmsg")(fileno(sockfd), _pointer_to(msg, msghdr, "msg"), flags))
+
+
+def _mmsg_vector(msgvec: Any, vlen: int) -> Any:
+    pointer = _pointer_to(msgvec, mmsghdr, "msgvec")
+    length = _array_length(msgvec)
+    if not isinstance(vlen, int) or vlen < 0:
+        raise ValueError(f"vlen must be a non-negative int, not {vlen!r}")
+    if length is not None and vlen > length:
+        raise ValueError(f"vlen {vlen} is larger than msgvec ({length} entries)")
+    return pointer
+
+
+def sendmmsg(sockfd: Any, msgvec: Any, vlen: int, flags: int) -> int:
+    """``int sendmmsg(int sockfd, struct mmsghdr *msgvec, unsigned int vlen, int flags);``"""
+    return int(_c("sendmmsg")(fileno(sockfd), _mmsg_vector(msgvec, vlen), vlen, flags))
+
+
+def recvmmsg(sockfd: Any, msgvec: Any, vlen: int, flags: int, timeout: Any = None) -> int:
+    """``int recvmmsg(int sockfd, struct mmsghdr *msgvec, unsigned int vlen, int flags,
+    struct timespec *timeout);``"""
+    vector = _mmsg_vector(msgvec, vlen)
+    return int(_c("recvmmsg")(fileno(sockfd), vector, vlen, flags,
+                              _pointer_to(timeout, timespec, "timeout")))
+
+
+def send(sockfd: Any, buf: Buffer, len: int, flags: int) -> int:
+    """``ssize_t send(int sockfd, const void *buf, size_t len, int flags);``"""
+    ptr, length, _keep = buffer_pointer(buf, len)
+    return int(_c("send")(fileno(sockfd), ptr, length, flags))
+
+
+def recv(sockfd: Any, buf: Buffer, len: int, flags: int) -> int:
+    """``ssize_t recv(int sockfd, void *buf, size_t len, int flags);``
+
+    Like glibc's fortified ``__recv_chk``, *len* past the end of *buf* is
+    refused (``BufferOverflowDetected``) before the call.
+    """
+    ptr, length, _keep = buffer_pointer(buf, len, writable=True)
+    return int(_c("recv")(fileno(sockfd), ptr, length, flags))
+
+
+def sendto(sockfd: Any, buf: Buffer, len: int, flags: int, dest_addr: Any, addrlen: int) -> int:
+    """``ssize_t sendto(int, const void *buf, size_t len, int flags,
+    const struct sockaddr *dest_addr, socklen_t addrlen);``"""
+    ptr, length, _keep = buffer_pointer(buf, len)
+    aptr, alen, _akeep = buffer_pointer(dest_addr, addrlen)
+    return int(_c("sendto")(fileno(sockfd), ptr, length, flags, aptr, alen))
+
+
+def recvfrom(sockfd: Any, buf: Buffer, len: int, flags: int, src_addr: Any, addrlen: Any) -> int:
+    """``ssize_t recvfrom(int, void *buf, size_t len, int flags,
+    struct sockaddr *src_addr, socklen_t *addrlen);``"""
+    ptr, length, _keep = buffer_pointer(buf, len, writable=True)
+    aptr, _alen, _akeep = buffer_pointer(src_addr, _socklen_value(addrlen), writable=True)
+    return int(_c("recvfrom")(fileno(sockfd), ptr, length, flags, aptr,
+                              _socklen_pointer(addrlen)))
+
+
+def setsockopt(sockfd: Any, level: int, optname: int, optval: Any, optlen: int) -> int:
+    """``int setsockopt(int sockfd, int level, int optname, const void *optval,
+    socklen_t optlen);``"""
+    ptr, length, _keep = buffer_pointer(optval, optlen)
+    return int(_c("setsockopt")(fileno(sockfd), level, optname, ptr, length))
+
+
+def getsockopt(sockfd: Any, level: int, optname: int, optval: Any, optlen: Any) -> int:
+    """``int getsockopt(int sockfd, int level, int optname, void *optval,
+    socklen_t *optlen);``"""
+    ptr, _length, _keep = buffer_pointer(optval, _socklen_value(optlen), writable=True)
+    return int(_c("getsockopt")(fileno(sockfd), level, optname, ptr, _socklen_pointer(optlen)))
+
+
+def close(fd: Any) -> int:
+    """``int close(int fd);``"""
+    return int(_c("close")(fileno(fd)))
+
+
+def read(fd: Any, buf: Buffer, count: int) -> int:
+    """``ssize_t read(int fd, void *buf, size_t count);``"""
+    ptr, length, _keep = buffer_pointer(buf, count, writable=True)
+    return int(_c("read")(fileno(fd), ptr, length))
+
+
+def write(fd: Any, buf: Buffer, count: int) -> int:
+    """``ssize_t write(int fd, const void *buf, size_t count);``"""
+    ptr, length, _keep = buffer_pointer(buf, count)
+    return int(_c("write")(fileno(fd), ptr, length))
+
+
+def pipe2(pipefd: Any, flags: int) -> int:
+    """``int pipe2(int pipefd[2], int flags);`` — fills *pipefd*."""
+    return int(_c("pipe2")(_int_array(pipefd, 2, "pipefd"), flags))
+
+
+__all__ = [
+    "SIGNATURES", "LIBC", "load_libc", "get_errno", "set_errno", "strerror", "perror", "fileno",
+    "socket", "socketpair", "bind", "connect", "listen", "accept4", "shutdown",
+    "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "send", "recv", "sendto", "recvfrom",
+    "setsockopt", "getsockopt", "close", "read", "write", "pipe2",
+]

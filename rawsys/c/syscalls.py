@@ -1,0 +1,131 @@
+"""The raw system-call path: ``syscall(SYS_sendmsg, ...)`` straight to the kernel.
+
+Syscall numbers are those of <asm/unistd_64.h> on x86-64 and of
+<asm-generic/unistd.h> on aarch64.  Neither architecture has a ``recv`` or
+``send`` system call: libc's ``recv(fd, buf, n, flags)`` enters the kernel as
+``recvfrom(fd, buf, n, flags, NULL, NULL)`` and ``send`` as ``sendto`` with a
+NULL address.
+
+On i386 all socket calls share one system call, ``socketcall`` (number 102),
+whose first argument picks the operation (``SYS_RECV`` is 10; <linux/net.h>)
+and whose second points at the operation's arguments packed as longs.  rawsys
+does not run on i386 (its structures are the 64-bit ones); the sub-call
+numbers are here for the walk from ``recv()`` to ``sys_recvfrom`` they document.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+from ctypes import c_long
+from typing import Any, Dict
+
+from rawsys.c.buffers import buffer_pointer
+from rawsys.c.libc import LIBC
+
+_X86_64: Dict[str, int] = {
+    "read": 0, "write": 1, "close": 3, "socket": 41, "connect": 42, "accept": 43,
+    "sendto": 44, "recvfrom": 45, "sendmsg": 46, "recvmsg": 47, "shutdown": 48,
+    "bind": 49, "listen": 50, "getsockname": 51, "getpeername": 52, "socketpair": 53,
+    "setsockopt": 54, "getsockopt": 55, "getpid": 39, "accept4": 288, "pipe2": 293,
+    "recvmmsg": 299, "sendmmsg": 307,
+}
+_AARCH64: Dict[str, int] = {
+    "read": 63, "write": 64, "close": 57, "socket": 198, "socketpair": 199, "bind": 200,
+    "listen": 201, "accept": 202, "connect": 203, "getsockname": 204, "getpeername": 205,
+    "sendto": 206, "recvfrom": 207, "setsockopt": 208, "getsockopt": 209, "shutdown": 210,
+    "sendmsg": 211, "recvmsg": 212, "getpid": 172, "accept4": 242, "recvmmsg": 243,
+    "sendmmsg": 269, "pipe2": 59,
+}
+SYSCALL_TABLES: Dict[str, Dict[str, int]] = {"x86_64": _X86_64, "aarch64": _AARCH64}
+
+_machine = "aarch64" if platform.machine() in ("aarch64", "arm64") else platform.machine()
+#: This machine's syscall numbers by name.
+SYSCALLS: Dict[str, int] = SYSCALL_TABLES.get(_machine, {})
+
+SYS_read = SYSCALLS.get("read", -1)
+SYS_write = SYSCALLS.get("write", -1)
+SYS_close = SYSCALLS.get("close", -1)
+SYS_getpid = SYSCALLS.get("getpid", -1)
+SYS_socket = SYSCALLS.get("socket", -1)
+SYS_socketpair = SYSCALLS.get("socketpair", -1)
+SYS_bind = SYSCALLS.get("bind", -1)
+SYS_connect = SYSCALLS.get("connect", -1)
+SYS_listen = SYSCALLS.get("listen", -1)
+SYS_accept4 = SYSCALLS.get("accept4", -1)
+SYS_shutdown = SYSCALLS.get("shutdown", -1)
+SYS_sendto = SYSCALLS.get("sendto", -1)
+SYS_recvfrom = SYSCALLS.get("recvfrom", -1)
+SYS_sendmsg = SYSCALLS.get("sendmsg", -1)
+SYS_recvmsg = SYSCALLS.get("recvmsg", -1)
+SYS_sendmmsg = SYSCALLS.get("sendmmsg", -1)
+SYS_recvmmsg = SYSCALLS.get("recvmmsg", -1)
+SYS_setsockopt = SYSCALLS.get("setsockopt", -1)
+SYS_getsockopt = SYSCALLS.get("getsockopt", -1)
+SYS_pipe2 = SYSCALLS.get("pipe2", -1)
+
+# i386: the multiplexed socket system call and its sub-calls (<linux/net.h>).
+SYS_socketcall_i386 = 102
+SYS_SOCKET = 1
+SYS_BIND = 2
+SYS_CONNECT = 3
+SYS_LISTEN = 4
+SYS_ACCEPT = 5
+SYS_GETSOCKNAME = 6
+SYS_GETPEERNAME = 7
+SYS_SOCKETPAIR = 8
+SYS_SEND = 9
+SYS_RECV = 10
+SYS_SENDTO = 11
+SYS_RECVFROM = 12
+SYS_SHUTDOWN = 13
+SYS_SETSOCKOPT = 14
+SYS_GETSOCKOPT = 15
+SYS_SENDMSG = 16
+SYS_RECVMSG = 17
+SYS_ACCEPT4 = 18
+SYS_RECVMMSG = 19
+SYS_SENDMMSG = 20
+
+_MAX_ARGS = 6
+
+
+def _as_long(arg: Any) -> int:
+    if arg is None:
+        return 0
+    if isinstance(arg, bool):
+        return int(arg)
+    if isinstance(arg, int):
+        return arg
+    if hasattr(arg, "fileno") and not isinstance(arg, ctypes._CData):
+        return int(arg.fileno())
+    address, _length, _keep = buffer_pointer(arg)  # ctypes objects, byref(), buffers
+    return address or 0
+
+
+def syscall(number: int, *args: Any) -> int:
+    """``long syscall(long number, ...);`` — C's return: ``-1`` and ``errno``.
+
+    Arguments may be ints, fds with ``fileno()``, ``None`` (NULL), ctypes
+    objects or ``byref()`` of them (their address), or Python buffers.  An int
+    argument is passed as is: a pointer given as an int is the caller's
+    business, as in C.
+    """
+    if len(args) > _MAX_ARGS:
+        raise TypeError(f"syscall takes at most {_MAX_ARGS} arguments after the number")
+    if not isinstance(number, int) or number < 0:
+        raise ValueError(f"no such system call number {number!r} on this machine")
+    keep = list(args)  # keeps buffers alive through the call
+    longs = [_as_long(a) for a in keep]
+    longs += [0] * (_MAX_ARGS - len(longs))
+    return int(LIBC["syscall"](number, *[c_long(v if v < 2**63 else v - 2**64) for v in longs]))
+
+
+def socketcall_args(*args: Any) -> ctypes.Array[c_long]:
+    """The ``unsigned long args[]`` block an i386 ``socketcall`` points at (for study)."""
+    return (c_long * len(args))(*[_as_long(a) for a in args])
+
+
+__all__ = [name for name in dir() if name.startswith("SYS_")] + [
+    "SYSCALLS", "SYSCALL_TABLES", "syscall", "socketcall_args",
+]
