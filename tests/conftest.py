@@ -1,0 +1,129 @@
+"""Shared pytest fixtures.
+
+``build_c``
+    Compile a C program with gcc at test time and get the binary's path::
+
+        def test_layout(build_c):
+            exe = build_c("abi.c")                      # tests/csrc/abi.c
+            exe = build_c("walker.c", "-O2")            # extra gcc flags
+            exe = build_c('#include <stdio.h>\\nint main(void){puts("hi");}')  # source text
+            out = subprocess.run([exe], capture_output=True, text=True, check=True).stdout
+
+    ``build_c(name_or_source, *extra_flags) -> pathlib.Path``
+
+    * *name_or_source* is either the name of a file in ``tests/csrc/`` (with
+      or without the ``.c``), a path to a ``.c`` file, or the C source itself
+      (anything containing a newline or a ``{``).
+    * The default flags are ``-std=gnu11 -Wall -Wextra -Werror -O0 -g``;
+      *extra_flags* come after them, so ``"-O2"`` overrides ``-O0`` and
+      ``"-lm"`` links.  Warnings are errors: a test program that does not
+      compile cleanly fails the test that asked for it, with gcc's output.
+    * Binaries are cached for the whole session in one temporary directory,
+      keyed on the source text and the flags, so asking twice is cheap.
+    * The compiler is ``$CC`` if set, else the first of ``gcc``, ``gcc-12``,
+      ``cc`` found on ``PATH``.  Without one the test is skipped, saying so.
+
+``fd_leak_check``
+    Fails a test that leaves more file descriptors open in the test process
+    than it found (counted in ``/proc/self/fd``).  Use it with
+    ``pytestmark = pytest.mark.usefixtures("fd_leak_check")``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+CSRC = Path(__file__).parent / "csrc"
+DEFAULT_CFLAGS = ("-std=gnu11", "-Wall", "-Wextra", "-Werror", "-O0", "-g")
+
+BuildC = Callable[..., Path]
+
+
+def _find_compiler() -> str | None:
+    env = os.environ.get("CC")
+    if env:
+        return shutil.which(env) or env
+    for name in ("gcc", "gcc-12", "cc"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _source_of(name_or_source: str | os.PathLike[str]) -> tuple[str, str]:
+    """Return ``(stem, source text)`` for a csrc name, a path or source text."""
+    if isinstance(name_or_source, os.PathLike):
+        path = Path(name_or_source)
+        return path.stem, path.read_text()
+    text = str(name_or_source)
+    if "\n" in text or "{" in text:
+        return "inline", text
+    candidates = [Path(text), CSRC / text, CSRC / f"{text}.c"]
+    for candidate in candidates:
+        if candidate.suffix == ".c" and candidate.is_file():
+            return candidate.stem, candidate.read_text()
+    raise FileNotFoundError(f"build_c: no C source {text!r} (looked in {CSRC})")
+
+
+@pytest.fixture(scope="session")
+def build_c(tmp_path_factory: pytest.TempPathFactory) -> BuildC:
+    """``build_c(name_or_source, *extra_flags) -> Path`` of a gcc-built binary."""
+    outdir = tmp_path_factory.mktemp("cbuild")
+    cache: dict[str, Path] = {}
+
+    def build(name_or_source: str | os.PathLike[str], *extra_flags: str) -> Path:
+        compiler = _find_compiler()
+        if compiler is None:
+            pytest.skip("no C compiler (gcc) on PATH; install gcc to run the C comparisons")
+        stem, source = _source_of(name_or_source)
+        flags = [*DEFAULT_CFLAGS, *extra_flags]
+        key = hashlib.sha256("\0".join([compiler, source, *flags]).encode()).hexdigest()[:16]
+        if key in cache:
+            return cache[key]
+        src = outdir / f"{stem}-{key}.c"
+        exe = outdir / f"{stem}-{key}"
+        src.write_text(source)
+        # The flags follow the source so that libraries given as -l... link.
+        result = subprocess.run(
+            [compiler, str(src), "-o", str(exe), *flags],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(
+                f"gcc failed on {stem}.c ({' '.join(flags)}):\n{result.stderr}", pytrace=False
+            )
+        cache[key] = exe
+        return exe
+
+    return build
+
+
+def _open_fds() -> dict[int, str]:
+    """Open fds and their targets; the directory fd listdir used is closed, so skipped."""
+    fds: dict[int, str] = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+    return fds
+
+
+@pytest.fixture
+def fd_leak_check() -> Iterator[None]:
+    """Fail the test if it leaves file descriptors open."""
+    before = _open_fds()
+    yield
+    after = _open_fds()
+    leaked = [f"{fd} -> {target}" for fd, target in sorted(after.items()) if fd not in before]
+    if leaked:
+        pytest.fail(f"file descriptors leaked: {', '.join(leaked)}", pytrace=False)
