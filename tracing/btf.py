@@ -629,10 +629,15 @@ MEMBER_REQUESTS: tuple[MemberRequest, ...] = (
     MemberRequest("socket.file", "struct socket", ("file",)),
     MemberRequest("socket.sk", "struct socket", ("sk",)),
     MemberRequest("socket.type", "struct socket", ("type",)),
+    # The kernel's own struct msghdr (include/linux/socket.h), read by kprobe/fentry probes.
+    MemberRequest("msghdr.msg_control", "struct msghdr", ("msg_control",)),
+    MemberRequest("msghdr.msg_controllen", "struct msghdr", ("msg_controllen",)),
+    MemberRequest("msghdr.msg_flags", "struct msghdr", ("msg_flags",)),
 )
 
 STRUCT_SIZE_REQUESTS: tuple[str, ...] = (
     "struct file",
+    "struct msghdr",
     "struct scm_fp_list",
     "struct scm_cookie",
     "struct fdtable",
