@@ -551,6 +551,13 @@ class BTF:
         """True if BTF has a FUNC so named.  That does not mean it is never inlined."""
         return bool(self._ids_named(name, frozenset({BTF_KIND_FUNC})))
 
+    def function_id(self, name: str) -> int:
+        """The BTF type id of FUNC ``name`` (what an fentry program's ``attach_btf_id`` is)."""
+        ids = self._ids_named(name, frozenset({BTF_KIND_FUNC}))
+        if not ids:
+            raise BTFLookupError(f"no BTF FUNC {name!r} in {self.source}")
+        return ids[0]
+
     def has_type(self, type_name: str) -> bool:
         try:
             self.find_type(type_name)
