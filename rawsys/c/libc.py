@@ -146,15 +146,15 @@ def _check_recv_msghdr(msg: Any) -> None:
     hdr = msg if isinstance(msg, msghdr) else getattr(msg, "_obj", None)
     if not isinstance(hdr, msghdr):
         return
-    keep = hdr.__dict__.get("_rawsys_keep", {})
     for slot in ("msg_name", "msg_control"):
-        if isinstance(keep.get(slot), bytes):
+        if isinstance(hdr._kept(slot), bytes):
             raise TypeError(f"{slot} points at bytes, which recvmsg would write into")
-    iovs = keep.get("msg_iov")
+    iovs = hdr._kept("msg_iov")
     items = iovs[1] if isinstance(iovs, tuple) else iovs
+    if isinstance(items, iovec):
+        items = [items]
     for item in items if isinstance(items, (list, ctypes.Array)) else ():
-        if isinstance(item, iovec) and isinstance(item.__dict__.get("_rawsys_keep", {}).get(
-                "iov_base"), bytes):
+        if isinstance(item, iovec) and isinstance(item._kept("iov_base"), bytes):
             raise TypeError("an iovec points at bytes, which recvmsg would write into")
 
 

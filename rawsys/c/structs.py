@@ -68,12 +68,58 @@ gid_t = c_uint32
 time_t = c_long
 
 
+def _pointee(pointer: Any) -> Any:
+    """The ctypes object a ``pointer(obj)`` was made from, if it still holds it."""
+    address = ctypes.cast(pointer, c_void_p).value
+    objects = getattr(pointer, "_objects", None)
+    if isinstance(objects, dict):
+        for candidate in objects.values():
+            if not hasattr(candidate, "_b_base_"):  # not a ctypes instance
+                continue
+            if ctypes.addressof(candidate) == address:
+                return candidate
+    return None
+
+
+def _memory_owner(obj: Any) -> Any:
+    """The ctypes object that owns the memory *obj* lives in.
+
+    A structure reached as a field or an array item (``vec[1].msg_hdr``) is a
+    short-lived view: what it keeps alive must be kept by the object that
+    owns the memory, or it dies with the view while C still points at it.
+    """
+    seen = 0
+    while seen < 1000:
+        seen += 1
+        base = obj._b_base_
+        if base is None:
+            return obj
+        if isinstance(base, ctypes._Pointer):  # pointer(x).contents
+            target = _pointee(base)
+            if target is None:
+                return base
+            obj = target
+            continue
+        obj = base
+    return obj
+
+
 class _KeepAlive(Structure):
-    """Structure that can hold references to the Python buffers its pointers use."""
+    """Structure that can hold references to the Python buffers its pointers use.
+
+    The references are stored on the object owning the structure's memory
+    (see ``_memory_owner``), keyed by the structure's address and the field.
+    """
 
     def _keep(self, slot: str, obj: object) -> None:
-        keep: dict[str, object] = self.__dict__.setdefault("_rawsys_keep", {})
-        keep[slot] = obj
+        owner = _memory_owner(self)
+        keep: dict[tuple[int, str], object] = owner.__dict__.setdefault("_rawsys_keep", {})
+        keep[(ctypes.addressof(self), slot)] = obj
+
+    def _kept(self, slot: str) -> object:
+        """What ``_keep`` holds for *slot* of this structure, or ``None``."""
+        keep = _memory_owner(self).__dict__.get("_rawsys_keep", {})
+        return keep.get((ctypes.addressof(self), slot))
 
 
 class iovec(_KeepAlive):
