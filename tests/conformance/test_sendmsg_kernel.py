@@ -42,6 +42,7 @@ from rawsys import (
     SCM_RIGHTS,
     SOCK_DGRAM,
     SOCK_RAW,
+    SOCK_STREAM,
     SOL_SOCKET,
     c_int,
     close,
@@ -50,6 +51,7 @@ from rawsys import (
     sendto,
     sizeof,
     socket,
+    socketpair,
     ucred,
 )
 
@@ -178,6 +180,48 @@ def test_a_file_closed_right_after_sendmsg_arrives_intact(pair):
         assert os.read(got.fds[0], 64) == b"still here"
     finally:
         close_all([*got.fds, write_end])
+
+
+def test_an_unlinked_file_closed_right_after_sendmsg_arrives_intact(pair, tmp_path):
+    """A regular file: sent, closed and unlinked by the sender, read whole by the receiver."""
+    path = tmp_path / "in-flight.txt"
+    path.write_bytes(b"content of a file nobody can open any more")
+    fd = os.open(path, os.O_RDONLY)
+    assert send(pair[0], message([rights(fd)])) == (1, 0)
+    close(fd)
+    path.unlink()
+    got = receive(pair[1], controllen=CMSG_SPACE(sizeof(c_int)))
+    try:
+        assert len(got.fds) == 1
+        assert os.fstat(got.fds[0]).st_nlink == 0
+        assert os.pread(got.fds[0], 100, 0) == b"content of a file nobody can open any more"
+    finally:
+        close_all(got.fds)
+
+
+def test_zero_bytes_on_a_stream_socket_carry_no_fds(pipe):
+    """Seed 003's advice to send at least one byte: on SOCK_STREAM, fds need data to ride on.
+
+    unix_stream_sendmsg queues one skb per chunk of data; with no data there
+    is no skb, sendmsg returns 0 and the fds are dropped.  A datagram of zero
+    bytes, by contrast, is still a datagram and carries them.
+    """
+    sv = (c_int * 2)()
+    assert socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0
+    try:
+        assert send(sv[0], message([rights(pipe[0])], payload=b"")) == (0, 0)
+        got = receive(sv[1], controllen=CMSG_SPACE(sizeof(c_int)))
+        close_all(got.fds)
+        assert got.ret == -1 and got.errno == errno.EAGAIN and got.fds == []
+    finally:
+        close_all([sv[0], sv[1]])
+
+
+def test_zero_bytes_on_a_datagram_socket_carry_the_fds(pair, pipe):
+    assert send(pair[0], message([rights(pipe[0])], payload=b"")) == (0, 0)
+    got = receive(pair[1], controllen=CMSG_SPACE(sizeof(c_int)))
+    close_all(got.fds)
+    assert got.ret == 0 and len(got.fds) == 1
 
 
 # --- the cmsg_level / cmsg_type switch of __scm_send --------------------------------
