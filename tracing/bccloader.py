@@ -233,6 +233,7 @@ class HeadersInfo:
     parts: tuple[str, ...] = ()  # the distribution directories behind path
     reason: str = ""
     candidates: tuple[str, ...] = field(default=(), compare=False)
+    created: bool = field(default=False, compare=False)  # the joined tree was made just now
 
     @property
     def usable(self) -> bool:
@@ -338,16 +339,24 @@ def _join_tree(dest: str, parts: tuple[str, ...]) -> None:
 
 def _joined_tree(hs: _HeaderSet) -> str:
     """One directory holding the whole header set, made once and reused."""
+    return _make_joined_tree(hs)[0]
+
+
+def _valid_tree(dest: str, hs: _HeaderSet) -> bool:
+    linux = os.path.realpath(os.path.join(dest, "include", "linux"))
+    return _complete((dest,)) and linux.startswith(tuple(p.rstrip("/") + "/" for p in hs.parts))
+
+
+def _make_joined_tree(hs: _HeaderSet) -> tuple[str, bool]:
+    """(the joined tree, whether this call made it)."""
     if len(hs.parts) == 1:
-        return hs.parts[0]
+        return hs.parts[0], False
     leaf = re.sub(r"[^A-Za-z0-9._-]", "_", hs.version)
     roots = [_headers_cache_root(), os.path.join(tempfile.gettempdir(), f"rawsys-{os.getuid()}")]
     for root in roots:
         dest = os.path.join(root, leaf)
-        if _complete((dest,)) and os.path.realpath(
-            os.path.join(dest, "include", "linux")
-        ).startswith(tuple(hs.parts)):
-            return dest
+        if _valid_tree(dest, hs):
+            return dest, False
         try:
             os.makedirs(root, mode=0o700, exist_ok=True)
             if os.stat(root).st_uid != os.getuid():
@@ -362,8 +371,8 @@ def _joined_tree(hs: _HeaderSet) -> str:
             except OSError:
                 pass  # another process won the race; use theirs if it is complete
             shutil.rmtree(work, ignore_errors=True)
-            if _complete((dest,)):
-                return dest
+            if _valid_tree(dest, hs):
+                return dest, True
         except OSError:
             continue
     raise OSError(f"cannot make a joined header tree for {hs.parts} in {roots}")
@@ -437,13 +446,13 @@ def configure_kernel_headers() -> HeadersInfo:
     # "exact": bcc finds /lib/modules/RELEASE/build (and joins its source/) itself.
     if info.match == "nearest":
         try:
-            tree = _joined_tree(_HeaderSet(info.version or "unknown", info.parts))
+            tree, created = _make_joined_tree(_HeaderSet(info.version or "unknown", info.parts))
         except OSError as e:
             info = HeadersInfo("none", info.version, None, info.parts, f"{info.reason}; {e}")
         else:
             os.environ["BCC_KERNEL_SOURCE"] = tree
             info = HeadersInfo(
-                info.match, info.version, tree, info.parts, info.reason, info.candidates
+                info.match, info.version, tree, info.parts, info.reason, info.candidates, created
             )
     _configured = info
     return info

@@ -330,15 +330,20 @@ def _check_bcc_compile(bcc_ok: bool, root: bool) -> Check:
 
 
 def _check_tracefs() -> Check:
+    from tracing.setup import tracefs_mounted
+
     d = _tracefs_dir()
-    if d is None:
-        return Check(
-            "tracefs",
-            False,
-            "not mounted",
-            "mount -t tracefs nodev /sys/kernel/tracing (or: rawsys-trace setup)",
-        )
-    return Check("tracefs", True, "mounted", d)
+    if d is not None:
+        return Check("tracefs", True, "mounted", d)
+    for path in TRACEFS_DIRS:
+        if tracefs_mounted(path):
+            return Check("tracefs", None, "mounted, not readable", f"{path}: needs root")
+    return Check(
+        "tracefs",
+        False,
+        "not mounted",
+        "mount -t tracefs nodev /sys/kernel/tracing (or: rawsys-trace setup)",
+    )
 
 
 def _check_btf() -> Check:
@@ -464,6 +469,8 @@ def _check_fentry(
 def _check_tracepoints(root: bool, config: dict[str, str]) -> Check:
     tracefs = _tracefs_dir()
     needs = _config_says(config, "CONFIG_FTRACE_SYSCALLS")
+    if tracefs is None and not root:
+        return Check("syscall tracepoints", None, "needs root", f"{needs}; tracefs needs root")
     if tracefs is None:
         return Check(
             "syscall tracepoints",
@@ -606,9 +613,10 @@ def choose_backend(caps: Capabilities, forced: str | None = None) -> tuple[str, 
             )
             return name, "; ".join([why, *refused])
         refused.append(f"not {name}: {c.detail or c.value}")
-    for name in BACKEND_PREFERENCE:
+    for i, name in enumerate(BACKEND_PREFERENCE):
         if checks[name].ok is None:
-            return name, "; ".join([f"{name} could not be tested: {checks[name].detail}", *refused])
+            others = refused[:i] + refused[i + 1 :]
+            return name, "; ".join([f"{name} could not be tested: {checks[name].detail}", *others])
     return "tracepoint", "; ".join(["no backend attaches here", *refused])
 
 

@@ -217,7 +217,11 @@ def setup_steps(*, install: bool = True, run: Runner = _run) -> list[StepResult]
     info = bccloader.configure_kernel_headers()
     if info.match == "nearest" and info.path:
         results.append(
-            StepResult("point bcc at kernel headers", "done", f"{info.version} via {info.path}")
+            StepResult(
+                "point bcc at kernel headers",
+                "done" if info.created else "already",
+                f"nearest {info.version} joined in {info.path}",
+            )
         )
     elif info.usable:
         results.append(
