@@ -1,0 +1,384 @@
+"""Events the probes report, as the kernel writes them and as Python sees them.
+
+The wire layout is defined once, here, as ctypes structures (``RawEvent``
+header followed by ``RawFile`` records); ``tracing.program`` renders the BPF
+C ``struct`` declarations from these same definitions, so the two sides
+cannot drift.  :func:`decode_event` is a pure function over bytes.
+
+A ``SendEvent`` is one message given to ``sendmsg``/``sendmmsg`` that carried
+``SCM_RIGHTS`` fds; a ``RecvEvent`` is one message returned by
+``recvmsg``/``recvmmsg`` that brought fds (or was cut short: ``CTRUNC``).
+Each names the kernel ``struct file`` of every fd (:class:`FileIdentity`): the
+same address on both ends of a transfer is what links them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import os
+import stat
+from ctypes import c_char, c_int32, c_int64, c_uint8, c_uint16, c_uint32, c_uint64
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from rawsys.c import constants
+
+__all__ = [
+    "EventKind",
+    "FileIdentity",
+    "RawEvent",
+    "RawFile",
+    "RecvEvent",
+    "SendEvent",
+    "Syscall",
+    "TraceEvent",
+    "Transfer",
+    "decode_event",
+    "file_kind",
+    "refs_from_raw",
+]
+
+COMM_LEN = 16  # TASK_COMM_LEN, include/linux/sched.h
+NAME_LEN = 32  # bytes of the dentry name kept per file (NUL included)
+FD_SLOTS = constants.SCM_MAX_FD  # one message never carries more (include/net/scm.h)
+
+
+class EventKind(enum.IntEnum):
+    SEND = 1
+    RECV = 2
+
+
+class Syscall(enum.IntEnum):
+    SENDMSG = 1
+    SENDMMSG = 2
+    RECVMSG = 3
+    RECVMMSG = 4
+
+
+# Bits of RawFile.fd_flags.
+FD_FLAG_CLOEXEC = 1
+# Bits of RawEvent.ev_flags.
+EV_FLAG_FDS_DROPPED = 1  # more SCM_RIGHTS fds than records (never for valid messages)
+EV_FLAG_REF_IS_FILE_REF = 2  # ref_raw is a file_ref_t (6.13+): references = raw + 1
+
+
+class RawFile(ctypes.Structure):
+    """One fd and the ``struct file`` it names (``struct fd_file`` in the BPF C)."""
+
+    _fields_ = [
+        ("file", c_uint64),  # kernel address of the struct file; 0: fd not open
+        ("ino", c_uint64),  # f_inode->i_ino
+        ("ref_raw", c_uint64),  # f_ref (file_ref_t) or f_count, as stored
+        ("fd", c_int32),
+        ("mode", c_uint16),  # f_inode->i_mode
+        ("fd_flags", c_uint16),  # FD_FLAG_*
+        ("name", c_char * NAME_LEN),  # f_path.dentry->d_name, may be empty
+    ]
+
+
+_HEADER_FIELDS: list[tuple[str, Any]] = [
+    ("ts_ns", c_uint64),  # bpf_ktime_get_ns()
+    ("ret", c_int64),  # syscall return value (negative errno on failure)
+    ("pid", c_uint32),
+    ("tid", c_uint32),
+    ("comm", c_char * COMM_LEN),
+    ("sock", c_int32),
+    ("call_flags", c_uint32),  # the flags argument
+    ("msg_flags", c_uint32),  # msg_flags written back (receive side)
+    ("controllen", c_uint32),
+    ("kind", c_uint8),  # EventKind
+    ("syscall", c_uint8),  # Syscall
+    ("ev_flags", c_uint8),  # EV_FLAG_*
+    ("pad0", c_uint8),
+    ("msg_index", c_uint16),  # index in the mmsghdr vector
+    ("nfds", c_uint16),  # records that follow
+    ("fds_seen", c_uint16),  # SCM_RIGHTS fds found in the control data
+    ("queued", c_uint16),  # files the kernel had queued (kprobe backends), else 0
+    ("pad1", c_uint32),
+]
+
+
+class RawEventHeader(ctypes.Structure):
+    """The fixed part of ``struct fd_event``, for decoding."""
+
+    _fields_ = _HEADER_FIELDS
+
+
+class RawEvent(ctypes.Structure):
+    """One event (``struct fd_event``): the header, then ``nfds`` of ``files`` used."""
+
+    _fields_ = [*_HEADER_FIELDS, ("files", RawFile * FD_SLOTS)]
+
+
+HEADER_SIZE: int = ctypes.sizeof(RawEventHeader)
+assert HEADER_SIZE == RawEvent.files.offset
+FILE_RECORD_SIZE: int = ctypes.sizeof(RawFile)
+
+
+def refs_from_raw(raw: int, file_ref: bool) -> int:
+    """References a ``struct file`` holds, from the raw counter the probe read.
+
+    Since 6.13 the counter is a ``file_ref_t`` (include/linux/file_ref.h) that
+    stores *references - 1*: 0 is one reference, values from 2**63 up mean
+    saturated/released/dead.  Before, ``f_count`` was a plain count.  A
+    released or dead file returns 0.
+    """
+    if not file_ref:
+        return raw
+    if raw >= 1 << 63:
+        return 0
+    return raw + 1
+
+
+def file_kind(mode: int) -> str:
+    """``socket``, ``pipe``, ``file``, ``dir``, ``chr``, ``blk``, ``link`` or ``anon``."""
+    if mode == 0:
+        return "anon"
+    fmt = stat.S_IFMT(mode)
+    return {
+        stat.S_IFSOCK: "socket",
+        stat.S_IFIFO: "pipe",
+        stat.S_IFREG: "file",
+        stat.S_IFDIR: "dir",
+        stat.S_IFCHR: "chr",
+        stat.S_IFBLK: "blk",
+        stat.S_IFLNK: "link",
+    }.get(fmt, "anon")
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """A kernel ``struct file``: what an fd number names, equal on both ends."""
+
+    address: int
+    inode: int
+    mode: int
+    refcount: int  # references held when the probe looked (in flight: +1 per queued skb)
+    name: str  # dentry name ("" for pipes, sockets and other anonymous files)
+
+    @property
+    def kind(self) -> str:
+        return file_kind(self.mode)
+
+    @property
+    def label(self) -> str:
+        """A short human name: the dentry name, else ``pipe:[ino]``-style."""
+        if self.address == 0:
+            return "-"
+        if self.name and self.kind in ("file", "dir", "chr", "blk", "link"):
+            return self.name
+        if self.name and self.kind == "anon":
+            return f"anon_inode:{self.name}"
+        return f"{self.kind}:[{self.inode}]"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "address": f"0x{self.address:x}",
+            "inode": self.inode,
+            "kind": self.kind,
+            "name": self.name,
+            "refcount": self.refcount,
+        }
+
+
+@dataclass(frozen=True)
+class _EventBase:
+    pid: int
+    tid: int
+    comm: str
+    sock: int  # the socket fd the call was made on
+    fds: tuple[int, ...]  # fd numbers in the caller's table (sender's or receiver's)
+    files: tuple[FileIdentity, ...]  # one per fd, same order
+    flags: frozenset[str]
+    ok: bool
+    errno: int  # 0 when ok
+    ret: int
+    syscall: str  # "sendmsg", "sendmmsg", "recvmsg", "recvmmsg"
+    msg_index: int
+    backend: str
+    timestamp_ns: int  # CLOCK_MONOTONIC, as bpf_ktime_get_ns()
+    fds_seen: int = 0
+    queued: int = 0
+    cloexec: tuple[bool, ...] = field(default=())  # per fd: close-on-exec set in that table
+
+    @property
+    def event(self) -> str:
+        raise NotImplementedError
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "event": self.event,
+            "pid": self.pid,
+            "tid": self.tid,
+            "comm": self.comm,
+            "sock": self.sock,
+            "fds": list(self.fds),
+            "files": [f.to_json() for f in self.files],
+            "flags": sorted(self.flags),
+            "ok": self.ok,
+            "errno": self.errno,
+            "ret": self.ret,
+            "syscall": self.syscall,
+            "msg_index": self.msg_index,
+            "backend": self.backend,
+            "timestamp_ns": self.timestamp_ns,
+            "cloexec": list(self.cloexec),
+        }
+
+
+@dataclass(frozen=True)
+class SendEvent(_EventBase):
+    """One message with ``SCM_RIGHTS`` handed to sendmsg/sendmmsg (``ok`` False: it failed)."""
+
+    @property
+    def event(self) -> str:
+        return "send"
+
+
+@dataclass(frozen=True)
+class RecvEvent(_EventBase):
+    """One message returned by recvmsg/recvmmsg with fds installed, or cut short (CTRUNC)."""
+
+    @property
+    def event(self) -> str:
+        return "recv"
+
+
+TraceEvent = Union[SendEvent, RecvEvent]
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One fd that went from a sender's table to a receiver's, linked by its ``struct file``.
+
+    ``send`` or ``recv`` is ``None`` for an unmatched half: a send whose
+    receive was not seen (still queued, dropped, or the receiver filtered
+    out), or a receive whose send was not seen.
+    """
+
+    send: SendEvent | None
+    recv: RecvEvent | None
+    send_fd: int | None
+    recv_fd: int | None
+    file: FileIdentity
+
+    @property
+    def matched(self) -> bool:
+        return self.send is not None and self.recv is not None
+
+    @property
+    def flags(self) -> frozenset[str]:
+        out: set[str] = set()
+        if self.recv is not None:
+            out |= self.recv.flags
+            if self.recv_fd is not None and self.recv_fd in self.recv.fds:
+                i = self.recv.fds.index(self.recv_fd)
+                if i < len(self.recv.cloexec) and self.recv.cloexec[i]:
+                    out.add("CLOEXEC")
+        return frozenset(out)
+
+    def to_json(self) -> dict[str, object]:
+        def side(ev: TraceEvent | None, fd: int | None) -> dict[str, object] | None:
+            if ev is None:
+                return None
+            return {"pid": ev.pid, "tid": ev.tid, "comm": ev.comm, "fd": fd, "sock": ev.sock}
+
+        return {
+            "event": "transfer",
+            "matched": self.matched,
+            "sender": side(self.send, self.send_fd),
+            "receiver": side(self.recv, self.recv_fd),
+            "file": self.file.to_json(),
+            "flags": sorted(self.flags),
+        }
+
+
+_SYSCALL_NAMES = {
+    Syscall.SENDMSG: "sendmsg",
+    Syscall.SENDMMSG: "sendmmsg",
+    Syscall.RECVMSG: "recvmsg",
+    Syscall.RECVMMSG: "recvmmsg",
+}
+
+
+def _flag_names(kind: EventKind, call_flags: int, msg_flags: int) -> frozenset[str]:
+    names: set[str] = set()
+    if call_flags & constants.MSG_PEEK:
+        names.add("PEEK")
+    if kind == EventKind.RECV:
+        if msg_flags & constants.MSG_CTRUNC:
+            names.add("CTRUNC")
+        if msg_flags & constants.MSG_TRUNC:
+            names.add("TRUNC")
+        if call_flags & constants.MSG_CMSG_CLOEXEC:
+            names.add("CMSG_CLOEXEC")
+    if call_flags & constants.MSG_DONTWAIT:
+        names.add("DONTWAIT")
+    return frozenset(names)
+
+
+def decode_event(data: bytes, backend: str = "tracepoint") -> TraceEvent:
+    """Decode one record as the probes emit it; raises ``ValueError`` on malformed data."""
+    if len(data) < HEADER_SIZE:
+        raise ValueError(f"event of {len(data)} bytes is shorter than its header ({HEADER_SIZE})")
+    head = RawEventHeader.from_buffer_copy(data)
+    try:
+        kind = EventKind(head.kind)
+        syscall = Syscall(head.syscall)
+    except ValueError:
+        raise ValueError(f"unknown event kind {head.kind} / syscall {head.syscall}") from None
+    nfds = head.nfds
+    if nfds > FD_SLOTS or len(data) < HEADER_SIZE + nfds * FILE_RECORD_SIZE:
+        raise ValueError(f"event claims {nfds} files but holds {len(data) - HEADER_SIZE} bytes")
+    file_ref = bool(head.ev_flags & EV_FLAG_REF_IS_FILE_REF)
+    fds: list[int] = []
+    files: list[FileIdentity] = []
+    cloexec: list[bool] = []
+    for i in range(nfds):
+        off = HEADER_SIZE + i * FILE_RECORD_SIZE
+        rec = RawFile.from_buffer_copy(data, off)
+        fds.append(rec.fd)
+        cloexec.append(bool(rec.fd_flags & FD_FLAG_CLOEXEC))
+        files.append(
+            FileIdentity(
+                address=rec.file,
+                inode=rec.ino,
+                mode=rec.mode,
+                refcount=refs_from_raw(rec.ref_raw, file_ref) if rec.file else 0,
+                name=rec.name.decode("utf-8", "replace"),
+            )
+        )
+    ret = head.ret
+    ok = ret >= 0
+    cls = SendEvent if kind == EventKind.SEND else RecvEvent
+    return cls(
+        pid=head.pid,
+        tid=head.tid,
+        comm=head.comm.decode("utf-8", "replace"),
+        sock=head.sock,
+        fds=tuple(fds),
+        files=tuple(files),
+        flags=_flag_names(kind, head.call_flags, head.msg_flags),
+        ok=ok,
+        errno=0 if ok else -ret,
+        ret=ret,
+        syscall=_SYSCALL_NAMES[syscall],
+        msg_index=head.msg_index,
+        backend=backend,
+        timestamp_ns=head.ts_ns,
+        fds_seen=head.fds_seen,
+        queued=head.queued,
+        cloexec=tuple(cloexec),
+    )
+
+
+def errno_name(err: int) -> str:
+    """``EBADF`` for 9; the number as text when unknown."""
+    import errno as _errno
+
+    return _errno.errorcode.get(err, str(err)) if err else "0"
+
+
+def strerror(err: int) -> str:
+    return os.strerror(err)

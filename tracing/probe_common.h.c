@@ -1,0 +1,183 @@
+/*
+ * Shared by every backend: the event layout, the maps, and the reads that
+ * turn an fd number into the kernel's struct file and its identity.
+ *
+ * Kernel memory is read only with bpf_probe_read_kernel() at OFF_* offsets
+ * taken from the running kernel's BTF; struct layouts from the headers bcc
+ * compiles against are never used (they may be another kernel's).
+ */
+#include <uapi/linux/ptrace.h>
+
+/* Hide a value's known range from clang, so that loop counters stay plain
+ * compared integers the verifier can bound and masks stay in place. */
+#define OPAQUE(x) asm volatile("" : "+r"(x))
+
+/*@STRUCTS@*/
+
+/*@FILTERS@*/
+
+/* Arguments of a traced call, kept from entry to exit (per thread). */
+struct call_args {
+    u64 ts_ns;
+    u64 msg;          /* user struct msghdr * (or struct mmsghdr *) */
+    u64 vlen;
+    s32 sock;
+    u32 flags;
+    u32 syscall;
+    u32 queued;       /* kprobe backends: files the kernel had queued */
+    u32 scm_files;    /* kprobe backends: files collected into sent_files */
+    u32 pad;
+};
+
+/* Files found when a send starts (tracepoint) or when the kernel copies them (kprobe). */
+struct sent_files {
+    u32 n;
+    u32 seen;
+    s32 fds[FD_SLOTS];
+    u32 fd_flags[FD_SLOTS];
+    u64 files[FD_SLOTS];
+};
+
+/* Scratch room for the fd numbers of one message, with slack for masked reads. */
+struct fd_scratch {
+    s32 fds[FD_ARRAY_LEN];
+};
+
+BPF_RINGBUF_OUTPUT(events, RING_PAGES);
+BPF_HASH(calls, u32, struct call_args, MAX_INFLIGHT);
+BPF_HASH(sent, u32, struct sent_files, MAX_INFLIGHT);
+BPF_PERCPU_ARRAY(event_scratch, struct fd_event, 1);
+BPF_PERCPU_ARRAY(sent_scratch, struct sent_files, 1);
+BPF_PERCPU_ARRAY(fd_scratch, struct fd_scratch, 1);
+/* [0]: events the ring buffer refused; [1]: calls not tracked (map full) */
+BPF_PERCPU_ARRAY(lost, u64, 2);
+
+static __always_inline void count_lost(int which)
+{
+    u64 *n = lost.lookup(&which);
+    if (n)
+        *n += 1;
+}
+
+/* The calling thread's fd table, read once per message. */
+struct fd_table {
+    u64 fd_array;      /* struct file ** */
+    u64 close_on_exec; /* unsigned long * */
+    u32 max_fds;
+};
+
+static __always_inline int current_fd_table(struct fd_table *t)
+{
+    u64 task = bpf_get_current_task();
+    u64 files = 0, fdt = 0;
+    t->fd_array = 0;
+    t->close_on_exec = 0;
+    t->max_fds = 0;
+    if (bpf_probe_read_kernel(&files, sizeof(files), (void *)task + OFF_TASK_STRUCT_FILES) || !files)
+        return -1;
+    if (bpf_probe_read_kernel(&fdt, sizeof(fdt), (void *)files + OFF_FILES_STRUCT_FDT) || !fdt)
+        return -1;
+    bpf_probe_read_kernel(&t->max_fds, sizeof(t->max_fds), (void *)fdt + OFF_FDTABLE_MAX_FDS);
+    bpf_probe_read_kernel(&t->fd_array, sizeof(t->fd_array), (void *)fdt + OFF_FDTABLE_FD);
+    bpf_probe_read_kernel(&t->close_on_exec, sizeof(t->close_on_exec),
+                          (void *)fdt + OFF_FDTABLE_CLOSE_ON_EXEC);
+    return 0;
+}
+
+/* fd -> struct file * in table t (0 if not open); *cloexec gets FD_FLAG_CLOEXEC. */
+static __always_inline u64 resolve_fd(const struct fd_table *t, s32 fd, u32 *fd_flags)
+{
+    u64 file = 0, word = 0;
+    *fd_flags = 0;
+    if (fd < 0 || (u32)fd >= t->max_fds || !t->fd_array)
+        return 0;
+    bpf_probe_read_kernel(&file, sizeof(file), (void *)t->fd_array + (u64)fd * sizeof(u64));
+    if (t->close_on_exec &&
+        !bpf_probe_read_kernel(&word, sizeof(word),
+                               (void *)t->close_on_exec + ((u64)fd / 64) * sizeof(u64)) &&
+        (word >> ((u64)fd % 64)) & 1)
+        *fd_flags = FD_FLAG_CLOEXEC;
+    return file;
+}
+
+/* Identity of a struct file: inode number, mode, raw reference counter, name. */
+static __always_inline void fill_file(struct fd_file *r, u64 file)
+{
+    u64 inode = 0, dentry = 0, name = 0;
+    r->file = file;
+    r->ino = 0;
+    r->ref_raw = 0;
+    r->mode = 0;
+    r->name[0] = 0;
+    if (!file)
+        return;
+    bpf_probe_read_kernel(&r->ref_raw, sizeof(r->ref_raw), (void *)file + OFF_FILE_F_COUNT);
+    if (!bpf_probe_read_kernel(&inode, sizeof(inode), (void *)file + OFF_FILE_F_INODE) && inode) {
+        bpf_probe_read_kernel(&r->ino, sizeof(r->ino), (void *)inode + OFF_INODE_I_INO);
+        bpf_probe_read_kernel(&r->mode, sizeof(r->mode), (void *)inode + OFF_INODE_I_MODE);
+    }
+    if (!bpf_probe_read_kernel(&dentry, sizeof(dentry), (void *)file + OFF_FILE_F_PATH_DENTRY) &&
+        dentry &&
+        !bpf_probe_read_kernel(&name, sizeof(name), (void *)dentry + OFF_DENTRY_D_NAME_NAME) &&
+        name)
+        bpf_probe_read_kernel_str(r->name, sizeof(r->name), (void *)name);
+}
+
+static __always_inline int wanted(u64 pid_tgid)
+{
+#if FILTER_PID
+    if (!pid_wanted(pid_tgid >> 32))
+        return 0;
+#endif
+#if FILTER_TID
+    if (!tid_wanted((u32)pid_tgid))
+        return 0;
+#endif
+#if FILTER_COMM
+    unsigned char comm[16] = {};
+    bpf_get_current_comm(&comm, sizeof(comm));
+    if (!comm_wanted(comm))
+        return 0;
+#endif
+    return 1;
+}
+
+/* A zeroed event header in per-CPU scratch, for the current thread. */
+static __always_inline struct fd_event *new_event(u32 kind, const struct call_args *a,
+                                                  s64 ret, u32 index)
+{
+    int zero = 0;
+    struct fd_event *ev = event_scratch.lookup(&zero);
+    if (!ev)
+        return 0;
+    u64 id = bpf_get_current_pid_tgid();
+    ev->ts_ns = bpf_ktime_get_ns();
+    ev->ret = ret;
+    ev->pid = id >> 32;
+    ev->tid = (u32)id;
+    bpf_get_current_comm(&ev->comm, sizeof(ev->comm));
+    ev->sock = a->sock;
+    ev->call_flags = a->flags;
+    ev->msg_flags = 0;
+    ev->controllen = 0;
+    ev->kind = kind;
+    ev->syscall = a->syscall;
+    ev->ev_flags = FILE_REF_T ? EV_FLAG_REF_IS_FILE_REF : 0;
+    ev->pad0 = 0;
+    ev->msg_index = index;
+    ev->nfds = 0;
+    ev->fds_seen = 0;
+    ev->queued = a->queued;
+    ev->pad1 = 0;
+    return ev;
+}
+
+static __always_inline void submit(struct fd_event *ev)
+{
+    u64 size = EVENT_HEADER_SIZE + (u64)ev->nfds * FILE_RECORD_SIZE;
+    OPAQUE(size);
+    if (size > sizeof(*ev))
+        size = sizeof(*ev);
+    if (events.ringbuf_output(ev, size, 0))
+        count_lost(0);
+}

@@ -1,0 +1,186 @@
+/*
+ * Backend "tracepoint": syscall tracepoints only (no kprobes, no trampolines).
+ *
+ * sendmsg: at entry the user msghdr's control data is walked and every
+ * SCM_RIGHTS fd resolved to its struct file in the sender's table; at exit
+ * the result (ok or -errno) is reported with each file's identity, read then
+ * (the reference count includes the in-flight reference of a queued skb).
+ * recvmsg: at exit (ret >= 0) msg_flags, the control data the kernel wrote
+ * and the fds it installed are read back and resolved in the receiver's
+ * table, with close-on-exec from the fdtable bitmap.  sendmmsg/recvmmsg: the
+ * same per message of the mmsghdr vector, at exit (bounded by MAX_MMSG).
+ */
+
+static __always_inline int stash_send(u32 tid, u64 hdr)
+{
+    u64 control = 0, controllen = 0;
+    u32 seen = 0;
+    int zero = 0;
+    bpf_probe_read_user(&control, sizeof(control), (void *)(hdr + USER_MSGHDR_CONTROL));
+    bpf_probe_read_user(&controllen, sizeof(controllen), (void *)(hdr + USER_MSGHDR_CONTROLLEN));
+    struct fd_scratch *s = fd_scratch.lookup(&zero);
+    struct sent_files *sf = sent_scratch.lookup(&zero);
+    if (!s || !sf)
+        return 0;
+    u32 n = collect_fds(s, control, controllen, 1, &seen);
+    if (!seen)
+        return 0;
+    struct fd_table t;
+    current_fd_table(&t);
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < FD_SLOTS; i++) {
+        if (i >= n)
+            break;
+        OPAQUE(i);
+        u32 fl = 0;
+        s32 fd = s->fds[i];
+        sf->fds[i] = fd;
+        sf->files[i] = resolve_fd(&t, fd, &fl);
+        sf->fd_flags[i] = fl;
+    }
+    sf->n = n;
+    sf->seen = seen;
+    if (sent.update(&tid, sf)) {
+        count_lost(1);
+        return 0;
+    }
+    return 1;
+}
+
+static __always_inline int on_enter(u32 syscall, s32 sock, u64 msg, u64 vlen, u32 flags)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tid = (u32)id;
+    if (!wanted(id))
+        return 0;
+    struct call_args a = {};
+    a.ts_ns = bpf_ktime_get_ns();
+    a.msg = msg;
+    a.vlen = vlen;
+    a.sock = sock;
+    a.flags = flags;
+    a.syscall = syscall;
+    if (syscall == SYS_SENDMSG && !stash_send(tid, msg))
+        return 0; /* no SCM_RIGHTS: nothing to report */
+    if (calls.update(&tid, &a))
+        count_lost(1);
+    return 0;
+}
+
+/* The entry record of this thread's call, removed from the map; 0 if none. */
+static __always_inline int take_call(u32 syscall, struct call_args *out)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct call_args *p = calls.lookup(&tid);
+    if (!p)
+        return 0;
+    __builtin_memcpy(out, p, sizeof(*out));
+    calls.delete(&tid);
+    return out->syscall == syscall;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
+{
+    return on_enter(SYS_SENDMSG, args->fd, (u64)args->msg, 1, args->flags);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
+{
+    struct call_args a;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    if (!take_call(SYS_SENDMSG, &a)) {
+        sent.delete(&tid);
+        return 0;
+    }
+    struct sent_files *sf = sent.lookup(&tid);
+    if (!sf)
+        return 0;
+    struct fd_event *ev = new_event(EV_SEND, &a, args->ret, 0);
+    if (!ev) {
+        sent.delete(&tid);
+        return 0;
+    }
+    u32 n = sf->n;
+    ev->fds_seen = sf->seen;
+    if (sf->seen > n)
+        ev->ev_flags |= EV_FLAG_FDS_DROPPED;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < FD_SLOTS; i++) {
+        if (i >= n)
+            break;
+        OPAQUE(i);
+        ev->files[i].fd = sf->fds[i];
+        ev->files[i].fd_flags = sf->fd_flags[i];
+        fill_file(&ev->files[i], sf->files[i]);
+    }
+    ev->nfds = n > FD_SLOTS ? FD_SLOTS : n;
+    sent.delete(&tid);
+    submit(ev);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg)
+{
+    return on_enter(SYS_RECVMSG, args->fd, (u64)args->msg, 1, args->flags);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg)
+{
+    struct call_args a;
+    if (!take_call(SYS_RECVMSG, &a) || args->ret < 0)
+        return 0;
+    emit_user_msghdr(EV_RECV, &a, a.msg, args->ret, 0, FD_SLOTS);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg)
+{
+    return on_enter(SYS_SENDMMSG, args->fd, (u64)args->mmsg, args->vlen, args->flags);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg)
+{
+    struct call_args a;
+    if (!take_call(SYS_SENDMMSG, &a))
+        return 0;
+    s64 ret = args->ret;
+    /* ret < 0: the first message failed; else ret messages were sent. */
+    u64 count = ret < 0 ? 1 : (u64)ret;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < MAX_MMSG; i++) {
+        if (i >= count || i >= a.vlen)
+            break;
+        u64 hdr = a.msg + (u64)i * USER_MMSGHDR_SIZE;
+        s64 r = ret;
+        if (ret >= 0) {
+            u32 len = 0;
+            bpf_probe_read_user(&len, sizeof(len), (void *)(hdr + USER_MMSGHDR_LEN));
+            r = len;
+        }
+        emit_user_msghdr(EV_SEND, &a, hdr, r, i, MMSG_FD_SLOTS);
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmmsg)
+{
+    return on_enter(SYS_RECVMMSG, args->fd, (u64)args->mmsg, args->vlen, args->flags);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg)
+{
+    struct call_args a;
+    if (!take_call(SYS_RECVMMSG, &a) || args->ret <= 0)
+        return 0;
+    u64 count = (u64)args->ret;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < MAX_MMSG; i++) {
+        if (i >= count)
+            break;
+        u64 hdr = a.msg + (u64)i * USER_MMSGHDR_SIZE;
+        u32 len = 0;
+        bpf_probe_read_user(&len, sizeof(len), (void *)(hdr + USER_MMSGHDR_LEN));
+        emit_user_msghdr(EV_RECV, &a, hdr, len, i, MMSG_FD_SLOTS);
+    }
+    return 0;
+}

@@ -1,0 +1,106 @@
+/*
+ * Walking a msghdr's control data: every cmsghdr (not only the first), every
+ * SCM_RIGHTS fd in it, then each fd resolved in the calling thread's table.
+ * User memory is read with bpf_probe_read_user(); the kprobe backends walk
+ * the kernel's copy of the control data with bpf_probe_read_kernel().
+ */
+
+static __always_inline int read_mem(void *dst, u32 size, u64 src, int user)
+{
+    if (user)
+        return bpf_probe_read_user(dst, size, (void *)src);
+    return bpf_probe_read_kernel(dst, size, (void *)src);
+}
+
+/* SCM_RIGHTS fd numbers of one control buffer into s; returns how many were
+ * stored (at most FD_SLOTS); *seen gets how many the messages declared. */
+static __always_inline u32 collect_fds(struct fd_scratch *s, u64 control, u64 controllen,
+                                       int user, u32 *seen)
+{
+    u64 off = 0;
+    u32 n = 0, total = 0;
+    *seen = 0;
+    if (!control)
+        return 0;
+#pragma clang loop unroll(disable)
+    for (int c = 0; c < MAX_CMSGS; c++) {
+        struct { u64 len; s32 level; s32 type; } h = {};
+        if (off + CMSG_HDR_SIZE > controllen)
+            break;
+        if (read_mem(&h, sizeof(h), control + off, user))
+            break;
+        /* The kernel's CMSG_OK(): a whole header, not past the buffer. */
+        if (h.len < CMSG_HDR_SIZE || h.len > controllen - off)
+            break;
+        if (h.level == SOL_SOCKET && h.type == SCM_RIGHTS) {
+            u32 cnt = (h.len - CMSG_HDR_LEN) / FD_BYTES;
+            total += cnt;
+            if (n < FD_SLOTS && cnt) {
+                u32 room = FD_SLOTS - n;
+                if (cnt > room)
+                    cnt = room;
+                u32 idx = n;
+                OPAQUE(idx);
+                idx &= FD_INDEX_MASK;
+                u32 bytes = (cnt * FD_BYTES) & FD_READ_MASK;
+                read_mem(&s->fds[idx], bytes, control + off + CMSG_HDR_LEN, user);
+                n += cnt;
+            }
+        }
+        off += (h.len + CMSG_ALIGN_MASK) & ~(u64)CMSG_ALIGN_MASK;
+    }
+    *seen = total;
+    return n;
+}
+
+/* Resolve n collected fds in the current table into ev->files. */
+static __always_inline void resolve_into(struct fd_event *ev, const struct fd_scratch *s, u32 n,
+                                         const u32 max)
+{
+    struct fd_table t;
+    current_fd_table(&t);
+    if (n > max)
+        n = max;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < max; i++) {
+        if (i >= n)
+            break;
+        OPAQUE(i);
+        u32 fl = 0;
+        s32 fd = s->fds[i];
+        u64 file = resolve_fd(&t, fd, &fl);
+        ev->files[i].fd = fd;
+        ev->files[i].fd_flags = fl;
+        fill_file(&ev->files[i], file);
+    }
+    ev->nfds = n;
+}
+
+/* Report one user msghdr whose control data names fds (or, received, was cut short). */
+static __always_inline void emit_user_msghdr(u32 kind, const struct call_args *a, u64 hdr,
+                                             s64 ret, u32 index, const u32 max)
+{
+    u64 control = 0, controllen = 0;
+    u32 msg_flags = 0, seen = 0;
+    int zero = 0;
+    bpf_probe_read_user(&control, sizeof(control), (void *)(hdr + USER_MSGHDR_CONTROL));
+    bpf_probe_read_user(&controllen, sizeof(controllen), (void *)(hdr + USER_MSGHDR_CONTROLLEN));
+    if (kind == EV_RECV)
+        bpf_probe_read_user(&msg_flags, sizeof(msg_flags), (void *)(hdr + USER_MSGHDR_FLAGS));
+    struct fd_scratch *s = fd_scratch.lookup(&zero);
+    if (!s)
+        return;
+    u32 n = collect_fds(s, control, controllen, 1, &seen);
+    if (!seen && !(kind == EV_RECV && (msg_flags & MSG_CTRUNC)))
+        return;
+    struct fd_event *ev = new_event(kind, a, ret, index);
+    if (!ev)
+        return;
+    ev->msg_flags = msg_flags;
+    ev->controllen = controllen;
+    ev->fds_seen = seen;
+    if (seen > n || n > max)
+        ev->ev_flags |= EV_FLAG_FDS_DROPPED;
+    resolve_into(ev, s, n, max);
+    submit(ev);
+}

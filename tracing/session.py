@@ -1,0 +1,247 @@
+"""A tracing session: load the probes, read decoded events, detach cleanly.
+
+::
+
+    from tracing.session import Session
+
+    with Session(pids=[os.getpid()]) as s:
+        ...                                  # pass some fds
+        for ev in s.events(timeout=1.0):     # SendEvent / RecvEvent
+            print(ev)
+        print(s.lost)
+
+The backend is chosen by ``tracing.doctor.choose_backend`` from what the
+running kernel allows, unless ``backend=`` forces one.  Filters (``pids``,
+``tids``, ``comm``) are applied in the kernel.  Everything the session
+attached (programs, the ring buffer, maps) is released by :meth:`close`,
+which ``with`` calls.  A session is not thread-safe; use it from one thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from collections import deque
+from types import TracebackType
+from typing import Any, Callable, Iterable, Iterator
+
+from tracing import program
+from tracing.events import TraceEvent, Transfer, decode_event
+from tracing.matcher import Matcher
+
+__all__ = ["Session", "SessionError"]
+
+
+class SessionError(RuntimeError):
+    """The probes could not be loaded or attached; the message says why."""
+
+
+class Session:
+    """Attach the fd-transfer probes of one backend; iterate over decoded events."""
+
+    def __init__(
+        self,
+        pids: Iterable[int] = (),
+        tids: Iterable[int] = (),
+        comm: str | None = None,
+        backend: str | None = None,
+        *,
+        ring_pages: int = program.RING_PAGES_DEFAULT,
+        grace: float = 2.0,
+    ) -> None:
+        self.filters = program.Filters.of(pids, tids, comm)
+        if backend is not None and backend not in program.BACKENDS:
+            choices = ", ".join(program.BACKENDS)
+            raise ValueError(f"unknown backend {backend!r}; choose from {choices}")
+        if ring_pages <= 0 or ring_pages & (ring_pages - 1):
+            raise ValueError(f"ring_pages must be a power of two, got {ring_pages}")
+        self.requested_backend = backend
+        self.backend: str | None = None
+        self.backend_reason = ""
+        self.ring_pages = ring_pages
+        self.matcher = Matcher(int(grace * 1e9))
+        self.start_seconds = 0.0  # from start() to every probe attached
+        self._bpf: Any = None
+        self._raw: deque[bytes] = deque()
+        self._callback: Callable[[Any, Any, int], int] | None = None
+        self._decoded = 0
+
+    # ------------------------------------------------------------ set-up
+    def choose_backend(self) -> str:
+        """Resolve the backend (once): the forced one, else doctor's choice."""
+        if self.backend is None:
+            if self.requested_backend is not None:
+                self.backend, self.backend_reason = self.requested_backend, "forced"
+            else:
+                from tracing.doctor import choose_backend, probe_capabilities
+
+                self.backend, self.backend_reason = choose_backend(probe_capabilities())
+        return self.backend
+
+    def program_text(self) -> str:
+        """The BPF C this session loads (``--ebpf`` prints it)."""
+        backend = self.choose_backend()
+        from tracing.btf import kernel_facts
+
+        facts = kernel_facts()
+        extra: dict[str, int] = {}
+        if backend != "tracepoint":
+            from tracing.btf import kernel_btf
+
+            extra = program.kernel_msghdr_offsets(kernel_btf())
+        return program.render_program(
+            backend, facts, self.filters, ring_pages=self.ring_pages, extra_defines=extra
+        )
+
+    def start(self) -> Session:
+        """Compile, load and attach every probe; returns self."""
+        if self._bpf is not None:
+            return self
+        t0 = time.monotonic()
+        from tracing.bccloader import BccUnavailable, load_bcc
+
+        try:
+            bcc = load_bcc()
+        except BccUnavailable as e:
+            raise SessionError(str(e)) from None
+        text = self.program_text()
+        try:
+            self._bpf = bcc.BPF(text=text)
+            self._attach(bcc)
+        except Exception as e:
+            self.close()
+            raise SessionError(f"{self.backend} backend: could not load or attach: {e}") from e
+
+        raw = self._raw
+
+        def on_event(_ctx: Any, data: Any, size: int) -> int:
+            raw.append(ctypes.string_at(data, size))
+            return 0
+
+        self._callback = on_event
+        self._bpf["events"].open_ring_buffer(on_event)
+        self.start_seconds = time.monotonic() - t0
+        return self
+
+    def _attach(self, bcc: Any) -> None:
+        """Attach what the BPF constructor did not (tracepoints attach themselves)."""
+        if self.backend == "kprobe":
+            from tracing.btf import kernel_facts
+
+            for kind, target, fn in program.kprobe_attachments(kernel_facts()):
+                if kind == "kprobe":
+                    self._bpf.attach_kprobe(event=target, fn_name=fn)
+                else:
+                    self._bpf.attach_kretprobe(event=target, fn_name=fn)
+
+    def __enter__(self) -> Session:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Detach every probe and free the ring buffer and maps; idempotent."""
+        b = self._bpf
+        if b is not None:
+            try:
+                self._lost_at_close = self.lost
+            finally:
+                self._bpf = None
+                b.cleanup()
+        self._callback = None
+
+    @property
+    def running(self) -> bool:
+        return self._bpf is not None
+
+    # ------------------------------------------------------------ reading
+    def _require(self) -> Any:
+        if self._bpf is None:
+            raise SessionError("the session is not started (use `with Session(...)` or start())")
+        return self._bpf
+
+    def poll(self, timeout: float = 0.1) -> list[TraceEvent]:
+        """Events that arrived within *timeout* seconds (at most one wait)."""
+        b = self._require()
+        if not self._raw:
+            b.ring_buffer_poll(max(0, int(timeout * 1000)))
+        return self._drain()
+
+    def poll_raw(self, timeout: float = 0.1) -> int:
+        """Like :meth:`poll` but keep the records undecoded; returns how many are held."""
+        b = self._require()
+        b.ring_buffer_poll(max(0, int(timeout * 1000)))
+        return len(self._raw)
+
+    def _drain(self) -> list[TraceEvent]:
+        out: list[TraceEvent] = []
+        backend = self.backend or "?"
+        while self._raw:
+            out.append(decode_event(self._raw.popleft(), backend))
+        self._decoded += len(out)
+        return out
+
+    def events(self, timeout: float | None = None) -> Iterator[TraceEvent]:
+        """Yield events as they come, for *timeout* seconds in total (None: until closed)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._bpf is not None:
+            wait = 0.1
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    yield from self._drain()
+                    return
+            yield from self.poll(wait)
+
+    def __iter__(self) -> Iterator[TraceEvent]:
+        return self.events(None)
+
+    def collect(
+        self,
+        until: Callable[[list[TraceEvent]], bool] | None = None,
+        timeout: float = 5.0,
+    ) -> list[TraceEvent]:
+        """Gather events until ``until(events)`` is true or *timeout* seconds pass."""
+        got: list[TraceEvent] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            got.extend(self.poll(0.05))
+            if until is not None and until(got):
+                return got
+            if time.monotonic() >= deadline:
+                got.extend(self._drain())
+                return got
+
+    def transfers(self, events: Iterable[TraceEvent]) -> list[Transfer]:
+        """Feed *events* to the session's matcher; the transfers they complete."""
+        out: list[Transfer] = []
+        for ev in events:
+            out.extend(self.matcher.feed(ev))
+        return out
+
+    def flush(self) -> list[Transfer]:
+        """Unmatched halves still pending, as transfers."""
+        return self.matcher.flush()
+
+    @property
+    def decoded(self) -> int:
+        return self._decoded
+
+    @property
+    def lost(self) -> int:
+        """Events dropped in the kernel: ring buffer full, or a call not tracked (map full)."""
+        if self._bpf is None:
+            return self._lost_at_close
+        total = 0
+        for per_cpu in self._bpf["lost"].values():
+            total += sum(int(v) for v in per_cpu)
+        self._lost_at_close = total
+        return total
+
+    _lost_at_close = 0
