@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import ctypes
 import platform
-from ctypes import c_long
+from ctypes import c_long, c_void_p
 from typing import Any, Dict
 
 from rawsys.c.buffers import buffer_pointer
-from rawsys.c.libc import LIBC
+from rawsys.c.libc import LIBC, fileno
 
 _X86_64: Dict[str, int] = {
     "read": 0, "write": 1, "close": 3, "socket": 41, "connect": 42, "accept": 43,
@@ -90,16 +90,26 @@ SYS_SENDMMSG = 20
 _MAX_ARGS = 6
 
 
-def _as_long(arg: Any) -> int:
+# The common base of ctypes instances; ctypes does not export it by name.
+_CData: type = ctypes.c_int.__mro__[-2]
+
+
+def _as_long(arg: Any, keep: list[object]) -> int:
+    """*arg* as the long the kernel gets; what must outlive the call goes in *keep*."""
     if arg is None:
         return 0
     if isinstance(arg, bool):
         return int(arg)
     if isinstance(arg, int):
         return arg
-    if hasattr(arg, "fileno") and not isinstance(arg, ctypes._CData):
-        return int(arg.fileno())
-    address, _length, _keep = buffer_pointer(arg)  # ctypes objects, byref(), buffers
+    if hasattr(arg, "fileno") and not isinstance(arg, _CData):
+        return fileno(arg)
+    if isinstance(arg, (ctypes._Pointer, c_void_p, ctypes.c_char_p)):
+        # A bare pointer has no size to check: its value is passed, as in C.
+        keep.append(arg)
+        return ctypes.cast(arg, c_void_p).value or 0
+    address, _length, holder = buffer_pointer(arg)  # ctypes objects, byref(), buffers
+    keep.append(holder)
     return address or 0
 
 
@@ -115,15 +125,19 @@ def syscall(number: int, *args: Any) -> int:
         raise TypeError(f"syscall takes at most {_MAX_ARGS} arguments after the number")
     if not isinstance(number, int) or number < 0:
         raise ValueError(f"no such system call number {number!r} on this machine")
-    keep = list(args)  # keeps buffers alive through the call
-    longs = [_as_long(a) for a in keep]
+    keep: list[object] = []  # buffer views that must live (and pin buffers) through the call
+    longs = [_as_long(a, keep) for a in args]
     longs += [0] * (_MAX_ARGS - len(longs))
     return int(LIBC["syscall"](number, *[c_long(v if v < 2**63 else v - 2**64) for v in longs]))
 
 
 def socketcall_args(*args: Any) -> ctypes.Array[c_long]:
     """The ``unsigned long args[]`` block an i386 ``socketcall`` points at (for study)."""
-    return (c_long * len(args))(*[_as_long(a) for a in args])
+    keep: list[object] = []
+    block = (c_long * len(args))(*[_as_long(a, keep) for a in args])
+    if keep:
+        block.__dict__["_rawsys_keep"] = keep
+    return block
 
 
 __all__ = [name for name in dir() if name.startswith("SYS_")] + [
