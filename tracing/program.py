@@ -48,6 +48,7 @@ MAX_MMSG = 8  # messages of one sendmmsg/recvmmsg vector examined
 MMSG_FD_SLOTS = 32
 RING_PAGES_DEFAULT = 4096  # 16 MiB of ring buffer with 4 KiB pages
 MAX_INFLIGHT = 16384  # threads inside a traced syscall at the same time
+MAX_FILTER_IDS = 1024  # PIDs (and TIDs) one session can filter on
 PID_MAX_LIMIT = 1 << 22  # include/linux/threads.h, PID_MAX_LIMIT on 64-bit
 
 _SOURCES = {
@@ -81,6 +82,9 @@ class Filters:
     def __post_init__(self) -> None:
         object.__setattr__(self, "pids", tuple(_check_id(p, "PID") for p in self.pids))
         object.__setattr__(self, "tids", tuple(_check_id(t, "TID") for t in self.tids))
+        for what, ids in (("PIDs", self.pids), ("TIDs", self.tids)):
+            if len(set(ids)) > MAX_FILTER_IDS:
+                raise ProgramError(f"at most {MAX_FILTER_IDS} {what} can be filtered on")
         if self.comm is not None:
             if not isinstance(self.comm, str):
                 raise ProgramError(f"comm must be a str, got {type(self.comm).__name__}")
@@ -101,24 +105,31 @@ class Filters:
         return cls(tuple(pids), tuple(tids), comm)
 
     def c_source(self) -> str:
-        """The filter functions: plain comparisons of typed ints and bytes."""
-        pid_test = " || ".join(f"tgid == {p}" for p in self.pids) or "1"
-        tid_test = " || ".join(f"tid == {t}" for t in self.tids) or "1"
+        """The filter functions: hash-map look-ups of typed ints, byte compares of the name.
+
+        The PID/TID sets live in maps (``pid_filter``, ``tid_filter``) that
+        :meth:`map_entries` fills after loading, so a session can add a pid
+        (a forked child) while it runs.
+        """
         # Compare every byte up to and including the terminating NUL.
         comm_test = " && ".join(
             f"comm[{i}] == {b}" for i, b in enumerate(self.comm_bytes + b"\0")
         ) or "1"
         return (
-            "static __always_inline int pid_wanted(u32 tgid) { return "
-            + pid_test
-            + "; }\n"
-            + "static __always_inline int tid_wanted(u32 tid) { return "
-            + tid_test
-            + "; }\n"
-            + "static __always_inline int comm_wanted(const unsigned char *comm) { return "
+            f"BPF_HASH(pid_filter, u32, u8, {MAX_FILTER_IDS});\n"
+            f"BPF_HASH(tid_filter, u32, u8, {MAX_FILTER_IDS});\n"
+            "static __always_inline int pid_wanted(u32 tgid) "
+            "{ return pid_filter.lookup(&tgid) != 0; }\n"
+            "static __always_inline int tid_wanted(u32 tid) "
+            "{ return tid_filter.lookup(&tid) != 0; }\n"
+            "static __always_inline int comm_wanted(const unsigned char *comm) { return "
             + comm_test
             + "; }\n"
         )
+
+    def map_entries(self) -> dict[str, tuple[int, ...]]:
+        """What to put in the filter maps once the program is loaded."""
+        return {"pid_filter": self.pids, "tid_filter": self.tids}
 
 
 # --------------------------------------------------------------------- structs

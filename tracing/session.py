@@ -106,7 +106,7 @@ class Session:
             raise SessionError(str(e)) from None
         text = self.program_text()
         try:
-            self._bpf = bcc.BPF(text=text)
+            self._bpf = bcc.BPF(text=text.encode())
             self._attach(bcc)
         except Exception as e:
             self.close()
@@ -119,7 +119,11 @@ class Session:
             return 0
 
         self._callback = on_event
-        self._bpf["events"].open_ring_buffer(on_event)
+        for name, ids in self.filters.map_entries().items():
+            table = self._bpf[name.encode()]
+            for i in ids:
+                table[ctypes.c_uint32(i)] = ctypes.c_uint8(1)
+        self._bpf[b"events"].open_ring_buffer(on_event)
         self.start_seconds = time.monotonic() - t0
         return self
 
@@ -130,9 +134,16 @@ class Session:
 
             for kind, target, fn in program.kprobe_attachments(kernel_facts()):
                 if kind == "kprobe":
-                    self._bpf.attach_kprobe(event=target, fn_name=fn)
+                    self._bpf.attach_kprobe(event=target.encode(), fn_name=fn.encode())
                 else:
-                    self._bpf.attach_kretprobe(event=target, fn_name=fn)
+                    self._bpf.attach_kretprobe(event=target.encode(), fn_name=fn.encode())
+
+    def add_pid(self, pid: int) -> None:
+        """Trace one more process (e.g. a forked child); only with a PID filter in force."""
+        program.Filters.of(pids=[pid])  # validates
+        if not self.filters.pids:
+            return  # every process is traced already
+        self._require()[b"pid_filter"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
 
     def __enter__(self) -> Session:
         return self.start()
@@ -239,7 +250,7 @@ class Session:
         if self._bpf is None:
             return self._lost_at_close
         total = 0
-        for per_cpu in self._bpf["lost"].values():
+        for per_cpu in self._bpf[b"lost"].values():
             total += sum(int(v) for v in per_cpu)
         self._lost_at_close = total
         return total

@@ -1,0 +1,62 @@
+"""Helpers shared by the tracer's live tests (imported by test_session/test_cli).
+
+``require_live_tracing()`` skips only where the capability truly does not
+exist (not root, no distribution bcc, no syscall tracepoints), naming it; in
+CI (root, ``python3-bpfcc``, tracefs mounted by ``./dev``) nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+FDPASS_C = Path(__file__).parent / "csrc" / "fdpass.c"
+TRACEFS_EVENTS = "/sys/kernel/tracing/events/syscalls/sys_enter_sendmsg"
+
+
+def require_live_tracing() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("live tracing needs root (CAP_BPF/CAP_PERFMON); CI runs as root")
+    from tracing.bccloader import BccUnavailable, load_bcc
+
+    try:
+        load_bcc()
+    except BccUnavailable as e:
+        pytest.skip(f"the distribution's bcc is not installed: {e}")
+    if not os.path.isdir(TRACEFS_EVENTS):
+        pytest.skip(f"no syscall tracepoints ({TRACEFS_EVENTS} missing: tracefs not mounted?)")
+
+
+def bpf_prog_ids() -> set[int]:
+    """Ids of every BPF program loaded in the kernel (``bpftool prog show``)."""
+    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+    out = subprocess.run([bpftool, "-j", "prog", "show"], capture_output=True, text=True,
+                         check=True).stdout
+    return {int(p["id"]) for p in json.loads(out or "[]")}
+
+
+def build_fdpass(build_c: Callable[..., Path], dest_dir: Path) -> Path:
+    """seed 003's send_fd/recv_fd program, built with gcc, as ``dest_dir/fdpass``.
+
+    Copied to that name so its comm is ``fdpass`` (the ``-n`` filter).
+    """
+    exe = build_c(FDPASS_C)
+    dest = dest_dir / "fdpass"
+    shutil.copy(exe, dest)
+    return dest
+
+
+def parse_roles(stdout: str) -> dict[str, tuple[int, int]]:
+    """``{"sender": (pid, fd), "receiver": (pid, fd)}`` from fdpass's output."""
+    roles: dict[str, tuple[int, int]] = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 5 and parts[1] == "pid" and parts[3] == "fd":
+            roles[parts[0]] = (int(parts[2]), int(parts[4]))
+    return roles
