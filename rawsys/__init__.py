@@ -14,3 +14,31 @@ from rawsys.c import __all__ as _c_all
 __version__ = "0.1.0"
 
 __all__ = [*_c_all]
+
+# --- the Pythonic fd-passing layer (issue 3) -----------------------------------
+from rawsys.control import (  # noqa: E402
+    ControlDataError,
+    ControlMessage,
+    IpTtl,
+    ScmCredentials,
+    ScmPidfd,
+    ScmRights,
+    TruncatedControl,
+    UnknownControl,
+    build_control,
+    fds_in,
+    parse_control,
+)
+from rawsys.errors import (  # noqa: E402
+    ControlTruncatedError,
+    FdPassingUnsupportedError,
+    PidfdUnsupportedError,
+)
+from rawsys.fds import recv_fd, recv_fds, send_fd, send_fds  # noqa: E402
+
+__all__ += [
+    "send_fds", "recv_fds", "send_fd", "recv_fd",
+    "ControlTruncatedError", "FdPassingUnsupportedError", "PidfdUnsupportedError",
+    "parse_control", "fds_in", "build_control", "ControlDataError", "ControlMessage",
+    "ScmRights", "ScmCredentials", "ScmPidfd", "IpTtl", "UnknownControl", "TruncatedControl",
+]

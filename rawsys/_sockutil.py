@@ -1,0 +1,188 @@
+"""What the Python-layer socket functions share: fd arguments, errno, waiting, addresses.
+
+Internal to rawsys.  One error policy: a failed call becomes
+``OSError(e, os.strerror(e))`` so Python picks the subclass
+(``BrokenPipeError``, ``ConnectionRefusedError``, ...).  ``EINTR`` is retried
+by the callers (signal handlers run in between, as PEP 475 wants).
+"""
+
+from __future__ import annotations
+
+import _socket
+import ctypes
+import errno
+import os
+import select
+import socket as _pysocket
+import struct
+import time
+from ctypes import byref, c_int
+from typing import Any
+
+from rawsys.c.constants import AF_INET, AF_INET6, AF_UNIX, MSG_DONTWAIT, SOL_SOCKET
+from rawsys.c.libc import LIBC
+from rawsys.c.structs import socklen_t
+
+SO_DOMAIN: int = _pysocket.SO_DOMAIN
+# sizeof(struct sockaddr_storage) (<bits/socket.h>): room for any address.
+SOCKADDR_STORAGE_SIZE = 128
+_SUN_PATH_OFFSET = 2  # offsetof(struct sockaddr_un, sun_path)
+_SUN_PATH_MAX = 108
+_SA_FAMILY = struct.Struct("=H")
+_getsockopt = LIBC["getsockopt"]
+_raw_family = _socket.socket.family.__get__  # the C getter: an int, no enum conversion
+
+
+def fileno(sock: Any) -> int:
+    """An fd argument: an int, or anything with ``fileno()`` (a closed socket gives -1)."""
+    if type(sock) is int:
+        return sock
+    if isinstance(sock, bool) or not (isinstance(sock, int) or hasattr(sock, "fileno")):
+        raise TypeError(f"expected a socket or an int fd, not {type(sock).__name__}")
+    fd = sock if isinstance(sock, int) else sock.fileno()
+    if not isinstance(fd, int):
+        raise TypeError("fileno() did not return an int")
+    return int(fd)
+
+
+def oserror(e: int) -> OSError:
+    """``OSError`` for errno *e*; Python maps it to the matching subclass."""
+    return OSError(e, os.strerror(e))
+
+
+def family_of(sock: Any, fd: int) -> int:
+    """The address family of *sock*: from the socket object, else ``SO_DOMAIN``.
+
+    Returns -1 when the kernel cannot say (not a socket, closed fd): the
+    system call that follows reports the real error.
+    """
+    if isinstance(sock, _socket.socket):
+        return int(_raw_family(sock))
+    value = c_int(-1)
+    size = socklen_t(ctypes.sizeof(value))
+    if _getsockopt(fd, SOL_SOCKET, SO_DOMAIN, byref(value), byref(size)) != 0:
+        return -1
+    return int(value.value)
+
+
+def timeout_of(sock: Any, flags: int) -> float | None:
+    """How long a call on *sock* may wait for readiness, or ``None`` to give up now.
+
+    A socket object with a timeout (``settimeout(5)``) is non-blocking at fd
+    level; CPython's methods then wait with ``poll``.  rawsys does the same,
+    unless the caller asked for ``MSG_DONTWAIT``.
+    """
+    if flags & MSG_DONTWAIT:
+        return None
+    gettimeout = getattr(sock, "gettimeout", None)
+    if gettimeout is None:
+        return None
+    timeout = gettimeout()
+    if timeout is None or timeout <= 0:
+        return None
+    return float(timeout)
+
+
+class Waiter:
+    """Waits for readiness after ``EAGAIN`` on a socket with a timeout."""
+
+    __slots__ = ("deadline",)
+
+    def __init__(self, timeout: float) -> None:
+        self.deadline = time.monotonic() + timeout
+
+    def wait(self, fd: int, writing: bool) -> None:
+        """Block until *fd* is ready or raise ``TimeoutError`` at the deadline."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("timed out")
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT if writing else select.POLLIN)
+        if not poller.poll(remaining * 1000):
+            raise TimeoutError("timed out")
+
+
+def handle_errno(e: int, sock: Any, fd: int, flags: int, writing: bool,
+                 waiter: Waiter | None) -> Waiter | None:
+    """After a failed call: return the waiter to retry with, or raise the error.
+
+    ``EINTR`` retries at once (signal handlers have run by then and may have
+    raised); ``EAGAIN`` on a socket with a timeout waits for readiness.
+    """
+    if e == errno.EINTR:
+        return waiter
+    if e == errno.EAGAIN:
+        if waiter is None:
+            timeout = timeout_of(sock, flags)
+            if timeout is None:
+                raise oserror(e)
+            waiter = Waiter(timeout)
+        waiter.wait(fd, writing)
+        return waiter
+    raise oserror(e)
+
+
+def encode_address(family: int, address: Any) -> bytes:
+    """A ``struct sockaddr`` for *address*, as CPython's ``getsockaddrarg`` builds it."""
+    if family == AF_UNIX or (family == -1 and isinstance(address, (str, bytes, os.PathLike))):
+        if isinstance(address, (bytearray, memoryview)):
+            address = bytes(address)
+        if not isinstance(address, (str, bytes, os.PathLike)):
+            raise TypeError(f"AF_UNIX address must be str, bytes or a path, not "
+                            f"{type(address).__name__}")
+        path = os.fsencode(address)
+        if len(path) > _SUN_PATH_MAX:
+            raise OSError(errno.ENAMETOOLONG, "AF_UNIX path too long")
+        return _SA_FAMILY.pack(AF_UNIX) + path
+    if family in (AF_INET, AF_INET6):
+        if not isinstance(address, tuple):
+            raise TypeError(f"AF_INET address must be a tuple, not {type(address).__name__}")
+        resolved = _pysocket.getaddrinfo(address[0], address[1], family,
+                                         _pysocket.SOCK_DGRAM)[0][4]
+        host, port = str(resolved[0]), int(resolved[1])
+        if family == AF_INET:
+            return (_SA_FAMILY.pack(AF_INET) + struct.pack("!H", port)
+                    + _pysocket.inet_pton(AF_INET, host) + bytes(8))
+        flowinfo = address[2] if len(address) > 2 else 0
+        scope = address[3] if len(address) > 3 else 0
+        return (_SA_FAMILY.pack(AF_INET6) + struct.pack("!HI", port, flowinfo)
+                + _pysocket.inet_pton(AF_INET6, host.split("%")[0]) + struct.pack("=I", scope))
+    raise OSError(errno.EAFNOSUPPORT, f"addresses of family {family} are not supported")
+
+
+def decode_address(raw: bytes) -> Any:
+    """The Python form of a ``struct sockaddr`` (CPython's ``makesockaddr``)."""
+    if not raw:
+        return None
+    if len(raw) < 2:
+        return raw
+    family = _SA_FAMILY.unpack_from(raw)[0]
+    if family == AF_UNIX:
+        path = raw[_SUN_PATH_OFFSET:]
+        if path[:1] == b"\0":
+            return path  # abstract namespace: bytes, as CPython returns them
+        end = path.find(b"\0")
+        return os.fsdecode(path if end < 0 else path[:end])
+    if family == AF_INET and len(raw) >= 8:
+        port = struct.unpack_from("!H", raw, 2)[0]
+        return (_pysocket.inet_ntop(AF_INET, raw[4:8]), port)
+    if family == AF_INET6 and len(raw) >= 28:
+        port, flowinfo = struct.unpack_from("!HI", raw, 2)
+        scope = struct.unpack_from("=I", raw, 24)[0]
+        return (_pysocket.inet_ntop(AF_INET6, raw[8:24]), port, flowinfo, scope)
+    return (family, raw[2:])
+
+
+def close_quietly(fds: Any) -> None:
+    """Close every fd in *fds*, ignoring errors (cleanup paths)."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+__all__ = [
+    "SOCKADDR_STORAGE_SIZE", "fileno", "oserror", "family_of", "timeout_of", "Waiter",
+    "handle_errno", "encode_address", "decode_address", "close_quietly",
+]

@@ -1,0 +1,426 @@
+"""Passing descriptors: drop-ins for ``socket.send_fds``/``socket.recv_fds``, and seed 003's pair.
+
+``send_fds``/``recv_fds`` take CPython's arguments and return CPython's
+values; they call libc's ``sendmsg``/``recvmsg`` through ctypes on
+preallocated ``msghdr``/``iovec``/control buffers (a small pool, so the calls
+are thread-safe and reentrant without allocating those per call).  Where
+CPython is wrong they differ:
+
+* ``flags`` and ``address`` are honoured (``MSG_PEEK``, ``MSG_DONTWAIT``);
+* received fds are close-on-exec (``MSG_CMSG_CLOEXEC``) unless
+  ``cloexec=False`` is passed;
+* every ``SCM_RIGHTS`` header is collected;
+* ``MSG_CTRUNC`` raises ``ControlTruncatedError``, which owns the fds that
+  did arrive until the caller takes them;
+* fds given to an ``AF_INET``/``AF_INET6`` socket raise
+  ``FdPassingUnsupportedError`` (the kernel would drop them silently).
+
+Ownership: every fd the kernel installs in this process is either returned
+to the caller (who closes it) or closed here before an exception leaves --
+also when the exception is a signal handler's ``KeyboardInterrupt``.
+``send_fds`` never closes the fds it sends; they stay the caller's.
+"""
+
+from __future__ import annotations
+
+import _socket
+import array
+import ctypes
+import errno
+import struct
+from ctypes import addressof, c_char, pointer
+from typing import Any, Dict, Iterable, List
+
+from rawsys._sockutil import (
+    SOCKADDR_STORAGE_SIZE,
+    Waiter,
+    close_quietly,
+    decode_address,
+    encode_address,
+    family_of,
+    fileno,
+    handle_errno,
+)
+from rawsys.c.cmsg import CMSG_LEN, CMSG_SPACE
+from rawsys.c.constants import (
+    AF_INET,
+    AF_INET6,
+    MSG_CMSG_CLOEXEC,
+    MSG_CTRUNC,
+    SCM_MAX_FD,
+    SCM_PIDFD,
+    SCM_RIGHTS,
+    SOL_SOCKET,
+)
+from rawsys.c.libc import LIBC
+from rawsys.c.structs import iovec, msghdr
+from rawsys.control import CMSGHDR, HDR_SIZE, fds_in
+from rawsys.errors import ControlTruncatedError, FdPassingUnsupportedError, Received
+
+_sendmsg = LIBC["sendmsg"]
+_recvmsg = LIBC["recvmsg"]
+_get_errno = ctypes.get_errno
+# socket's constants are IntFlag members; plain ints keep the hot path off enum.__or__.
+_CLOEXEC = int(MSG_CMSG_CLOEXEC)
+_CTRUNC = int(MSG_CTRUNC)
+_SOL_SOCKET = int(SOL_SOCKET)
+_SCM_RIGHTS = int(SCM_RIGHTS)
+
+_DATA_CAP = 65536  # pooled states keep data buffers up to this size
+_CTRL_CAP = CMSG_SPACE(4 * (SCM_MAX_FD + 1)) + CMSG_SPACE(12) + CMSG_SPACE(4)
+_POOL_MAX = 16
+_RIGHTS1 = struct.Struct("=Qiii")  # a cmsghdr followed by one int: the common case
+_LEN_RIGHTS1 = CMSG_LEN(4)
+_SPACE_RIGHTS1 = CMSG_SPACE(4)
+_pack_rights1 = _RIGHTS1.pack_into
+_unpack_rights1 = _RIGHTS1.unpack_from
+_SocketType = _socket.socket
+_raw_family = _socket.socket.family.__get__  # the C getter: an int, no enum conversion
+# Families whose generic SOL_SOCKET handler accepts SCM_RIGHTS and drops it.
+_NO_RIGHTS = frozenset((int(AF_INET), int(AF_INET6)))
+# CPython sizes the control buffer CMSG_LEN(maxfds * sizeof(int)): the kernel
+# then installs at most maxfds fds.  recv_fds does the same.
+_RECV_ROOM = [CMSG_LEN(4 * n) for n in range(SCM_MAX_FD + 1)]
+_SEND_SPACE = [CMSG_SPACE(4 * n) for n in range(SCM_MAX_FD + 2)]
+_INTS: Dict[int, struct.Struct] = {}
+_RIGHTS_HDR: Dict[int, struct.Struct] = {}
+_MAXFDS_LIMIT = (2**31 - 1 - HDR_SIZE) // 4  # beyond this CMSG_LEN overflows, as in CPython
+
+
+def ints_struct(count: int) -> struct.Struct:
+    """``struct.Struct`` for *count* native ints (cached)."""
+    s = _INTS.get(count)
+    if s is None:
+        s = _INTS[count] = struct.Struct(f"={count}i")
+    return s
+
+
+def rights_struct(count: int) -> struct.Struct:
+    """``struct.Struct`` for a cmsghdr followed by *count* ints (cached)."""
+    s = _RIGHTS_HDR.get(count)
+    if s is None:
+        s = _RIGHTS_HDR[count] = struct.Struct(f"=Qii{count}i")
+    return s
+
+
+class _iovec_bytes(ctypes.Structure):
+    """``struct iovec`` with ``iov_base`` typed ``char *``: assigning a ``bytes``
+    points it at the object's storage and keeps the object alive, so sends
+    need no copy.  Same layout as ``rawsys.c.structs.iovec`` (checked below).
+    """
+
+    _fields_ = [("iov_base", ctypes.c_char_p), ("iov_len", ctypes.c_size_t)]
+
+
+if ctypes.sizeof(_iovec_bytes) != ctypes.sizeof(iovec):  # pragma: no cover
+    raise ImportError("_iovec_bytes does not match struct iovec")
+
+
+class _State:
+    """One msghdr with its iovecs, data, control and name buffers (pooled).
+
+    ``msg`` and ``iov`` receive into ``data``; ``send_msg`` and ``send_iov``
+    send straight from a ``bytes`` object.
+    """
+
+    __slots__ = ("msg", "iov", "send_msg", "send_iov", "data", "view", "ctrl", "name",
+                 "named", "keep", "data_cap")
+
+    def __init__(self, data_cap: int = _DATA_CAP, ctrl_cap: int = _CTRL_CAP) -> None:
+        self.data_cap = data_cap
+        self.data = bytearray(data_cap)
+        self.view = memoryview(self.data)
+        self.ctrl = bytearray(ctrl_cap)
+        self.name = bytearray(SOCKADDR_STORAGE_SIZE)
+        data_c = (c_char * data_cap).from_buffer(self.data) if data_cap else None
+        ctrl_c = (c_char * ctrl_cap).from_buffer(self.ctrl)
+        name_c = (c_char * SOCKADDR_STORAGE_SIZE).from_buffer(self.name)
+        self.iov = iovec()
+        self.iov.iov_base = addressof(data_c) if data_c is not None else None
+        self.msg = msg = msghdr()
+        msg.msg_iov = pointer(self.iov)
+        msg.msg_iovlen = 1
+        msg.msg_control = addressof(ctrl_c)
+        msg.msg_name = addressof(name_c)
+        self.send_iov = _iovec_bytes()
+        self.send_msg = send = msghdr()
+        send.msg_iov = ctypes.cast(pointer(self.send_iov), ctypes.POINTER(iovec))
+        send.msg_iovlen = 1
+        send.msg_control = addressof(ctrl_c)
+        send.msg_name = addressof(name_c)
+        self.named = False
+        self.keep = (data_c, ctrl_c, name_c, send.msg_iov)
+
+
+_POOL: List[_State] = [_State() for _ in range(2)]
+
+
+def _new_state() -> _State:
+    return _State()
+
+
+def _fd_array_error(fds: Any) -> Exception:
+    """The exception CPython's ``array('i', fds)`` raises for bad fds."""
+    try:
+        array.array("i", fds)
+    except (TypeError, OverflowError) as exc:
+        return exc
+    return TypeError("fds must be ints")
+
+
+def _bad_sock(sock: Any) -> TypeError:
+    return TypeError(f"expected a socket or an int fd, not {type(sock).__name__}")
+
+
+def send_fds(sock: Any, buffers: Iterable[Any], fds: Iterable[int], flags: int = 0,
+             address: Any = None) -> int:
+    """Send *fds* with the data in *buffers* in one ``sendmsg``; return the bytes sent.
+
+    CPython's signature; *flags* and *address* are honoured.  The fds stay
+    the caller's (the kernel holds its own references while they are in
+    flight, so closing them right after the call is safe).  Errors raise
+    ``OSError`` with the kernel's errno (``EBADF`` for a bad fd, ``EINVAL``
+    for more than ``SCM_MAX_FD``, ...).
+    """
+    if type(sock) is int:
+        fd = sock
+    else:
+        try:
+            fd = sock.fileno()
+        except AttributeError:
+            fd = fileno(sock)  # raises the TypeError
+        if type(fd) is not int:
+            fd = fileno(sock)
+    data = b"".join(buffers)
+    if type(fds) is not list and type(fds) is not tuple:
+        fds = list(fds)
+    nfds = len(fds)
+    if nfds:
+        if isinstance(sock, _SocketType):
+            if _raw_family(sock) in _NO_RIGHTS:
+                raise _no_rights()
+        elif family_of(sock, fd) in _NO_RIGHTS:
+            raise _no_rights()
+    try:
+        state = _POOL.pop()  # list.pop/append are atomic: no lock, and reentrant
+    except IndexError:
+        state = _new_state()
+    try:
+        msg = state.send_msg
+        iov = state.send_iov
+        iov.iov_base = data
+        iov.iov_len = len(data)
+        if nfds == 1:
+            try:
+                _pack_rights1(state.ctrl, 0, _LEN_RIGHTS1, _SOL_SOCKET, _SCM_RIGHTS, fds[0])
+            except struct.error:
+                raise _fd_array_error(fds) from None
+            msg.msg_controllen = _SPACE_RIGHTS1
+        elif nfds == 0:
+            msg.msg_controllen = 0
+        elif nfds <= SCM_MAX_FD + 1:
+            try:
+                rights_struct(nfds).pack_into(state.ctrl, 0, HDR_SIZE + 4 * nfds,
+                                              _SOL_SOCKET, _SCM_RIGHTS, *fds)
+            except struct.error:
+                raise _fd_array_error(fds) from None
+            msg.msg_controllen = _SEND_SPACE[nfds]
+        else:
+            return _send_big_control(fd, sock, msg, fds, flags, address)
+        if address is not None:
+            name = encode_address(family_of(sock, fd), address)
+            state.name[: len(name)] = name
+            msg.msg_namelen = len(name)
+            state.named = True
+        elif state.named:
+            msg.msg_namelen = 0
+            state.named = False
+        waiter: Waiter | None = None
+        while True:
+            sent = _sendmsg(fd, msg, flags)  # the instance: ctypes passes &msg, fastest
+            if sent >= 0:
+                return int(sent)
+            waiter = handle_errno(_get_errno(), sock, fd, flags, True, waiter)
+    finally:
+        _POOL.append(state)
+
+
+def _no_rights() -> FdPassingUnsupportedError:
+    return FdPassingUnsupportedError(
+        errno.EOPNOTSUPP,
+        "SCM_RIGHTS on an AF_INET/AF_INET6 socket: the kernel ignores it and would "
+        "send the data without the fds",
+    )
+
+
+def _send_big_control(fd: int, sock: Any, pooled: msghdr, fds: Any, flags: int,
+                      address: Any) -> int:
+    """More fds than fit the pooled control buffer: let the kernel say no (``EINVAL``)."""
+    nfds = len(fds)
+    ctrl = bytearray(CMSG_SPACE(4 * nfds))
+    try:
+        rights_struct(nfds).pack_into(ctrl, 0, CMSG_LEN(4 * nfds), _SOL_SOCKET, _SCM_RIGHTS,
+                                      *fds)
+    except struct.error:
+        raise _fd_array_error(fds) from None
+    ctrl_c = (c_char * len(ctrl)).from_buffer(ctrl)
+    msg = msghdr()
+    msg.msg_iov = pooled.msg_iov
+    msg.msg_iovlen = 1
+    msg.msg_control = addressof(ctrl_c)
+    msg.msg_controllen = len(ctrl)
+    name_c = None
+    if address is not None:
+        name = encode_address(family_of(sock, fd), address)
+        name_c = ctypes.create_string_buffer(name, len(name))
+        msg.msg_name = addressof(name_c)
+        msg.msg_namelen = len(name)
+    waiter: Waiter | None = None
+    while True:
+        sent = _sendmsg(fd, msg, flags)
+        if sent >= 0:
+            return int(sent)
+        waiter = handle_errno(_get_errno(), sock, fd, flags, True, waiter)
+
+
+def _check_recv_args(bufsize: Any, maxfds: Any) -> None:
+    for name, value in (("bufsize", bufsize), ("maxfds", maxfds)):
+        if not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if bufsize < 0:
+        raise ValueError("negative buffer size in recv_fds()")
+    if maxfds < 0 or maxfds > _MAXFDS_LIMIT:
+        raise OverflowError("recv_fds() maxfds out of range")
+
+
+def collect_fds(ctrl: Any, used: int, close_pidfds: bool = True) -> List[int]:
+    """The fds of every ``SCM_RIGHTS`` header in ``ctrl[:used]`` (kernel-written data).
+
+    ``SCM_PIDFD`` descriptors (which ``recv_fds`` does not return) are closed
+    when *close_pidfds* is true.
+    """
+    cmsg_len, level, ctype, first = _RIGHTS1.unpack_from(ctrl, 0)
+    if cmsg_len == _LEN_RIGHTS1 and used <= 24 and ctype == _SCM_RIGHTS and level == _SOL_SOCKET:
+        return [first]
+    fds: List[int] = []
+    pidfds: List[int] = []
+    offset = 0
+    while used - offset >= HDR_SIZE:
+        cmsg_len, level, ctype = CMSGHDR.unpack_from(ctrl, offset)
+        if cmsg_len < HDR_SIZE:
+            break
+        stop = min(offset + cmsg_len, used)
+        if level == SOL_SOCKET:
+            count = (stop - offset - HDR_SIZE) >> 2
+            if ctype == SCM_RIGHTS and count:
+                fds.extend(ints_struct(count).unpack_from(ctrl, offset + HDR_SIZE))
+            elif ctype == SCM_PIDFD and count:
+                pidfds.append(ints_struct(1).unpack_from(ctrl, offset + HDR_SIZE)[0])
+        offset += (cmsg_len + 7) & ~7
+    if pidfds and close_pidfds:
+        close_quietly(pidfds)
+    elif pidfds:
+        fds.extend(pidfds)
+    return fds
+
+
+def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
+             cloexec: bool = True) -> Received:
+    """Receive up to *maxfds* fds and up to *bufsize* bytes in one ``recvmsg``.
+
+    Returns CPython's ``(msg, fds, msg_flags, address)``; the fds are the
+    caller's to close, and are close-on-exec unless ``cloexec=False``.
+    *flags* are passed to the kernel (``MSG_PEEK`` gives the peeker its own
+    copies of the fds; the real read gets new ones).  If ``MSG_CTRUNC`` is
+    set -- more fds were sent than *maxfds*, or other control data did not
+    fit -- ``ControlTruncatedError`` is raised holding what arrived.  An
+    ``SCM_PIDFD`` that arrives (``SO_PASSPIDFD``) is closed; use
+    ``rawsys.recv_message`` to keep it.
+    """
+    if type(sock) is int:
+        fd = sock
+    else:
+        try:
+            fd = sock.fileno()
+        except AttributeError:
+            fd = fileno(sock)  # raises the TypeError
+        if type(fd) is not int:
+            fd = fileno(sock)
+    if type(maxfds) is not int or type(bufsize) is not int or not (
+            0 <= maxfds <= SCM_MAX_FD) or bufsize < 0:
+        _check_recv_args(bufsize, maxfds)
+        maxfds = min(maxfds, SCM_MAX_FD)  # the kernel never sends more in one message
+    added = _CLOEXEC if cloexec and not flags & _CLOEXEC else 0
+    flags |= added
+    if bufsize > _DATA_CAP:
+        state = _State(bufsize)  # one-off, not pooled
+    else:
+        try:
+            state = _POOL.pop()
+        except IndexError:
+            state = _new_state()
+    handed_over = None
+    msg = state.msg
+    try:
+        state.iov.iov_len = bufsize
+        msg.msg_controllen = _RECV_ROOM[maxfds]
+        msg.msg_namelen = SOCKADDR_STORAGE_SIZE
+        # The kernel writes msg_flags only when recvmsg succeeds: -1 tells cleanup
+        # that the control buffer holds stale bytes, not new fds.
+        msg.msg_flags = -1
+        waiter: Waiter | None = None
+        while True:
+            received = _recvmsg(fd, msg, flags)
+            if received >= 0:
+                break
+            waiter = handle_errno(_get_errno(), sock, fd, flags, False, waiter)
+        used = msg.msg_controllen
+        if used:
+            ctrl = state.ctrl
+            cmsg_len, level, ctype, first = _unpack_rights1(ctrl, 0)
+            if cmsg_len == _LEN_RIGHTS1 and used <= 24 and ctype == _SCM_RIGHTS and (
+                    level == _SOL_SOCKET):
+                fds = [first]
+            else:
+                fds = collect_fds(ctrl, used)
+        else:
+            fds = []
+        msg_flags = msg.msg_flags & ~added  # the kernel echoes MSG_CMSG_CLOEXEC
+        data = state.view[: received if received <= bufsize else bufsize].tobytes()
+        namelen = msg.msg_namelen
+        address = decode_address(bytes(state.name[:namelen])) if namelen else None
+        if msg_flags & _CTRUNC:
+            handed_over = ControlTruncatedError([(data, fds, msg_flags, address)])
+            raise handed_over
+        return data, fds, msg_flags, address
+    except BaseException as exc:
+        if exc is not handed_over and msg.msg_flags != -1:
+            # Interrupted between the kernel installing fds and their return.
+            ctrl = state.ctrl
+            close_quietly(fds_in(memoryview(ctrl)[: min(msg.msg_controllen, len(ctrl))]))
+        raise
+    finally:
+        if state.data_cap == _DATA_CAP:
+            _POOL.append(state)
+
+
+def send_fd(sock: Any, fd: int) -> int:
+    """Seed 003's ``send_fd``: send *fd* with one byte of data (``b"x"``).
+
+    Returns the bytes sent (1).  *fd* stays the caller's.
+    """
+    return send_fds(sock, (b"x",), (fd,))
+
+
+def recv_fd(sock: Any) -> int:
+    """Seed 003's ``recv_fd``: receive one message and return its one fd (caller closes it).
+
+    Raises ``ControlTruncatedError`` if more than one fd came (all closed
+    unless taken), and ``OSError(EBADMSG)`` if the message carried none.
+    """
+    _msg, fds, _flags, _address = recv_fds(sock, 1, 1)
+    if not fds:
+        raise OSError(errno.EBADMSG, "recv_fd: the message carried no file descriptor")
+    return fds[0]
+
+__all__ = ["send_fds", "recv_fds", "send_fd", "recv_fd", "collect_fds"]
