@@ -2,11 +2,13 @@
 
 ``traced(enabled)`` is a context manager: with ``enabled`` true, and when the
 tracer can run here (root, the distribution's bcc, ``tracing.session``), the
-body runs under a ``tracing.session.Session`` that watches this process (and
-the pids added with ``trace.watch(pid)`` when the session supports it); when
-the body ends, the kernel-side events are printed after the example's normal
-output, under a ``--- kernel events (N) ---`` line.  When the tracer cannot
-run, the reason goes to stderr and the body runs untraced.
+body runs under a ``tracing.session.Session`` filtered (in the kernel) on
+this process and the children it forks through ``trace.fork()``.  When the
+body ends, the kernel-side events are printed after the example's normal
+output: a ``--- kernel events (N) ---`` line, one line per event, then one
+line per transfer (a send linked to its receive by the same kernel
+``struct file``).  When the tracer cannot run, the reason goes to stderr and
+the body runs untraced.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import sys
 from typing import Any, Iterator, List, TextIO
 
 EVENTS_HEADER = "--- kernel events"
+QUIET_SECONDS = 0.25  # after the body: stop reading once the ring buffer is this quiet
+MAX_SHOWN = 8  # fds listed per event line
 
 
 def add_trace_argument(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +54,7 @@ def why_untraceable() -> str | None:
 
 
 class Trace:
-    """What the example body sees: ``watch(pid)`` adds a process (a forked child)."""
+    """What the example body sees: ``active``, and ``fork()`` that keeps the child traced."""
 
     def __init__(self, session: Any = None) -> None:
         self.session = session
@@ -59,34 +63,76 @@ class Trace:
     def active(self) -> bool:
         return self.session is not None
 
-    def watch(self, pid: int) -> None:
-        add = getattr(self.session, "add_pid", None)
-        if callable(add):
-            add(pid)
+    def fork(self) -> int:
+        """``os.fork()``; when tracing, the child waits until it is added to the filter.
+
+        Without the wait the child could send before the parent has told the
+        kernel-side filter about it, and its events would be lost.
+        """
+        if self.session is None:
+            return os.fork()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(w)
+            os.read(r, 1)  # the parent has added this pid
+            os.close(r)
+            return 0
+        os.close(r)
+        try:
+            self.session.add_pid(pid)
+        finally:
+            os.write(w, b"g")
+            os.close(w)
+        return pid
 
 
 def format_event(event: Any) -> str:
     """One line for one kernel event (``tracing.events.SendEvent``/``RecvEvent``)."""
-    if not all(hasattr(event, a) for a in ("event", "syscall", "pid", "fds", "flags", "ok")):
-        return str(event)
     flags = ",".join(sorted(event.flags)) or "-"
     result = "ok" if event.ok else errno.errorcode.get(event.errno, str(event.errno))
-    files = " ".join(f.label for f in getattr(event, "files", ()))
-    cloexec = getattr(event, "cloexec", ())
-    fds = " ".join(
+    files = " ".join(f.label for f in event.files)
+    cloexec = event.cloexec
+    shown = [
         f"{fd}{'(cloexec)' if i < len(cloexec) and cloexec[i] else ''}"
-        for i, fd in enumerate(event.fds)
-    ) or "-"
+        for i, fd in enumerate(event.fds[:MAX_SHOWN])
+    ]
+    if len(event.fds) > MAX_SHOWN:
+        shown.append(f"... ({max(event.fds_seen, len(event.fds))} fds)")
+        files = " ".join(f.label for f in event.files[:MAX_SHOWN]) + " ..."
+    fds = " ".join(shown) or "-"
     return (f"{event.event:<4} {event.syscall:<8} pid {event.pid:<7} sock {event.sock:<3} "
-            f"{result:<6} fds {fds}  flags {flags}  {files}").rstrip()
+            f"{result:<12} fds {fds}  flags {flags}  {files}").rstrip()
 
 
-def print_events(events: List[Any], out: TextIO | None = None) -> None:
+def format_transfer(t: Any) -> str:
+    """One line per fd that crossed: sender pid/fd -> receiver pid/fd, the kernel file."""
+    def side(ev: Any, fd: int | None) -> str:
+        return "?" if ev is None else f"pid {ev.pid} fd {fd}"
+
+    flags = ",".join(sorted(t.flags)) or "-"
+    return (f"transfer {side(t.send, t.send_fd)} -> {side(t.recv, t.recv_fd)}  "
+            f"file {t.file.label} 0x{t.file.address:x}  flags {flags}")
+
+
+def print_events(events: List[Any], transfers: List[Any], out: TextIO | None = None) -> None:
     out = out if out is not None else sys.stdout
     print(f"{EVENTS_HEADER} ({len(events)}) ---", file=out)
     for event in events:
         print(format_event(event), file=out)
+    for transfer in transfers:
+        print(format_transfer(transfer), file=out)
     out.flush()
+
+
+def drain(session: Any) -> List[Any]:
+    """Every event still in the ring buffer: read until it has been quiet for a moment."""
+    events: List[Any] = []
+    while True:
+        batch = session.poll(QUIET_SECONDS)
+        if not batch:
+            return events
+        events.extend(batch)
 
 
 def _say(reason: str) -> None:
@@ -107,18 +153,28 @@ def traced(enabled: bool) -> Iterator[Trace]:
         return
     from tracing.session import Session
 
-    pid = os.getpid()
-    session = Session(pids=[pid])
+    owner = os.getpid()
+    session = Session(pids=[owner])
     try:
-        session.__enter__()
-    except Exception as exc:  # probes that cannot attach: say why, run untraced
+        session.start()
+    except Exception as exc:  # probes that cannot load or attach: say why, run untraced
         _say(f"--trace could not start the tracer ({type(exc).__name__}: {exc})")
         yield Trace()
         return
+    events: List[Any] = []
+    transfers: List[Any] = []
     try:
         yield Trace(session)
+        if os.getpid() != owner:  # a forked child leaving through here: not its session
+            return
+        events = drain(session)
+        # Failed sends moved nothing; a receive that installed nothing links to nothing.
+        transfers = [
+            t for t in session.transfers([e for e in events if e.ok]) + session.flush()
+            if t.file.address != 0
+        ]
     finally:
-        if os.getpid() == pid:  # a forked child leaving through here is not the owner
-            session.__exit__(*sys.exc_info())
+        if os.getpid() == owner:
+            session.close()
     sys.stdout.flush()
-    print_events(list(session.events))
+    print_events(events, transfers)

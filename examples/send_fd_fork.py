@@ -26,7 +26,7 @@ import tempfile
 from ctypes import Union
 from typing import List
 
-from _trace import add_trace_argument, traced
+from _trace import Trace, add_trace_argument, traced
 
 from rawsys import (
     AF_UNIX,
@@ -152,7 +152,7 @@ def main(argv: List[str] | None = None) -> int:
             os.unlink(cleanup)
 
 
-def parent_and_child(path: str, trace: object) -> int:
+def parent_and_child(path: str, trace: Trace) -> int:
     """Seed 003, ``int main(void)``: the fork and the two sides."""
     pipefd = (c_int * 2)()
     if socketpair(AF_UNIX, SOCK_DGRAM, 0, pipefd) == -1:
@@ -160,7 +160,7 @@ def parent_and_child(path: str, trace: object) -> int:
         return 1
 
     sys.stdout.flush()  # the child must not print the parent's buffered output
-    pid = os.fork()
+    pid = trace.fork()  # fork(); with --trace the child is traced from its first call
     if pid == 0:
         status = 0
         try:
@@ -177,9 +177,6 @@ def parent_and_child(path: str, trace: object) -> int:
         finally:
             os._exit(status)  # exit(0), without running the parent's cleanups
 
-    watch = getattr(trace, "watch", None)
-    if watch is not None:
-        watch(pid)
     close(pipefd[1])
     fd = recv_fd(pipefd[0])
     if fd == -1:
