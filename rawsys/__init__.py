@@ -42,3 +42,22 @@ __all__ += [
     "parse_control", "fds_in", "build_control", "ControlDataError", "ControlMessage",
     "ScmRights", "ScmCredentials", "ScmPidfd", "IpTtl", "UnknownControl", "TruncatedControl",
 ]
+from rawsys.batch import recv_fds_batch, send_fds_batch  # noqa: E402
+from rawsys.creds import (  # noqa: E402
+    get_passcred,
+    own_credentials,
+    peer_credentials,
+    peer_pidfd,
+    pidfd_supported,
+    send_credentials,
+    set_passcred,
+    set_passpidfd,
+)
+from rawsys.messages import Message, control_space, recv_message, send_message  # noqa: E402
+
+__all__ += [
+    "send_fds_batch", "recv_fds_batch",
+    "set_passcred", "get_passcred", "peer_credentials", "own_credentials", "send_credentials",
+    "set_passpidfd", "peer_pidfd", "pidfd_supported",
+    "Message", "control_space", "send_message", "recv_message",
+]

@@ -142,6 +142,7 @@ class _State:
         msg.msg_iovlen = 1
         msg.msg_control = addressof(ctrl_c)
         msg.msg_name = addressof(name_c)
+        msg.msg_flags = -1  # see recv_fds
         self.send_iov = _iovec_bytes()
         self.send_msg = send = msghdr()
         send.msg_iov = ctypes.cast(pointer(self.send_iov), ctypes.POINTER(iovec))
@@ -365,9 +366,6 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
         state.iov.iov_len = bufsize
         msg.msg_controllen = _RECV_ROOM[maxfds]
         msg.msg_namelen = SOCKADDR_STORAGE_SIZE
-        # The kernel writes msg_flags only when recvmsg succeeds: -1 tells cleanup
-        # that the control buffer holds stale bytes, not new fds.
-        msg.msg_flags = -1
         waiter: Waiter | None = None
         while True:
             received = _recvmsg(fd, msg, flags)
@@ -400,6 +398,9 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
             close_quietly(fds_in(memoryview(ctrl)[: min(msg.msg_controllen, len(ctrl))]))
         raise
     finally:
+        # The kernel writes msg_flags only when recvmsg succeeds; a pooled state
+        # holds -1 there, so cleanup never mistakes stale bytes for new fds.
+        msg.msg_flags = -1
         if state.data_cap == _DATA_CAP:
             _POOL.append(state)
 
