@@ -45,7 +45,7 @@ struct fd_scratch {
 
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);
 BPF_HASH(calls, u32, struct call_args, MAX_INFLIGHT);
-BPF_HASH(sent, u32, struct sent_files, MAX_INFLIGHT);
+BPF_HASH(sent, u32, struct sent_files, MAX_SENDING);
 BPF_PERCPU_ARRAY(event_scratch, struct fd_event, 1);
 BPF_PERCPU_ARRAY(sent_scratch, struct sent_files, 1);
 BPF_PERCPU_ARRAY(fd_scratch, struct fd_scratch, 1);

@@ -47,7 +47,8 @@ MAX_MMSG = 8  # messages of one sendmmsg/recvmmsg vector examined
 # event is flagged EV_FLAG_FDS_DROPPED.
 MMSG_FD_SLOTS = 32
 RING_PAGES_DEFAULT = 4096  # 16 MiB of ring buffer with 4 KiB pages
-MAX_INFLIGHT = 16384  # threads inside a traced syscall at the same time
+MAX_INFLIGHT = 4096  # threads inside a traced syscall at the same time
+MAX_SENDING = 1024  # of which inside sendmsg with fds (4 KiB of fd/file slots each)
 MAX_FILTER_IDS = 1024  # PIDs (and TIDs) one session can filter on
 PID_MAX_LIMIT = 1 << 22  # include/linux/threads.h, PID_MAX_LIMIT on 64-bit
 
@@ -216,6 +217,7 @@ def _constant_defines() -> dict[str, int]:
         "MAX_MMSG": MAX_MMSG,
         "MMSG_FD_SLOTS": MMSG_FD_SLOTS,
         "MAX_INFLIGHT": MAX_INFLIGHT,
+        "MAX_SENDING": MAX_SENDING,
         # fd numbers collected before resolution: FD_SLOTS rounded up to a power
         # of two, doubled so a masked index plus a masked length stays inside.
         "FD_INDEX_MASK": 255,

@@ -20,6 +20,9 @@ which ``with`` calls.  A session is not thread-safe; use it from one thread.
 from __future__ import annotations
 
 import ctypes
+import json
+import os
+import platform
 import time
 from collections import deque
 from types import TracebackType
@@ -29,11 +32,56 @@ from tracing import program
 from tracing.events import TraceEvent, Transfer, decode_event
 from tracing.matcher import Matcher
 
-__all__ = ["Session", "SessionError"]
+__all__ = ["Session", "SessionError", "cached_choice"]
 
 
 class SessionError(RuntimeError):
     """The probes could not be loaded or attached; the message says why."""
+
+
+def _choice_cache_path() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "rawsys", "backend-choice.json")
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def cached_choice(*, use_cache: bool = True) -> tuple[str, str]:
+    """``tracing.doctor.choose_backend(probe_capabilities())``, kept for this boot.
+
+    The cache file names the boot (``/proc/sys/kernel/random/boot_id``) and
+    the kernel release; anything else, or an unreadable file, means asking
+    doctor again.  The reason of a cached verdict ends with ``(cached)``.
+    """
+    key = {"boot_id": _boot_id(), "release": platform.release(), "euid": os.geteuid()}
+    path = _choice_cache_path()
+    if use_cache and key["boot_id"]:
+        try:
+            with open(path, encoding="utf-8") as f:
+                obj = json.load(f)
+            if all(obj.get(k) == v for k, v in key.items()) and obj["backend"] in program.BACKENDS:
+                return str(obj["backend"]), f"{obj['reason']} (cached)"
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    from tracing.doctor import choose_backend, probe_capabilities
+
+    backend, reason = choose_backend(probe_capabilities())
+    if key["boot_id"]:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({**key, "backend": backend, "reason": reason}, f)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return backend, reason
 
 
 class Session:
@@ -67,15 +115,17 @@ class Session:
         self._decoded = 0
 
     # ------------------------------------------------------------ set-up
-    def choose_backend(self) -> str:
-        """Resolve the backend (once): the forced one, else doctor's choice."""
+    def choose_backend(self, *, use_cache: bool = True) -> str:
+        """Resolve the backend (once): the forced one, else doctor's choice.
+
+        Doctor's probes take about half a second; their verdict cannot change
+        until the next boot, so it is kept per boot (:func:`cached_choice`).
+        """
         if self.backend is None:
             if self.requested_backend is not None:
                 self.backend, self.backend_reason = self.requested_backend, "forced"
             else:
-                from tracing.doctor import choose_backend, probe_capabilities
-
-                self.backend, self.backend_reason = choose_backend(probe_capabilities())
+                self.backend, self.backend_reason = cached_choice(use_cache=use_cache)
         return self.backend
 
     def program_text(self) -> str:
@@ -104,13 +154,23 @@ class Session:
             bcc = load_bcc()
         except BccUnavailable as e:
             raise SessionError(str(e)) from None
-        text = self.program_text()
         try:
-            self._bpf = bcc.BPF(text=text.encode())
-            self._attach(bcc)
+            self._load(bcc)
         except Exception as e:
-            self.close()
-            raise SessionError(f"{self.backend} backend: could not load or attach: {e}") from e
+            if self.requested_backend is None and "(cached)" in self.backend_reason:
+                # The verdict kept for this boot no longer holds: ask doctor again.
+                self.backend = None
+                self.choose_backend(use_cache=False)
+                try:
+                    self._load(bcc)
+                except Exception as e2:
+                    raise SessionError(
+                        f"{self.backend} backend: could not load or attach: {e2}"
+                    ) from e2
+            else:
+                raise SessionError(
+                    f"{self.backend} backend: could not load or attach: {e}"
+                ) from e
 
         raw = self._raw
 
@@ -119,13 +179,23 @@ class Session:
             return 0
 
         self._callback = on_event
+        b = self._require()
         for name, ids in self.filters.map_entries().items():
-            table = self._bpf[name.encode()]
+            table = b[name.encode()]
             for i in ids:
                 table[ctypes.c_uint32(i)] = ctypes.c_uint8(1)
-        self._bpf[b"events"].open_ring_buffer(on_event)
+        b[b"events"].open_ring_buffer(on_event)
         self.start_seconds = time.monotonic() - t0
         return self
+
+    def _load(self, bcc: Any) -> None:
+        text = self.program_text()
+        try:
+            self._bpf = bcc.BPF(text=text.encode())
+            self._attach(bcc)
+        except BaseException:
+            self.close()
+            raise
 
     def _attach(self, bcc: Any) -> None:
         """Attach what the BPF constructor did not (tracepoints attach themselves)."""
