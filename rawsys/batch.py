@@ -290,7 +290,6 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
         state = pool.pop()
     except IndexError:
         state = _RecvBatch(count, bufsize, room)
-    handed_over = None
     try:
         waiter: Waiter | None = None
         while True:
@@ -331,12 +330,12 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
                 truncated = i
             results.append((data, fds, msg_flags, address))
         if truncated >= 0:
-            handed_over = ControlTruncatedError(results, truncated)
-            raise handed_over
+            raise ControlTruncatedError(results, truncated)
         return results
-    except BaseException as exc:
-        if exc is not handed_over:
-            close_quietly(_installed(state, count))
+    except ControlTruncatedError:
+        raise  # it owns the fds that arrived
+    except BaseException:
+        close_quietly(_installed(state, count))
         raise
     finally:
         # Pooled states are clean: room, name length and the msg_len sentinels

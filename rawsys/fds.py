@@ -360,7 +360,6 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
             state = _POOL.pop()
         except IndexError:
             state = _new_state()
-    handed_over = None
     msg = state.msg
     try:
         state.iov.iov_len = bufsize
@@ -388,11 +387,12 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
         namelen = msg.msg_namelen
         address = decode_address(bytes(state.name[:namelen])) if namelen else None
         if msg_flags & _CTRUNC:
-            handed_over = ControlTruncatedError([(data, fds, msg_flags, address)])
-            raise handed_over
+            raise ControlTruncatedError([(data, fds, msg_flags, address)])
         return data, fds, msg_flags, address
-    except BaseException as exc:
-        if exc is not handed_over and msg.msg_flags != -1:
+    except ControlTruncatedError:
+        raise  # it owns the fds that arrived
+    except BaseException:
+        if msg.msg_flags != -1:
             # Interrupted between the kernel installing fds and their return.
             ctrl = state.ctrl
             close_quietly(fds_in(memoryview(ctrl)[: min(msg.msg_controllen, len(ctrl))]))

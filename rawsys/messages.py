@@ -151,7 +151,6 @@ def recv_message(sock: Any, bufsize: int, maxfds: int = 0, flags: int = 0, *,
     msg.msg_name = addressof(name_c)
     msg.msg_namelen = SOCKADDR_STORAGE_SIZE
     msg.msg_flags = -1  # written by the kernel only on success
-    handed_over = None
     try:
         waiter: Waiter | None = None
         while True:
@@ -176,11 +175,12 @@ def recv_message(sock: Any, bufsize: int, maxfds: int = 0, flags: int = 0, *,
         address = decode_address(name_c.raw[:namelen]) if namelen else None
         if msg_flags & MSG_CTRUNC:
             owned = fds + ([pid_fd] if pid_fd is not None else [])
-            handed_over = ControlTruncatedError([(data, owned, msg_flags, address)])
-            raise handed_over
+            raise ControlTruncatedError([(data, owned, msg_flags, address)])
         return Message(data, fds, creds, pid_fd, msg_flags, address, control)
-    except BaseException as exc:
-        if exc is not handed_over and msg.msg_flags != -1:
+    except ControlTruncatedError:
+        raise  # it owns the fds that arrived
+    except BaseException:
+        if msg.msg_flags != -1:
             close_quietly(fds_in(ctrl_c.raw[: min(msg.msg_controllen, room)]))
         raise
 
