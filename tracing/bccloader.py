@@ -153,11 +153,14 @@ def load_bcc(*, configure_headers: bool = True) -> ModuleType:
     it is dropped from ``sys.modules`` and the distribution's package is
     imported from its own directory, under the name ``bcc``, so a later
     ``import bcc`` gets it.  With ``configure_headers`` (the default) bcc is
-    also pointed at kernel headers (:func:`configure_kernel_headers`).
+    also pointed at kernel headers (:func:`configure_kernel_headers`), and
+    their absence is an error too, since bcc compiles nothing without them.
     Raises :class:`BccUnavailable` with what to install.
     """
     if configure_headers:
-        configure_kernel_headers()
+        headers = configure_kernel_headers()
+        if not headers.usable:
+            raise BccUnavailable(f"bcc cannot compile without kernel headers: {headers.reason}")
     loaded = sys.modules.get("bcc")
     if loaded is not None and _usable(loaded):
         return loaded
@@ -169,7 +172,10 @@ def load_bcc(*, configure_headers: bool = True) -> ModuleType:
         )
         _forget("bcc")
     else:
-        spec = importlib.util.find_spec("bcc")
+        try:
+            spec = importlib.util.find_spec("bcc")
+        except (ImportError, ValueError):
+            spec = None
         if spec is not None and spec.origin:
             why = _refusal(os.path.dirname(spec.origin))
             if why is None:

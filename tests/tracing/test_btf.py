@@ -24,6 +24,8 @@ needs_vmlinux = pytest.mark.skipif(
     not HAVE_VMLINUX, reason="kernel has no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF)"
 )
 
+pytestmark = pytest.mark.usefixtures("fd_leak_check")
+
 # ------------------------------------------------------------------ helpers
 
 
@@ -524,3 +526,15 @@ def test_default_cache_location_honours_xdg(
     assert btfmod._cache_path() == str(
         tmp_path / "home" / ".cache" / "rawsys" / "kernel-facts.json"
     )
+
+
+def test_facts_from_btf_without_kernel_structs_name_what_is_missing() -> None:
+    with pytest.raises(BTFLookupError, match="task_struct"):
+        btfmod.compute_facts(BTF(sample_btf()))
+
+
+def test_function_id() -> None:
+    b = BTF(sample_btf())
+    assert b.function_id("my_func") == 17
+    with pytest.raises(BTFLookupError, match="outer"):
+        b.function_id("outer")  # a struct, not a FUNC

@@ -22,6 +22,8 @@ needs_root = pytest.mark.skipif(
     not IS_ROOT, reason="loading BPF programs needs root (CAP_BPF and CAP_PERFMON)"
 )
 
+pytestmark = pytest.mark.usefixtures("fd_leak_check")
+
 
 def distribution_bcc_or_skip() -> str:
     try:
@@ -317,3 +319,46 @@ def test_tracepoint_program_compiles_attaches_and_counts() -> None:
         assert hits == 3
     finally:
         b.cleanup()
+
+
+def test_missing_headers_make_load_bcc_fail_clearly(tmp_path: Path) -> None:
+    distribution_bcc_or_skip()
+    result = run_python(
+        f"""
+        import os
+        os.environ["BCC_KERNEL_SOURCE"] = {str(tmp_path)!r}   # no headers in there
+        import tracing.bccloader as L
+        try:
+            L.load_bcc()
+        except L.BccUnavailable as e:
+            print(e)
+        else:
+            raise SystemExit("no error")
+        print(L.load_bcc(configure_headers=False).__name__)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.splitlines()
+    assert "kernel headers" in first and "kconfig.h" in first
+    assert second == "bcc"
+
+
+def test_startup_path_is_fast() -> None:
+    """Cached kernel facts plus the distribution's bcc, from a fresh interpreter."""
+    distribution_bcc_or_skip()
+    run_python("from tracing.btf import kernel_facts; kernel_facts()")  # warm the cache
+    result = run_python(
+        """
+        import time
+        start = time.monotonic()
+        from tracing.btf import kernel_facts
+        from tracing.bccloader import load_bcc
+        facts = kernel_facts()
+        load_bcc()
+        print(time.monotonic() - start, facts.from_cache)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    took, cached = result.stdout.split()
+    assert cached == "True"
+    assert float(took) < 0.5

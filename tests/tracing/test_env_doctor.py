@@ -19,6 +19,8 @@ needs_root = pytest.mark.skipif(
     not IS_ROOT, reason="loading BPF programs needs root (CAP_BPF and CAP_PERFMON)"
 )
 
+pytestmark = pytest.mark.usefixtures("fd_leak_check")
+
 
 @pytest.fixture(scope="module")
 def caps() -> Capabilities:

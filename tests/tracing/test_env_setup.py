@@ -14,6 +14,8 @@ import pytest
 from tracing import cli_admin, setup
 from tracing.setup import PackagePlan, SetupError, StepResult, package_plan, run_setup
 
+pytestmark = pytest.mark.usefixtures("fd_leak_check")
+
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="mounting and set-up need root")
 
