@@ -338,7 +338,8 @@ def render_program(
         .replace("/*@STRUCTS@*/", _structs())
         .replace("/*@FILTERS@*/", filters.c_source()),
         _source("probe_walk.c"),
-        _source(_SOURCES[backend]),
+        *((_source("probe_scm.c"),) if backend != "tracepoint" else ()),
+        _backend_source(backend, facts),
     )
     return "\n\n".join(parts) + "\n"
 
@@ -351,6 +352,16 @@ def _needed_defines(backend: str) -> set[str]:
     if backend == "tracepoint":
         return set()
     return {"OFF_KMSGHDR_MSG_CONTROL", "OFF_KMSGHDR_MSG_CONTROLLEN", "OFF_KMSGHDR_MSG_FLAGS"}
+
+
+def _backend_source(backend: str, facts: Any) -> str:
+    text = _source(_SOURCES[backend])
+    if "@RECEIVE_FD@" in text:
+        name = probe_function_names(facts)["receive_fd"]
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ProgramError(f"bad kernel function name {name!r}")
+        text = text.replace("@RECEIVE_FD@", name)
+    return text
 
 
 def _source(name: str) -> str:
