@@ -133,7 +133,7 @@ def test_room_for_all_fds_no_ctrunc(pair, pipe):
 # --- receive_fd ----------------------------------------------------------------------
 
 def test_msg_cmsg_cloexec_sets_fd_cloexec(pair, pipe):
-    """MSG_CMSG_CLOEXEC: receive_fd installs with O_CLOEXEC, so FD_CLOEXEC is set."""
+    """MSG_CMSG_CLOEXEC: receive_fd installs with O_CLOEXEC, so FD_CLOEXEC is set (2.6.23+)."""
     assert not is_cloexec(pipe[0])
     send_fds(pair[0], pipe[0], pipe[1])
     got = receive(pair[1], controllen=CMSG_SPACE(2 * INT), flags=MSG_CMSG_CLOEXEC)

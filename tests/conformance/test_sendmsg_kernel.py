@@ -118,7 +118,10 @@ def test_cmsg_len_exactly_the_buffer_is_accepted(pair, pipe):
 # --- scm_fp_copy ----------------------------------------------------------------
 
 def test_scm_max_fd_fds_are_accepted(pair, pipe):
-    """SCM_MAX_FD (253) fds in one message: scm_fp_copy takes them all."""
+    """SCM_MAX_FD (253) fds in one message: scm_fp_copy takes them all.
+
+    SCM_MAX_FD is 253 since Linux 2.6.38; it was 255 before.
+    """
     assert SCM_MAX_FD == 253
     before = open_fd_count()
     ret, err = send(pair[0], message([rights(*[pipe[0]] * SCM_MAX_FD)]))
@@ -265,7 +268,9 @@ def test_scm_rights_on_udp_is_silently_ignored(pipe):
 
     ip_cmsg_send hands SOL_SOCKET cmsgs to __sock_cmsg_send, whose switch
     lists SCM_RIGHTS and SCM_CREDENTIALS as "semantically SOL_UNIX" and
-    ignores them (checked on 6.18).  The datagram arrives, without fds.
+    ignores them.  The datagram arrives, without fds.  Version: holds where
+    that switch has those two cases (checked on 6.18); a kernel whose
+    __sock_cmsg_send lacked them refused the message with EINVAL instead.
     """
     receiver, addr = udp_loopback()
     sender = socket(AF_INET, SOCK_DGRAM, 0)
