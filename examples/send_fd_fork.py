@@ -165,7 +165,9 @@ def parent_and_child(path: str, trace: Trace) -> int:
         status = 0
         try:
             close(pipefd[0])
-            fd = os.open(path, O_RDWR)  # open(path, O_RDWR)
+            # open(path, O_RDWR); Python adds O_CLOEXEC (PEP 446), a flag of this
+            # process's fd table that does not travel with the file.
+            fd = os.open(path, O_RDWR)
             if send_fd(pipefd[1], fd) == -1:
                 perror("sendmsg")
                 status = 1
