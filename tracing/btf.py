@@ -669,7 +669,7 @@ FUNCTION_REQUESTS: tuple[str, ...] = (
 )
 
 # Bump when the meaning or shape of KernelFacts changes: old cache files are ignored.
-FACTS_FORMAT = 1
+FACTS_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -684,6 +684,7 @@ class MemberFact:
 class FunctionFact:
     btf: bool  # a BTF FUNC of that name exists (fentry needs it)
     kallsyms: bool | None  # exact symbol in /proc/kallsyms (kprobes need it); None: unreadable
+    btf_id: int = 0  # the FUNC's BTF type id (an fentry program's attach_btf_id); 0: none
 
     @property
     def probeable(self) -> bool:
@@ -754,7 +755,7 @@ class KernelFacts:
             "release": self.release,
             "members": {k: [m.offset, m.size, m.member, m.type] for k, m in self.members.items()},
             "struct_sizes": dict(self.struct_sizes),
-            "functions": {k: [f.btf, f.kallsyms] for k, f in self.functions.items()},
+            "functions": {k: [f.btf, f.kallsyms, f.btf_id] for k, f in self.functions.items()},
             "missing": list(self.missing),
         }
 
@@ -769,7 +770,7 @@ class KernelFacts:
                 for k, v in obj["members"].items()
             }
             functions = {
-                str(k): FunctionFact(bool(v[0]), None if v[1] is None else bool(v[1]))
+                str(k): FunctionFact(bool(v[0]), None if v[1] is None else bool(v[1]), int(v[2]))
                 for k, v in obj["functions"].items()
             }
             return cls(
@@ -862,7 +863,13 @@ def compute_facts(btf: BTF, key: str = "", release: str | None = None) -> Kernel
         if btf.has_type(name):
             sizes[name] = btf.sizeof(name)
     syms = _kallsyms_has(FUNCTION_REQUESTS)
-    functions = {n: FunctionFact(btf.has_function(n), syms[n]) for n in FUNCTION_REQUESTS}
+    functions = {}
+    for name in FUNCTION_REQUESTS:
+        try:
+            btf_id = btf.function_id(name)
+        except BTFLookupError:
+            btf_id = 0
+        functions[name] = FunctionFact(bool(btf_id), syms[name], btf_id)
     return KernelFacts(
         key=key,
         release=release if release is not None else os.uname().release,

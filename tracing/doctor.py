@@ -379,9 +379,7 @@ def _probe_targets() -> tuple[Check, tuple[str, ...], tuple[str, ...], int]:
         for t in targets[:3]
     ]
     parts.append("scm_fp_copy: " + ("probeable" if copy.kallsyms else "inlined (no symbol)"))
-    fentry_id = 0
-    if facts.functions["scm_detach_fds"].btf:
-        fentry_id = btf.kernel_btf().function_id("scm_detach_fds")
+    fentry_id = facts.functions["scm_detach_fds"].btf_id
     ok = not no_sym or not no_btf
     return Check("probe targets", ok, recv, "; ".join(parts)), no_sym, no_btf, fentry_id
 
@@ -536,8 +534,12 @@ def _check_lockdown(config: dict[str, str]) -> Check:
     return Check("lockdown", mode != "confidentiality", mode, text)
 
 
-def probe_capabilities() -> Capabilities:
-    """Run every check (each guarded, each quick) and gather the rows."""
+def probe_capabilities(*, compile_check: bool = True) -> Capabilities:
+    """Run every check (each guarded, each quick) and gather the rows.
+
+    ``compile_check=False`` skips the bcc compile (~0.2 s): for a caller that
+    is about to compile its own program anyway and only wants the backend.
+    """
     start = time.monotonic()
     root = os.geteuid() == 0
     config: dict[str, str] = {}
@@ -551,11 +553,14 @@ def probe_capabilities() -> Capabilities:
     except Exception as e:
         bcc_check = Check("bcc", None, "error", f"{type(e).__name__}: {e}")
     headers = _guard("kernel headers", _check_headers)
-    compile_check = _guard(
-        "bcc compile", lambda: _check_bcc_compile(bool(bcc_check.ok and headers.ok), root)
-    )
+    if compile_check:
+        compiled = _guard(
+            "bcc compile", lambda: _check_bcc_compile(bool(bcc_check.ok and headers.ok), root)
+        )
+    else:
+        compiled = Check("bcc compile", None, "not tried", "skipped by the caller")
     if bcc_check.ok and not headers.ok:
-        compile_check = Check("bcc compile", False, "not tried", "no kernel headers")
+        compiled = Check("bcc compile", False, "not tried", "no kernel headers")
     no_sym: tuple[str, ...] = ()
     no_btf: tuple[str, ...] = ()
     btf_id = 0
@@ -568,7 +573,7 @@ def probe_capabilities() -> Capabilities:
         root=root,
         bcc=bcc_check,
         headers=headers,
-        bcc_compile=compile_check,
+        bcc_compile=compiled,
         tracefs=_guard("tracefs", _check_tracefs),
         btf=_guard("BTF", _check_btf),
         functions=functions,

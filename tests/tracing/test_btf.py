@@ -261,6 +261,8 @@ def test_kernel_facts_values() -> None:
     assert facts.receive_fd_function in ("receive_fd", "__receive_fd")
     assert facts.functions[facts.receive_fd_function].btf
     assert facts.functions["scm_detach_fds"].btf
+    for name, fn in facts.functions.items():
+        assert fn.btf_id == (b.function_id(name) if fn.btf else 0), name
     defines = facts.c_defines()
     assert defines["OFF_SCM_FP_LIST_FP"] == facts.offset("scm_fp_list.fp")
     assert defines["SIZEOF_FILE"] == b.sizeof("struct file")
