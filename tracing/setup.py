@@ -152,8 +152,12 @@ Runner = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a package-manager command; a missing program or a time-out is exit status 127."""
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    except (OSError, subprocess.SubprocessError) as e:
+        return subprocess.CompletedProcess(cmd, 127, "", f"{cmd[0]}: {e}")
 
 
 def _tail(text: str, lines: int = 3) -> str:

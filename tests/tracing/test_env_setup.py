@@ -189,3 +189,13 @@ def test_setup_main_no_install(capsys: pytest.CaptureFixture[str]) -> None:
 def test_step_result_text() -> None:
     assert str(StepResult("mount tracefs", "done")) == "mount tracefs: done"
     assert str(StepResult("x", "failed", "why")) == "x: failed (why)"
+
+
+def test_missing_package_manager_is_a_failed_row() -> None:
+    plan = PackagePlan(
+        "apt", ("python3-bpfcc",), ("no-such-dpkg-xyz", "-s"), ("no-such-apt-get-xyz", "install")
+    )
+    [result] = setup.install_packages(plan)
+    assert result.status == "failed" and "no-such-apt-get-xyz not found" in result.detail
+    proc = setup._run(["no-such-program-xyz"])
+    assert proc.returncode == 127 and "no-such-program-xyz" in proc.stderr
