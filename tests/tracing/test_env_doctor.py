@@ -5,7 +5,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -173,36 +175,48 @@ def test_not_root_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @needs_root
-def test_really_unprivileged_process(tmp_path: Path) -> None:
-    """As nobody, with the system Python (the venv's lives under /root): no traceback."""
+def test_really_unprivileged_process() -> None:
+    """As nobody, with the system Python (the venv's lives under /root): no traceback.
+
+    The packages are copied into a world-readable directory of their own: a
+    checkout (CI clones into a private temporary directory) or pytest's
+    basetemp (mode 0700) may not be traversable by nobody.
+    """
     python = "/usr/bin/python3"
     if not os.access(python, os.X_OK):
         pytest.skip("no /usr/bin/python3 to run as an unprivileged user")
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    os.chown(cache, 65534, 65534)
-    os.chmod(tmp_path, 0o755)
-    result = subprocess.run(
-        [
-            python,
-            "-c",
-            "from tracing.cli_admin import doctor_main; raise SystemExit(doctor_main([]))",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        user=65534,
-        group=65534,
-        env={
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": "/nonexistent",
-            "XDG_CACHE_HOME": str(cache),
-            "PYTHONPATH": str(REPO),
-        },
-        cwd="/",
-    )
-    if "Permission denied" in result.stderr and "tracing" in result.stderr:
-        pytest.skip(f"the repository is not readable by nobody: {result.stderr[-200:]}")
+    root = Path(tempfile.mkdtemp(prefix="rawsys-nobody-"))
+    try:
+        os.chmod(root, 0o755)
+        for package in ("tracing", "rawsys"):
+            shutil.copytree(REPO / package, root / "src" / package,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        cache = root / "cache"
+        cache.mkdir()
+        os.chown(cache, 65534, 65534)
+        for path in root.rglob("*"):
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        result = subprocess.run(
+            [
+                python,
+                "-c",
+                "from tracing.cli_admin import doctor_main; raise SystemExit(doctor_main([]))",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            user=65534,
+            group=65534,
+            env={
+                "PATH": os.environ.get("PATH", ""),
+                "HOME": "/nonexistent",
+                "XDG_CACHE_HOME": str(cache),
+                "PYTHONPATH": str(root / "src"),
+            },
+            cwd="/",
+        )
+    finally:
+        shutil.rmtree(root)
     assert "Traceback" not in result.stderr, result.stderr
     out = result.stdout
     assert "not root" in out and "needs root" in out
