@@ -17,9 +17,12 @@ The headers, iovecs and buffers are preallocated and pooled per shape.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import struct
 from ctypes import addressof, c_char
+from itertools import accumulate, repeat
+from operator import add
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 from rawsys._sockutil import (
@@ -47,7 +50,7 @@ from rawsys.errors import ControlTruncatedError, Received
 from rawsys.fds import (
     _NO_RIGHTS,
     _fd_array_error,
-    _iovec_bytes,
+    _no_rights,
     collect_fds,
     rights_struct,
 )
@@ -93,32 +96,72 @@ if _offset(msghdr, "msg_controllen") != _offset(msghdr, "msg_control") + 8:  # p
     raise ImportError("msg_control/msg_controllen are not adjacent")
 _RIGHTS1 = struct.Struct("=Qiii")
 _LEN1 = CMSG_LEN(4)
+_SPACE1 = CMSG_SPACE(4)
+_SPACE1_I = _SPACE1 // 4  # ints from one 1-fd control message to the next
+_FD1_I = HDR_SIZE // 4  # int index of the fd in a 1-fd control message
+_MM_Q = _MM // 8  # unsigned longs in an mmsghdr
+_CONTROL_Q = _CONTROL_AT // 8
+_MM_I = _MM // 4  # ints in an mmsghdr
+_NAMELEN_I = (_HDR_OFF + _offset(msghdr, "msg_namelen")) // 4
+_FLAGS_I = (_HDR_OFF + _offset(msghdr, "msg_flags")) // 4
+_MSGLEN_I = _offset(mmsghdr, "msg_len") // 4
+_CLEN_Q = (_HDR_OFF + _offset(msghdr, "msg_controllen")) // 8
 
 
 class _SendBatch:
-    """``count`` mmsghdrs, each with one iovec, over one control buffer."""
+    """``count`` mmsghdrs, each with one iovec into a data buffer, over one control buffer.
 
-    __slots__ = ("count", "mm", "mm_ba", "iovs", "ctrl", "ctrl_addr", "keep")
+    The arrays are also seen as flat ``unsigned long`` / ``int`` memoryviews,
+    so a whole column (every ``iov_len``, every ``msg_control``) is written
+    with one strided slice assignment instead of one ctypes store a message.
+    """
 
-    def __init__(self, count: int, ctrl_size: int) -> None:
+    __slots__ = ("count", "mm", "mm_ba", "mm_q", "iov_ba", "iov_q", "data", "data_addr",
+                 "ctrl", "ctrl_i", "ctrl_addr", "ones", "last_lens", "keep")
+
+    def __init__(self, count: int, ctrl_size: int, data_size: int) -> None:
         self.count = count
         self.mm_ba = bytearray(_MM * count)
         self.mm = (mmsghdr * count).from_buffer(self.mm_ba)
-        iov_array = (_iovec_bytes * count)()
-        self.iovs = [iov_array[i] for i in range(count)]
-        self.ctrl = bytearray(max(ctrl_size, 1))
+        self.mm_q = memoryview(self.mm_ba).cast("Q")
+        self.iov_ba = bytearray(ctypes.sizeof(iovec) * count)
+        iov_array = (iovec * count).from_buffer(self.iov_ba)
+        self.iov_q = memoryview(self.iov_ba).cast("Q")
+        self.ctrl = bytearray(max(ctrl_size, CMSG_SPACE(4) * count))
         ctrl_c = (c_char * len(self.ctrl)).from_buffer(self.ctrl)
         self.ctrl_addr = addressof(ctrl_c)
+        self.ctrl_i = memoryview(self.ctrl).cast("i")
+        self.data = bytearray(max(data_size, 1))
+        data_c = (c_char * len(self.data)).from_buffer(self.data)
+        self.data_addr = addressof(data_c)
         base = addressof(iov_array)
-        size = ctypes.sizeof(_iovec_bytes)
         for i in range(count):
             hdr = self.mm[i].msg_hdr
-            hdr.msg_iov = ctypes.cast(base + i * size, ctypes.POINTER(iovec))
+            hdr.msg_iov = ctypes.cast(base + i * ctypes.sizeof(iovec), ctypes.POINTER(iovec))
             hdr.msg_iovlen = 1
-        self.keep = (iov_array, ctrl_c)
+        self.ones = False  # control laid out as one fd a message (headers written)
+        self.last_lens: List[int] = []  # iovecs as last written
+        self.keep = (iov_array, ctrl_c, data_c)
+
+    def layout_ones(self) -> None:
+        """Every message one SCM_RIGHTS with one fd, CMSG_SPACE(4) apart."""
+        for i in range(self.count):
+            _RIGHTS1.pack_into(self.ctrl, i * _SPACE1, _LEN1, _SOL_SOCKET, _SCM_RIGHTS, -1)
+        self.mm_q[_CONTROL_Q :: _MM_Q] = array.array(
+            "Q", range(self.ctrl_addr, self.ctrl_addr + _SPACE1 * self.count, _SPACE1))
+        self.mm_q[_CONTROL_Q + 1 :: _MM_Q] = array.array("Q", [_SPACE1]) * self.count
+        self.ones = True
 
 
 _SEND_POOL: List[_SendBatch] = []
+
+
+def _fd_lists(items: Sequence[Tuple[Any, Any]]) -> List[Any]:
+    fdls = [fds for _buffers, fds in items]
+    for i, fds in enumerate(fdls):
+        if type(fds) is not list and type(fds) is not tuple:
+            fdls[i] = list(fds)
+    return fdls
 
 
 def send_fds_batch(sock: Any, items: Iterable[Tuple[Iterable[Any], Iterable[int]]],
@@ -127,62 +170,50 @@ def send_fds_batch(sock: Any, items: Iterable[Tuple[Iterable[Any], Iterable[int]
 
     Returns how many messages the kernel took (at most 1024 per call, its
     ``UIO_MAXIOV``).  If the first message fails the call raises ``OSError``
-    with the errno; a failure after some were sent just stops there.  The
-    fds stay the caller's.
+    with the errno; a failure after some were sent just stops there (the
+    next call reports it).  The fds stay the caller's.
     """
     fd = fileno(sock)
-    batch = [(b"".join(buffers), fds if type(fds) is list or type(fds) is tuple else list(fds))
-             for buffers, fds in items][:_UIO_MAXIOV]
-    n = len(batch)
+    if type(items) is not list:
+        items = list(items)
+    items = items[:_UIO_MAXIOV]
+    n = len(items)
     if n == 0:
         return 0
-    ctrl_size = 0
-    for _data, fds in batch:
-        if fds:
-            ctrl_size += CMSG_SPACE(4 * len(fds))
-    if ctrl_size and family_of(sock, fd) in _NO_RIGHTS:
-        from rawsys.fds import _no_rights
+    datas = [b"".join(buffers) for buffers, _fds in items]
+    fdls = _fd_lists(items)
+    nfds = list(map(len, fdls))
+    ones = nfds.count(1) == n
+    if (ones or any(nfds)) and family_of(sock, fd) in _NO_RIGHTS:
         raise _no_rights()
-    state = None
+    lens = list(map(len, datas))
+    total = sum(lens)
+    ctrl_size = _SPACE1 * n if ones else sum(CMSG_SPACE(4 * k) for k in nfds if k)
     try:
-        state = _SEND_POOL.pop()
+        state: _SendBatch | None = _SEND_POOL.pop()
     except IndexError:
-        pass
-    if state is None or state.count < n or len(state.ctrl) < ctrl_size:
-        state = _SendBatch(max(n, 64), max(ctrl_size, CMSG_SPACE(4) * 64))
+        state = None
+    if state is None or state.count < n or len(state.ctrl) < ctrl_size or (
+            len(state.data) < total):
+        state = _SendBatch(max(n, 64), ctrl_size, max(total, 64 * 64))
     try:
-        mm_ba = state.mm_ba
-        ctrl = state.ctrl
-        ctrl_addr = state.ctrl_addr
-        iovs = state.iovs
-        pack_control = _CONTROL.pack_into
-        offset = 0
-        at = _CONTROL_AT
-        for i in range(n):
-            data, fds = batch[i]
-            iov = iovs[i]
-            iov.iov_base = data
-            iov.iov_len = len(data)
-            nfds = len(fds)
-            if nfds == 1:
-                try:
-                    _RIGHTS1.pack_into(ctrl, offset, _LEN1, _SOL_SOCKET, _SCM_RIGHTS, fds[0])
-                except struct.error:
-                    raise _fd_array_error(fds) from None
-                pack_control(mm_ba, at, ctrl_addr + offset, 24)
-                offset += 24
-            elif nfds:
-                try:
-                    rights_struct(nfds).pack_into(ctrl, offset, HDR_SIZE + 4 * nfds,
-                                                  _SOL_SOCKET, _SCM_RIGHTS, *fds)
-                except struct.error:
-                    raise _fd_array_error(fds) from None
-                space = CMSG_SPACE(4 * nfds)
-                pack_control(mm_ba, at, ctrl_addr + offset, space)
-                offset += space
-            else:
-                pack_control(mm_ba, at, 0, 0)
-            at += _MM
+        if total:
+            state.data[:total] = b"".join(datas)
+        if lens != state.last_lens[:n]:
+            iov_q = state.iov_q
+            iov_q[0 : 2 * n : 2] = array.array("Q", accumulate(lens[:-1], initial=state.data_addr))
+            iov_q[1 : 2 * n : 2] = array.array("Q", lens)
+            state.last_lens = lens
+        if ones:
+            if not state.ones:
+                state.layout_ones()
+            try:
+                state.ctrl_i[_FD1_I : _FD1_I + _SPACE1_I * n : _SPACE1_I] = array.array(
+                    "i", [fds[0] for fds in fdls])
+            except (TypeError, OverflowError):
+                raise _fd_array_error([f for fds in fdls for f in fds]) from None
+        else:
+            _layout_general(state, fdls, nfds)
         waiter: Waiter | None = None
         while True:
             sent = _sendmmsg(fd, state.mm, n, flags)
@@ -193,11 +224,37 @@ def send_fds_batch(sock: Any, items: Iterable[Tuple[Iterable[Any], Iterable[int]
         _SEND_POOL.append(state)
 
 
+def _layout_general(state: _SendBatch, fdls: List[Any], nfds: List[int]) -> None:
+    """Control messages of any sizes, packed back to back (a message without fds: none)."""
+    state.ones = False
+    ctrl = state.ctrl
+    pointers = array.array("Q")
+    lengths = array.array("Q")
+    offset = 0
+    for fds, count in zip(fdls, nfds):
+        if count:
+            try:
+                rights_struct(count).pack_into(ctrl, offset, HDR_SIZE + 4 * count,
+                                               _SOL_SOCKET, _SCM_RIGHTS, *fds)
+            except struct.error:
+                raise _fd_array_error(fds) from None
+            space = CMSG_SPACE(4 * count)
+            pointers.append(state.ctrl_addr + offset)
+            lengths.append(space)
+            offset += space
+        else:
+            pointers.append(0)
+            lengths.append(0)
+    n = len(nfds)
+    state.mm_q[_CONTROL_Q : _CONTROL_Q + _MM_Q * n : _MM_Q] = pointers
+    state.mm_q[_CONTROL_Q + 1 : _CONTROL_Q + 1 + _MM_Q * n : _MM_Q] = lengths
+
+
 class _RecvBatch:
     """``count`` mmsghdrs with a data, control and name slot each, and a reset template."""
 
-    __slots__ = ("count", "bufsize", "room", "stride", "mm", "mm_ba", "template", "data",
-                 "dview", "ctrl", "names", "keep")
+    __slots__ = ("count", "bufsize", "room", "stride", "mm", "mm_ba", "mm_i", "mm_u",
+                 "mm_q", "template", "data", "dview", "ctrl", "ctrl_i", "names", "keep")
 
     def __init__(self, count: int, bufsize: int, room: int) -> None:
         self.count = count
@@ -229,6 +286,10 @@ class _RecvBatch:
             entry.msg_len = _NOT_RECEIVED
         self.template = memoryview(bytes(self.mm_ba))
         self.keep = (iov_array, data_c, ctrl_c, names_c)
+        self.mm_i = memoryview(self.mm_ba).cast("i")
+        self.mm_u = memoryview(self.mm_ba).cast("I")
+        self.mm_q = memoryview(self.mm_ba).cast("Q")
+        self.ctrl_i = memoryview(self.ctrl).cast("i")
 
 
 _RECV_POOL: Dict[Tuple[int, int, int], List[_RecvBatch]] = {}
@@ -255,6 +316,38 @@ def _installed(state: _RecvBatch, count: int) -> List[int]:
             start = i * state.stride
             found += fds_in(memoryview(state.ctrl)[start : start + min(used, state.room)])
     return found
+
+
+def _all_plain(state: _RecvBatch, got: int, added: int, bufsize: int) -> List[Received] | None:
+    """The results if every message is plain -- no address, no flags, and either no
+    control data or exactly one fd -- read column by column; else ``None``."""
+    mm_i, mm_u = state.mm_i, state.mm_u
+    if mm_i[_FLAGS_I : _FLAGS_I + _MM_I * got : _MM_I].tolist().count(added) != got:
+        return None
+    if mm_u[_NAMELEN_I : _NAMELEN_I + _MM_I * got : _MM_I].tolist().count(0) != got:
+        return None
+    used = state.mm_q[_CLEN_Q : _CLEN_Q + _MM_Q * got : _MM_Q].tolist()
+    if used.count(0) == got:
+        fdls: List[List[int]] = [[] for _ in range(got)]
+    elif used.count(_LEN1) == got:
+        step = state.stride // 4
+        end = step * got
+        ctrl_i = state.ctrl_i
+        if (ctrl_i[0:end:step].tolist().count(_LEN1) != got
+                or ctrl_i[2:end:step].tolist().count(_SOL_SOCKET) != got
+                or ctrl_i[3:end:step].tolist().count(_SCM_RIGHTS) != got):
+            return None
+        fdls = [[fd] for fd in ctrl_i[_FD1_I : _FD1_I + end : step].tolist()]
+    else:
+        return None
+    lens = mm_u[_MSGLEN_I : _MSGLEN_I + _MM_I * got : _MM_I].tolist()
+    blob = state.dview[: bufsize * got].tobytes()
+    if bufsize == 1 and lens.count(1) == got:
+        datas = [blob[i : i + 1] for i in range(got)]
+    else:
+        starts = range(0, bufsize * got, bufsize)
+        datas = list(map(blob.__getitem__, map(slice, starts, map(add, starts, lens))))
+    return list(zip(datas, fdls, repeat(0, got), repeat(None, got)))
 
 
 def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int = 0, *,
@@ -297,6 +390,9 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
             if got >= 0:
                 break
             waiter = handle_errno(_get_errno(), sock, fd, flags, False, waiter)
+        fast = _all_plain(state, got, added, bufsize)
+        if fast is not None:
+            return fast
         results: List[Received] = []
         truncated = -1
         mm_ba = state.mm_ba
