@@ -22,7 +22,7 @@ import ctypes
 import struct
 from ctypes import addressof, c_char
 from itertools import accumulate, repeat
-from operator import add
+from operator import add, itemgetter
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 from rawsys._sockutil import (
@@ -156,12 +156,8 @@ class _SendBatch:
 _SEND_POOL: List[_SendBatch] = []
 
 
-def _fd_lists(items: Sequence[Tuple[Any, Any]]) -> List[Any]:
-    fdls = [fds for _buffers, fds in items]
-    for i, fds in enumerate(fdls):
-        if type(fds) is not list and type(fds) is not tuple:
-            fdls[i] = list(fds)
-    return fdls
+_first = itemgetter(0)
+_second = itemgetter(1)
 
 
 def send_fds_batch(sock: Any, items: Iterable[Tuple[Iterable[Any], Iterable[int]]],
@@ -180,9 +176,13 @@ def send_fds_batch(sock: Any, items: Iterable[Tuple[Iterable[Any], Iterable[int]
     n = len(items)
     if n == 0:
         return 0
-    datas = [b"".join(buffers) for buffers, _fds in items]
-    fdls = _fd_lists(items)
-    nfds = list(map(len, fdls))
+    datas = [b"".join(buffers) for buffers, _fds in items]  # also: each item a pair
+    fdls = list(map(_second, items))
+    try:
+        nfds = list(map(len, fdls))
+    except TypeError:  # an iterator of fds
+        fdls = [list(fds) for fds in fdls]
+        nfds = list(map(len, fdls))
     ones = nfds.count(1) == n
     if (ones or any(nfds)) and family_of(sock, fd) in _NO_RIGHTS:
         raise _no_rights()
@@ -208,10 +208,10 @@ def send_fds_batch(sock: Any, items: Iterable[Tuple[Iterable[Any], Iterable[int]
             if not state.ones:
                 state.layout_ones()
             try:
-                state.ctrl_i[_FD1_I : _FD1_I + _SPACE1_I * n : _SPACE1_I] = array.array(
-                    "i", [fds[0] for fds in fdls])
-            except (TypeError, OverflowError):
-                raise _fd_array_error([f for fds in fdls for f in fds]) from None
+                first = array.array("i", map(_first, fdls))
+            except (TypeError, OverflowError, KeyError):  # not ints, or a set of fds
+                first = array.array("i", [list(fds)[0] for fds in fdls])  # CPython's error
+            state.ctrl_i[_FD1_I : _FD1_I + _SPACE1_I * n : _SPACE1_I] = first
         else:
             _layout_general(state, fdls, nfds)
         waiter: Waiter | None = None
@@ -233,6 +233,8 @@ def _layout_general(state: _SendBatch, fdls: List[Any], nfds: List[int]) -> None
     offset = 0
     for fds, count in zip(fdls, nfds):
         if count:
+            if type(fds) is not list and type(fds) is not tuple:
+                fds = list(fds)
             try:
                 rights_struct(count).pack_into(ctrl, offset, HDR_SIZE + 4 * count,
                                                _SOL_SOCKET, _SCM_RIGHTS, *fds)
