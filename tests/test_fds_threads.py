@@ -6,7 +6,7 @@ import gc
 import os
 import socket
 import threading
-from typing import List
+from typing import Any, List, Tuple
 
 import pytest
 
@@ -68,7 +68,7 @@ def test_a_blocked_receiver_does_not_block_other_threads() -> None:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     c, d = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     r, w = os.pipe()
-    result: List[object] = []
+    result: List[Tuple[bytes, List[int], int, Any]] = []
     try:
         blocked = threading.Thread(target=lambda: result.append(recv_fds(b, 8, 1)))
         blocked.start()  # waits in recvmsg with the GIL released
@@ -79,7 +79,7 @@ def test_a_blocked_receiver_does_not_block_other_threads() -> None:
         send_fds(a, [b"wake"], [r])
         blocked.join(10)
         assert not blocked.is_alive()
-        msg, fds, _f, _a = result[0]  # type: ignore[misc]
+        msg, fds, _f, _a = result[0]
         for fd in fds:
             os.close(fd)
         assert msg == b"wake"
@@ -120,9 +120,9 @@ def test_large_bufsize_uses_a_one_off_buffer() -> None:
         payload = os.urandom(300_000)
         sender = threading.Thread(target=send_fds, args=(a, [payload], [r]))
         sender.start()
-        chunks = []
+        chunks: List[bytes] = []
         fds: List[int] = []
-        while sum(map(len, chunks)) < len(payload):
+        while sum(len(chunk) for chunk in chunks) < len(payload):
             m, got, _f, _a = recv_fds(b, 1 << 20, 1)
             chunks.append(m)
             fds += got
