@@ -48,7 +48,9 @@ def test_layouts_switch_between_calls(dgram: Pair, pipe: Tuple[int, int]) -> Non
     """One fd a message, then mixed counts, then one again: headers rewritten each time."""
     a, b = dgram
     r, w = pipe
-    shapes: List[List[List[int]]] = [[[r]] * 5, [[r, w], [], [w], [r, w, r]], [[w]] * 7, [[]] * 3, [[r]] * 2]
+    shapes: List[List[List[int]]] = [
+        [[r]] * 5, [[r, w], [], [w], [r, w, r]], [[w]] * 7, [[]] * 3, [[r]] * 2,
+    ]
     for shape in shapes:
         items = [([b"%d" % i], fds) for i, fds in enumerate(shape)]
         assert send_fds_batch(a, items) == len(items)
