@@ -65,6 +65,7 @@ _SOL_SOCKET = int(SOL_SOCKET)
 _SCM_RIGHTS = int(SCM_RIGHTS)
 _UIO_MAXIOV = 1024  # <linux/uio.h>: the kernel caps vlen here
 _MM = ctypes.sizeof(mmsghdr)
+_POOLED_BYTES = 1 << 20  # larger data buffers are not kept for reuse
 _NOT_RECEIVED = 0xFFFFFFFF  # msg_len sentinel; the kernel overwrites it for each message
 
 
@@ -221,7 +222,8 @@ def send_fds_batch(sock: Any, items: Iterable[Tuple[Iterable[Any], Iterable[int]
                 return int(sent)
             waiter = handle_errno(_get_errno(), sock, fd, flags, True, waiter)
     finally:
-        _SEND_POOL.append(state)
+        if len(state.data) <= _POOLED_BYTES:
+            _SEND_POOL.append(state)
 
 
 def _layout_general(state: _SendBatch, fdls: List[Any], nfds: List[int]) -> None:
@@ -439,7 +441,8 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
         # Pooled states are clean: room, name length and the msg_len sentinels
         # back, so cleanup in the next call never reads this call's fds.
         state.mm_ba[:] = state.template
-        pool.append(state)
+        if len(state.data) <= _POOLED_BYTES:
+            pool.append(state)
 
 
 __all__ = ["send_fds_batch", "recv_fds_batch"]

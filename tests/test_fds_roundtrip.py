@@ -180,6 +180,36 @@ def test_socket_timeout_is_respected(dgram: Pair) -> None:
         recv_fds(b, 1, 1)
 
 
+def test_send_waits_for_room_then_times_out(dgram: Pair, pipe: Tuple[int, int]) -> None:
+    a, b = dgram
+    a.setblocking(False)
+    sent = 0
+    with pytest.raises(BlockingIOError):
+        while True:  # fill the peer's queue
+            send_fds(a, [b"f"], [pipe[0]])
+            sent += 1
+    a.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        send_fds(a, [b"f"], [pipe[0]])
+    for _ in range(sent):
+        close_all(recv_fds(b, 1, 1)[1])
+
+
+def test_recv_with_timeout_gets_a_late_message(dgram: Pair, pipe: Tuple[int, int]) -> None:
+    import threading
+
+    a, b = dgram
+    b.settimeout(5)
+    timer = threading.Timer(0.05, send_fds, args=(a, [b"late"], [pipe[0]]))
+    timer.start()
+    try:
+        msg, fds, _flags, _addr = recv_fds(b, 8, 1)
+    finally:
+        timer.join()
+    close_all(fds)
+    assert msg == b"late" and len(fds) == 1
+
+
 def test_address_is_honoured_and_returned(pipe: Tuple[int, int]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path_a, path_b = os.path.join(tmp, "a"), os.path.join(tmp, "b")
