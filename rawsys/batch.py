@@ -322,35 +322,53 @@ def _installed(state: _RecvBatch, count: int) -> List[int]:
     return found
 
 
+_FILLED: Dict[Tuple[str, int, int], array.array[int]] = {}
+_BYTE = [bytes((i,)) for i in range(256)]  # the one-byte bytes objects
+
+
+def _filled(code: str, value: int, count: int) -> array.array[int]:
+    """An array of *count* copies of *value* (cached), to compare a column against."""
+    key = (code, value, count)
+    column = _FILLED.get(key)
+    if column is None:
+        if len(_FILLED) > 256:
+            _FILLED.clear()
+        column = _FILLED[key] = array.array(code, [value]) * count
+    return column
+
+
 def _all_plain(state: _RecvBatch, got: int, added: int, bufsize: int) -> List[Received] | None:
     """The results if every message is plain -- no address, no flags, and either no
-    control data or exactly one fd -- read column by column; else ``None``."""
-    mm_i, mm_u = state.mm_i, state.mm_u
-    if mm_i[_FLAGS_I : _FLAGS_I + _MM_I * got : _MM_I].tolist().count(added) != got:
+    control data or exactly one fd -- read column by column; else ``None``.
+
+    A column is a strided memoryview over the mmsghdr (or control) array;
+    comparing it with a filled array is one C-level loop, no int objects.
+    """
+    if state.mm_i[_FLAGS_I : _FLAGS_I + _MM_I * got : _MM_I] != _filled("i", added, got):
         return None
-    if mm_u[_NAMELEN_I : _NAMELEN_I + _MM_I * got : _MM_I].tolist().count(0) != got:
+    if state.mm_u[_NAMELEN_I : _NAMELEN_I + _MM_I * got : _MM_I] != _filled("I", 0, got):
         return None
-    used = state.mm_q[_CLEN_Q : _CLEN_Q + _MM_Q * got : _MM_Q].tolist()
-    if used.count(0) == got:
-        fdls: List[List[int]] = [[] for _ in range(got)]
-    elif used.count(_LEN1) == got:
+    used = state.mm_q[_CLEN_Q : _CLEN_Q + _MM_Q * got : _MM_Q]
+    if used == _filled("Q", _LEN1, got):
         step = state.stride // 4
         end = step * got
         ctrl_i = state.ctrl_i
-        if (ctrl_i[0:end:step].tolist().count(_LEN1) != got
-                or ctrl_i[2:end:step].tolist().count(_SOL_SOCKET) != got
-                or ctrl_i[3:end:step].tolist().count(_SCM_RIGHTS) != got):
+        if (ctrl_i[0:end:step] != _filled("i", _LEN1, got)
+                or ctrl_i[2:end:step] != _filled("i", _SOL_SOCKET, got)
+                or ctrl_i[3:end:step] != _filled("i", _SCM_RIGHTS, got)):
             return None
-        fdls = [[fd] for fd in ctrl_i[_FD1_I : _FD1_I + end : step].tolist()]
+        fdls: List[List[int]] = [[fd] for fd in ctrl_i[_FD1_I : _FD1_I + end : step].tolist()]
+    elif used == _filled("Q", 0, got):
+        fdls = [[] for _ in range(got)]
     else:
         return None
-    lens = mm_u[_MSGLEN_I : _MSGLEN_I + _MM_I * got : _MM_I].tolist()
+    lens = state.mm_u[_MSGLEN_I : _MSGLEN_I + _MM_I * got : _MM_I]
     blob = state.dview[: bufsize * got].tobytes()
-    if bufsize == 1 and lens.count(1) == got:
-        datas = [blob[i : i + 1] for i in range(got)]
+    if bufsize == 1 and lens == _filled("I", 1, got):
+        datas = list(map(_BYTE.__getitem__, blob))
     else:
         starts = range(0, bufsize * got, bufsize)
-        datas = list(map(blob.__getitem__, map(slice, starts, map(add, starts, lens))))
+        datas = list(map(blob.__getitem__, map(slice, starts, map(add, starts, lens.tolist()))))
     return list(zip(datas, fdls, repeat(0, got), repeat(None, got)))
 
 

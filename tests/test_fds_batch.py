@@ -190,3 +190,24 @@ def test_stream_socket_batch(pipe: Tuple[int, int]) -> None:
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("bufsize", [1, 3, 16])
+@pytest.mark.parametrize("shape", ["one fd each", "no fds", "mixed"])
+def test_column_fast_path_agrees_with_the_per_message_path(
+        dgram: Pair, pipe: Tuple[int, int], monkeypatch: pytest.MonkeyPatch, bufsize: int,
+        shape: str) -> None:
+    a, b = dgram
+    fds_of = {"one fd each": lambda i: [pipe[i % 2]], "no fds": lambda i: [],
+              "mixed": lambda i: [pipe[0]] * (i % 3)}[shape]
+    items = [([b"m" * (1 + i % 4)], fds_of(i)) for i in range(9)]
+    outcomes = []
+    for slow in (False, True):
+        if slow:
+            monkeypatch.setattr(rawsys.batch, "_all_plain", lambda *args: None)
+        send_fds_batch(a, items)
+        results = recv_fds_batch(b, 9, bufsize, 2)
+        outcomes.append([(m, [os.fstat(fd).st_ino for fd in f], fl, ad)
+                         for m, f, fl, ad in results])
+        close_results(results)
+    assert outcomes[0] == outcomes[1]
