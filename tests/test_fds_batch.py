@@ -198,8 +198,11 @@ def test_column_fast_path_agrees_with_the_per_message_path(
         dgram: Pair, pipe: Tuple[int, int], monkeypatch: pytest.MonkeyPatch, bufsize: int,
         shape: str) -> None:
     a, b = dgram
-    fds_of = {"one fd each": lambda i: [pipe[i % 2]], "no fds": lambda i: [],
-              "mixed": lambda i: [pipe[0]] * (i % 3)}[shape]
+    def fds_of(i: int) -> List[int]:
+        if shape == "one fd each":
+            return [pipe[i % 2]]
+        return [] if shape == "no fds" else [pipe[0]] * (i % 3)
+
     items = [([b"m" * (1 + i % 4)], fds_of(i)) for i in range(9)]
     outcomes = []
     for slow in (False, True):
