@@ -190,7 +190,9 @@ def test_decode_event_round_trip() -> None:
     assert ev.files[0].refcount == 2  # file_ref_t: raw 1 means two references
     assert ev.files[0].label == "pipe:[77]"
     js = ev.to_json()
-    assert js["event"] == "recv" and js["files"][0]["address"] == "0xffff0000"
+    files = js["files"]
+    assert js["event"] == "recv" and isinstance(files, list)
+    assert files[0]["address"] == "0xffff0000"
 
 
 def test_decode_failed_send() -> None:
@@ -206,7 +208,7 @@ def test_decode_rejects_malformed_records() -> None:
     with pytest.raises(ValueError, match="claims 1 files"):
         decode_event(good[:-1])
     bad_kind = bytearray(good)
-    bad_kind[RawEvent.kind.offset] = 9  # type: ignore[attr-defined]
+    bad_kind[RawEvent.kind.offset] = 9
     with pytest.raises(ValueError, match="unknown event kind"):
         decode_event(bytes(bad_kind))
 
@@ -221,10 +223,11 @@ def test_refcount_decoding() -> None:
 
 
 # --------------------------------------------------------------------- matcher
-def _ev(kind: type, pid: int, fds: tuple[int, ...], addrs: tuple[int, ...], ts: int,
-        flags: frozenset[str] = frozenset(), ok: bool = True) -> SendEvent | RecvEvent:
+def _ev(kind: type[SendEvent] | type[RecvEvent], pid: int, fds: tuple[int, ...],
+        addrs: tuple[int, ...], ts: int, flags: frozenset[str] = frozenset(),
+        ok: bool = True) -> SendEvent | RecvEvent:
     files = tuple(FileIdentity(a, 1, 0o10600, 1, "") for a in addrs)
-    return kind(pid=pid, tid=pid, comm="c", sock=3, fds=fds, files=files, flags=flags,  # type: ignore[no-any-return]
+    return kind(pid=pid, tid=pid, comm="c", sock=3, fds=fds, files=files, flags=flags,
                 ok=ok, errno=0 if ok else 9, ret=1 if ok else -9, syscall="x", msg_index=0,
                 backend="test", timestamp_ns=ts)
 

@@ -237,7 +237,7 @@ def test_cloexec_transfer_flag(
     r, _ = pipe
     assert c_send(a.fileno(), [r]) == 1
     _, _, got = c_recv(b.fileno(), 1, MSG_CMSG_CLOEXEC)
-    _, _, plain = (0, 0, [])
+    plain: list[int] = []
     try:
         assert c_send(a.fileno(), [r]) == 1
         _, _, plain = c_recv(b.fileno(), 1, 0)
@@ -350,7 +350,7 @@ def test_sendmmsg_recvmmsg(s: Session, dgram: tuple[socket.socket, socket.socket
     got: list[int] = []
     try:
         out = (mmsghdr * 3)()
-        keep = []
+        keep: list[object] = []
         for i, (r, _w) in enumerate(pipes):
             payload = bytearray(b"m" * (i + 1))
             iov = iovec()
