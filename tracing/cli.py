@@ -221,7 +221,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if session.running:
             try:
-                events = session.poll(0)
+                events = session.drain()
                 if args.json:
                     show_json(events)
                 else:

@@ -18,6 +18,7 @@ import ctypes
 import enum
 import os
 import stat
+import struct
 from ctypes import c_char, c_int32, c_int64, c_uint8, c_uint16, c_uint32, c_uint64
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -302,73 +303,114 @@ _SYSCALL_NAMES = {
 }
 
 
+# Plain ints: socket's constants are IntFlag members, slow in the hot path.
+_FLAG_BITS = (
+    ("PEEK", int(constants.MSG_PEEK), False),
+    ("CTRUNC", int(constants.MSG_CTRUNC), True),
+    ("TRUNC", int(constants.MSG_TRUNC), True),
+    ("DONTWAIT", int(constants.MSG_DONTWAIT), False),
+)
+_CMSG_CLOEXEC = int(constants.MSG_CMSG_CLOEXEC)
+_flag_cache: dict[tuple[int, int, int], frozenset[str]] = {}
+
+
 def _flag_names(kind: EventKind, call_flags: int, msg_flags: int) -> frozenset[str]:
+    key = (int(kind), call_flags, msg_flags)
+    cached = _flag_cache.get(key)
+    if cached is not None:
+        return cached
     names: set[str] = set()
-    if call_flags & constants.MSG_PEEK:
-        names.add("PEEK")
-    if kind == EventKind.RECV:
-        if msg_flags & constants.MSG_CTRUNC:
-            names.add("CTRUNC")
-        if msg_flags & constants.MSG_TRUNC:
-            names.add("TRUNC")
-        if call_flags & constants.MSG_CMSG_CLOEXEC:
-            names.add("CMSG_CLOEXEC")
-    if call_flags & constants.MSG_DONTWAIT:
-        names.add("DONTWAIT")
-    return frozenset(names)
+    recv = kind == EventKind.RECV
+    for name, bit, written_back in _FLAG_BITS:
+        if written_back:
+            if recv and msg_flags & bit:
+                names.add(name)
+        elif call_flags & bit:
+            names.add(name)
+    if recv and call_flags & _CMSG_CLOEXEC:
+        names.add("CMSG_CLOEXEC")
+    out = frozenset(names)
+    if len(_flag_cache) < 4096:
+        _flag_cache[key] = out
+    return out
+
+
+_KINDS = {int(k): k for k in EventKind}
+_SYSCALLS = {int(s): s for s in Syscall}
+
+
+# struct formats mirroring RawEventHeader/RawFile, for fast decoding; checked
+# against the ctypes layouts (offsets included) when this module is imported.
+_HEADER_STRUCT = struct.Struct("<QqII16siIIIBBBBHHHHI")
+_FILE_STRUCT = struct.Struct("<QQQiHH32s")
+
+
+def _check_mirror() -> None:
+    probe = RawEventHeader()
+    for i, (name, _t) in enumerate(_HEADER_FIELDS):
+        if name.startswith("pad"):
+            continue
+        setattr(probe, name, b"c" if name == "comm" else i + 1)
+    values = _HEADER_STRUCT.unpack(bytes(probe))
+    assert _HEADER_STRUCT.size == HEADER_SIZE and _FILE_STRUCT.size == FILE_RECORD_SIZE
+    for (name, _t), value in zip(_HEADER_FIELDS, values):
+        if not name.startswith("pad"):
+            assert value == getattr(probe, name) or name == "comm", name
+
+
+_check_mirror()
 
 
 def decode_event(data: bytes, backend: str = "tracepoint") -> TraceEvent:
     """Decode one record as the probes emit it; raises ``ValueError`` on malformed data."""
     if len(data) < HEADER_SIZE:
         raise ValueError(f"event of {len(data)} bytes is shorter than its header ({HEADER_SIZE})")
-    head = RawEventHeader.from_buffer_copy(data)
-    try:
-        kind = EventKind(head.kind)
-        syscall = Syscall(head.syscall)
-    except ValueError:
-        raise ValueError(f"unknown event kind {head.kind} / syscall {head.syscall}") from None
-    nfds = head.nfds
+    (ts_ns, ret, pid, tid, comm, sock, call_flags, msg_flags, _controllen, kind_n, syscall_n,
+     ev_flags, _pad0, msg_index, nfds, fds_seen, queued, _pad1) = _HEADER_STRUCT.unpack_from(data)
+    kind = _KINDS.get(kind_n)
+    syscall = _SYSCALLS.get(syscall_n)
+    if kind is None or syscall is None:
+        raise ValueError(f"unknown event kind {kind_n} / syscall {syscall_n}")
     if nfds > FD_SLOTS or len(data) < HEADER_SIZE + nfds * FILE_RECORD_SIZE:
         raise ValueError(f"event claims {nfds} files but holds {len(data) - HEADER_SIZE} bytes")
-    file_ref = bool(head.ev_flags & EV_FLAG_REF_IS_FILE_REF)
+    file_ref = bool(ev_flags & EV_FLAG_REF_IS_FILE_REF)
     fds: list[int] = []
     files: list[FileIdentity] = []
     cloexec: list[bool] = []
     for i in range(nfds):
-        off = HEADER_SIZE + i * FILE_RECORD_SIZE
-        rec = RawFile.from_buffer_copy(data, off)
-        fds.append(rec.fd)
-        cloexec.append(bool(rec.fd_flags & FD_FLAG_CLOEXEC))
+        address, ino, ref_raw, fd, mode, fd_flags, name = _FILE_STRUCT.unpack_from(
+            data, HEADER_SIZE + i * FILE_RECORD_SIZE
+        )
+        fds.append(fd)
+        cloexec.append(bool(fd_flags & FD_FLAG_CLOEXEC))
         files.append(
             FileIdentity(
-                address=rec.file,
-                inode=rec.ino,
-                mode=rec.mode,
-                refcount=refs_from_raw(rec.ref_raw, file_ref) if rec.file else 0,
-                name=rec.name.decode("utf-8", "replace"),
+                address=address,
+                inode=ino,
+                mode=mode,
+                refcount=refs_from_raw(ref_raw, file_ref) if address else 0,
+                name=name.split(b"\0", 1)[0].decode("utf-8", "replace"),
             )
         )
-    ret = head.ret
     ok = ret >= 0
-    cls = SendEvent if kind == EventKind.SEND else RecvEvent
+    cls = SendEvent if kind is EventKind.SEND else RecvEvent
     return cls(
-        pid=head.pid,
-        tid=head.tid,
-        comm=head.comm.decode("utf-8", "replace"),
-        sock=head.sock,
+        pid=pid,
+        tid=tid,
+        comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
+        sock=sock,
         fds=tuple(fds),
         files=tuple(files),
-        flags=_flag_names(kind, head.call_flags, head.msg_flags),
+        flags=_flag_names(kind, call_flags, msg_flags),
         ok=ok,
         errno=0 if ok else -ret,
         ret=ret,
         syscall=_SYSCALL_NAMES[syscall],
-        msg_index=head.msg_index,
+        msg_index=msg_index,
         backend=backend,
-        timestamp_ns=head.ts_ns,
-        fds_seen=head.fds_seen,
-        queued=head.queued,
+        timestamp_ns=ts_ns,
+        fds_seen=fds_seen,
+        queued=queued,
         cloexec=tuple(cloexec),
     )
 

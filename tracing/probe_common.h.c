@@ -44,11 +44,16 @@ struct fd_scratch {
 };
 
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);
-BPF_HASH(calls, u32, struct call_args, MAX_INFLIGHT);
-BPF_HASH(sent, u32, struct sent_files, MAX_SENDING);
+/* Per thread, kept between calls (LRU) and written in place: a hash update
+ * and delete per syscall cost the traced program more than the reads. */
+BPF_TABLE("lru_hash", u32, struct call_args, calls, MAX_INFLIGHT);
+/* Per thread, kept between calls (LRU): written in place, never copied whole. */
+BPF_TABLE("lru_hash", u32, struct sent_files, sent, MAX_SENDING);
 BPF_PERCPU_ARRAY(event_scratch, struct fd_event, 1);
 BPF_PERCPU_ARRAY(sent_scratch, struct sent_files, 1);
 BPF_PERCPU_ARRAY(fd_scratch, struct fd_scratch, 1);
+/* Events written by this CPU since it last woke the reader. */
+BPF_PERCPU_ARRAY(since_wakeup, u64, 1);
 /* [0]: events the ring buffer refused; [1]: calls not tracked (map full) */
 BPF_PERCPU_ARRAY(lost, u64, 2);
 
@@ -178,6 +183,16 @@ static __always_inline void submit(struct fd_event *ev)
     OPAQUE(size);
     if (size > sizeof(*ev))
         size = sizeof(*ev);
-    if (events.ringbuf_output(ev, size, 0))
+    /* Wake the reader only once per batch: a wake-up per event costs the
+     * traced program more than the probe itself.  The reader also consumes
+     * on its own poll timeout, so a lone event waits at most that long. */
+    u64 wake = BPF_RB_NO_WAKEUP;
+    int slot = 0;
+    u64 *since = since_wakeup.lookup(&slot);
+    if (since && ++*since >= RING_WAKEUP_EVENTS) {
+        *since = 0;
+        wake = BPF_RB_FORCE_WAKEUP;
+    }
+    if (events.ringbuf_output(ev, size, wake))
         count_lost(0);
 }

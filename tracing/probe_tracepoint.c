@@ -19,12 +19,20 @@ static __always_inline int stash_send(u32 tid, u64 hdr)
     bpf_probe_read_user(&control, sizeof(control), (void *)(hdr + USER_MSGHDR_CONTROL));
     bpf_probe_read_user(&controllen, sizeof(controllen), (void *)(hdr + USER_MSGHDR_CONTROLLEN));
     struct fd_scratch *s = fd_scratch.lookup(&zero);
-    struct sent_files *sf = sent_scratch.lookup(&zero);
-    if (!s || !sf)
+    if (!s)
         return 0;
     u32 n = collect_fds(s, control, controllen, 1, &seen);
     if (!seen)
         return 0;
+    struct sent_files *sf = sent.lookup(&tid);
+    if (!sf) {
+        /* First send of this thread: its slot is created once, then reused. */
+        struct sent_files *fresh = sent_scratch.lookup(&zero);
+        if (!fresh || sent.update(&tid, fresh) || !(sf = sent.lookup(&tid))) {
+            count_lost(1);
+            return 0;
+        }
+    }
     struct fd_table t;
     current_fd_table(&t);
 #pragma clang loop unroll(disable)
@@ -40,10 +48,6 @@ static __always_inline int stash_send(u32 tid, u64 hdr)
     }
     sf->n = n;
     sf->seen = seen;
-    if (sent.update(&tid, sf)) {
-        count_lost(1);
-        return 0;
-    }
     return 1;
 }
 
@@ -53,17 +57,23 @@ static __always_inline int on_enter(u32 syscall, s32 sock, u64 msg, u64 vlen, u3
     u32 tid = (u32)id;
     if (!wanted(id))
         return 0;
-    struct call_args a = {};
-    a.ts_ns = bpf_ktime_get_ns();
-    a.msg = msg;
-    a.vlen = vlen;
-    a.sock = sock;
-    a.flags = flags;
-    a.syscall = syscall;
     if (syscall == SYS_SENDMSG && !stash_send(tid, msg))
         return 0; /* no SCM_RIGHTS: nothing to report */
-    if (calls.update(&tid, &a))
-        count_lost(1);
+    struct call_args *a = calls.lookup(&tid);
+    if (!a) {
+        struct call_args fresh = {};
+        if (calls.update(&tid, &fresh) || !(a = calls.lookup(&tid))) {
+            count_lost(1);
+            return 0;
+        }
+    }
+    a->msg = msg;
+    a->vlen = vlen;
+    a->sock = sock;
+    a->flags = flags;
+    a->queued = 0;
+    a->scm_files = 0;
+    a->syscall = syscall;
     return 0;
 }
 
@@ -72,10 +82,10 @@ static __always_inline int take_call(u32 syscall, struct call_args *out)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
     struct call_args *p = calls.lookup(&tid);
-    if (!p)
+    if (!p || !p->syscall)
         return 0;
     __builtin_memcpy(out, p, sizeof(*out));
-    calls.delete(&tid);
+    p->syscall = 0; /* consumed; the slot stays for the thread's next call */
     return out->syscall == syscall;
 }
 
@@ -88,16 +98,13 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
 {
     struct call_args a;
     u32 tid = (u32)bpf_get_current_pid_tgid();
-    if (!take_call(SYS_SENDMSG, &a)) {
-        sent.delete(&tid);
-        return 0;
-    }
+    int called = take_call(SYS_SENDMSG, &a);
     struct sent_files *sf = sent.lookup(&tid);
     if (!sf)
         return 0;
-    struct fd_event *ev = new_event(EV_SEND, &a, args->ret, 0);
+    struct fd_event *ev = called && sf->n ? new_event(EV_SEND, &a, args->ret, 0) : 0;
     if (!ev) {
-        sent.delete(&tid);
+        sf->n = 0;
         return 0;
     }
     u32 n = sf->n;
@@ -114,7 +121,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
         fill_file(&ev->files[i], sf->files[i]);
     }
     ev->nfds = n > FD_SLOTS ? FD_SLOTS : n;
-    sent.delete(&tid);
+    sf->n = 0;
     submit(ev);
     return 0;
 }

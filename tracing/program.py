@@ -46,7 +46,8 @@ MAX_MMSG = 8  # messages of one sendmmsg/recvmmsg vector examined
 # stay within the verifier's budget); more are counted in fds_seen and the
 # event is flagged EV_FLAG_FDS_DROPPED.
 MMSG_FD_SLOTS = 32
-RING_PAGES_DEFAULT = 4096  # 16 MiB of ring buffer with 4 KiB pages
+RING_PAGES_DEFAULT = 16384  # 64 MiB with 4 KiB pages: a burst of ~450k events waits there
+RING_WAKEUP_EVENTS = 256  # events per CPU between two wake-ups of the reader
 MAX_INFLIGHT = 4096  # threads inside a traced syscall at the same time
 MAX_SENDING = 1024  # of which inside sendmsg with fds (4 KiB of fd/file slots each)
 MAX_FILTER_IDS = 1024  # PIDs (and TIDs) one session can filter on
@@ -323,6 +324,7 @@ def render_program(
     defines.update(_constant_defines())
     defines.update(_kernel_defines(facts, backend))
     defines["RING_PAGES"] = ring_pages
+    defines["RING_WAKEUP_EVENTS"] = RING_WAKEUP_EVENTS
     defines["FILTER_PID"] = int(bool(filters.pids))
     defines["FILTER_TID"] = int(bool(filters.tids))
     defines["FILTER_COMM"] = int(filters.comm is not None)

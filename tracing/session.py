@@ -247,24 +247,33 @@ class Session:
             raise SessionError("the session is not started (use `with Session(...)` or start())")
         return self._bpf
 
-    def poll(self, timeout: float = 0.1) -> list[TraceEvent]:
-        """Events that arrived within *timeout* seconds (at most one wait)."""
+    def poll(self, timeout: float = 0.1, max_events: int = 4096) -> list[TraceEvent]:
+        """Up to *max_events* events, waiting at most *timeout* seconds when none is held.
+
+        One wait on the ring buffer takes every record it holds (cheaply, as
+        bytes); decoding is done *max_events* at a time so that a caller can
+        write results out steadily during a burst.
+        """
         b = self._require()
         if not self._raw:
             b.ring_buffer_poll(max(0, int(timeout * 1000)))
-        return self._drain()
+            # The probes wake the reader only for a batch: take what is there.
+            b.ring_buffer_consume()
+        return self._drain(max_events)
 
-    def poll_raw(self, timeout: float = 0.1) -> int:
-        """Like :meth:`poll` but keep the records undecoded; returns how many are held."""
+    def drain(self) -> list[TraceEvent]:
+        """Every event the ring buffer and the session hold now, without waiting."""
         b = self._require()
-        b.ring_buffer_poll(max(0, int(timeout * 1000)))
-        return len(self._raw)
+        b.ring_buffer_consume()
+        return self._drain(None)
 
-    def _drain(self) -> list[TraceEvent]:
+    def _drain(self, limit: int | None) -> list[TraceEvent]:
         out: list[TraceEvent] = []
         backend = self.backend or "?"
-        while self._raw:
-            out.append(decode_event(self._raw.popleft(), backend))
+        raw = self._raw
+        n = len(raw) if limit is None else min(limit, len(raw))
+        for _ in range(n):
+            out.append(decode_event(raw.popleft(), backend))
         self._decoded += len(out)
         return out
 
@@ -276,7 +285,7 @@ class Session:
             if deadline is not None:
                 wait = min(wait, deadline - time.monotonic())
                 if wait <= 0:
-                    yield from self._drain()
+                    yield from self._drain(None)
                     return
             yield from self.poll(wait)
 
@@ -296,7 +305,7 @@ class Session:
             if until is not None and until(got):
                 return got
             if time.monotonic() >= deadline:
-                got.extend(self._drain())
+                got.extend(self._drain(None))
                 return got
 
     def transfers(self, events: Iterable[TraceEvent]) -> list[Transfer]:

@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""What tracing costs a program that passes fds as fast as it can (issue 4, item 7).
+
+Builds with gcc, into a temporary directory, a loop in the shape of seed
+003's send_fd/recv_fd: one byte and one fd per message over an AF_UNIX
+SOCK_DGRAM socketpair, sender and receiver alternating in one process, every
+received fd closed.  Runs it untraced, then traced by PID with
+``rawsys-trace --json -p PID`` (the command users run, its output written to
+a file), and prints, from one run of each:
+
+* events seen vs expected (one send and one receive per transfer),
+* events lost in the kernel (target 0),
+* traced/untraced throughput ratio (target >= 0.6),
+* time from starting ``rawsys-trace`` to its ``Tracing`` line (target <= 1.5 s).
+
+Needs root and the distribution's bcc.  Usage::
+
+    sudo .venv/bin/python benchmarks/trace_overhead.py [--count 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LOOP_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/socket.h>
+
+static int send_fd(int fd, int fd_to_send)
+{
+    struct msghdr msg;
+    char iobuf[1] = { 'x' };
+    struct iovec io = { .iov_base = iobuf, .iov_len = sizeof(iobuf) };
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr cmsg; } u;
+    memset(&msg, 0, sizeof(msg));
+    memset(&u, 0, sizeof(u));
+    msg.msg_iov = &io;
+    msg.msg_iovlen = 1;
+    msg.msg_control = u.buf;
+    msg.msg_controllen = sizeof(u.buf);
+    u.cmsg.cmsg_level = SOL_SOCKET;
+    u.cmsg.cmsg_type = SCM_RIGHTS;
+    u.cmsg.cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(&u.cmsg), &fd_to_send, sizeof(int));
+    return sendmsg(fd, &msg, 0) == 1 ? 0 : -1;
+}
+
+static int recv_fd(int fd)
+{
+    struct msghdr msg;
+    char iobuf[1];
+    struct iovec io = { .iov_base = iobuf, .iov_len = sizeof(iobuf) };
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr cmsg; } u;
+    int got;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &io;
+    msg.msg_iovlen = 1;
+    msg.msg_control = u.buf;
+    msg.msg_controllen = sizeof(u.buf);
+    if (recvmsg(fd, &msg, 0) != 1)
+        return -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (!c || c->cmsg_type != SCM_RIGHTS)
+        return -1;
+    memcpy(&got, CMSG_DATA(c), sizeof(int));
+    return got;
+}
+
+int main(int argc, char **argv)
+{
+    long count = argc > 1 ? atol(argv[1]) : 100000;
+    int sv[2], p[2];
+    char line[16];
+    struct timespec t0, t1;
+    if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) < 0 || pipe(p) < 0) {
+        perror("setup");
+        return 1;
+    }
+    printf("ready %d\n", (int)getpid());
+    fflush(stdout);
+    if (!fgets(line, sizeof(line), stdin))   /* wait for "go" */
+        return 1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long i = 0; i < count; i++) {
+        if (send_fd(sv[0], p[0]) < 0) { perror("send_fd"); return 1; }
+        int fd = recv_fd(sv[1]);
+        if (fd < 0) { perror("recv_fd"); return 1; }
+        close(fd);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    printf("elapsed_ns %lld\n",
+           (long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec));
+    return 0;
+}
+"""
+
+
+def build(tmp: Path) -> Path:
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        raise SystemExit("trace_overhead: gcc is needed to build the loop")
+    src, exe = tmp / "fdloop.c", tmp / "fdloop"
+    src.write_text(LOOP_C)
+    subprocess.run([cc, "-O2", "-Wall", "-Werror", "-o", str(exe), str(src)], check=True)
+    return exe
+
+
+def start_loop(exe: Path, count: int) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([str(exe), str(count)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    ready = proc.stdout.readline().split()
+    if len(ready) != 2 or ready[0] != "ready":
+        raise SystemExit(f"trace_overhead: the loop did not start: {ready}")
+    return proc, int(ready[1])
+
+
+def finish_loop(proc: subprocess.Popen[str]) -> float:
+    """Send "go", wait for the loop; its own measure of the loop, in seconds."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("go\n")
+    proc.stdin.close()
+    out = proc.stdout.read()
+    proc.stdout.close()
+    if proc.wait() != 0:
+        raise SystemExit("trace_overhead: the loop failed")
+    m = re.search(r"elapsed_ns (\d+)", out)
+    if not m:
+        raise SystemExit(f"trace_overhead: no timing from the loop: {out!r}")
+    return int(m.group(1)) / 1e9
+
+
+def count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def wait_for_tracing(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> str:
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.05)
+        if ready:
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            if not chunk:
+                break
+            buf += chunk
+            for line in buf.decode(errors="replace").splitlines():
+                if line.startswith("Tracing"):
+                    return line
+    proc.kill()
+    raise SystemExit(f"trace_overhead: rawsys-trace did not start: {buf.decode(errors='replace')}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--count", type=int, default=100_000, help="transfers per run")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("trace_overhead: needs root (eBPF); skipped", file=sys.stderr)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="rawsys-bench-") as d:
+        tmp = Path(d)
+        exe = build(tmp)
+
+        proc, _ = start_loop(exe, args.count)
+        untraced = finish_loop(proc)
+
+        proc, pid = start_loop(exe, args.count)
+        out_path = tmp / "events.jsonl"
+        with open(out_path, "wb") as out:
+            t0 = time.monotonic()
+            tracer = subprocess.Popen(
+                [sys.executable, "-m", "tracing", "--json", "-p", str(pid)],
+                stdout=out, stderr=subprocess.PIPE, cwd=ROOT,
+            )
+            wait_for_tracing(tracer)
+            startup = time.monotonic() - t0
+            traced = finish_loop(proc)
+            # Let the tracer drain its ring buffer, then stop it like Ctrl-C.
+            expected = 2 * args.count
+            last, idle_since = -1, time.monotonic()
+            while time.monotonic() - idle_since < 5.0:
+                time.sleep(0.2)
+                n = count_lines(out_path)
+                if n != last:
+                    last, idle_since = n, time.monotonic()
+                if n >= expected:
+                    break
+            tracer.send_signal(signal.SIGINT)
+            _, err = tracer.communicate(timeout=60)
+        seen = count_lines(out_path)
+        m = re.search(r"Lost events: (\d+)", err.decode(errors="replace"))
+        lost = int(m.group(1)) if m else -1
+
+    ratio = untraced / traced if traced > 0 else 0.0
+    print(f"transfers               {args.count}")
+    print(f"untraced                {args.count / untraced:12.0f} transfers/s")
+    print(f"traced by PID           {args.count / traced:12.0f} transfers/s "
+          f"({2 * args.count / traced:.0f} events/s)")
+    print(f"events seen / expected  {seen} / {expected}")
+    print(f"lost events             {lost}  (target 0)")
+    print(f"traced/untraced ratio   {ratio:.2f}  (target >= 0.6)")
+    print(f"start-up to 'Tracing'   {startup:.2f} s  (target <= 1.5 s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
