@@ -52,8 +52,8 @@ EXAMPLES = """examples:
 """
 
 HEADER = (
-    f"{'TIME':<8} {'SPID':>6} {'SCOMM':<8} {'SFD':>3} {'RPID':>6} {'RCOMM':<8} {'RFD':>3} "
-    f"{'FILE':<12} {'INODE':>7} FLAGS"
+    f"{'TIME':<8} {'SPID':>6} {'SCOMM':<7} {'SFD':>3} {'RPID':>6} {'RCOMM':<7} {'RFD':>3} "
+    f"{'FILE':<15} {'INODE':>7} FLAGS"
 )
 
 
@@ -90,8 +90,11 @@ def _duration(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rawsys-trace",
+        usage="%(prog)s [options]  |  %(prog)s doctor [-h]  |  %(prog)s setup [-h]",
         description="Trace file descriptors passed over Unix sockets (SCM_RIGHTS): "
-        "one line per fd, sender to receiver, linked by the kernel's struct file.",
+        "one line per fd, sender to receiver, linked by the kernel's struct file. "
+        "'doctor' shows what this kernel allows and which backend is used; "
+        "'setup' (root) prepares the machine.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EXAMPLES,
     )
@@ -131,9 +134,9 @@ def format_transfer(t: Transfer, *, start_ns: int = 0, timestamp: bool = False) 
 
     def side(e: TraceEvent | None, fd: int | None) -> str:
         if e is None:
-            return f"{'-':>6} {'-':<8} {'-':>3}"
+            return f"{'-':>6} {'-':<7} {'-':>3}"
         fds = "-" if fd is None else str(fd)
-        return f"{e.pid:>6} {_short(e.comm, 8):<8} {fds:>3}"
+        return f"{e.pid:>6} {_short(e.comm, 7):<7} {fds:>3}"
 
     flags = set(t.flags)
     if t.send is not None and not t.send.ok:
@@ -146,8 +149,20 @@ def format_transfer(t: Transfer, *, start_ns: int = 0, timestamp: bool = False) 
     inode = str(t.file.inode) if t.file.address else "-"
     return (
         f"{when:<8} {side(t.send, t.send_fd)} {side(t.recv, t.recv_fd)} "
-        f"{_short(t.file.label, 12):<12} {inode:>7} {','.join(sorted(flags)) or '-'}"
+        f"{_short(_file_column(t), 15):<15} {inode:>7} {','.join(sorted(flags)) or '-'}"
     )
+
+
+def _file_column(t: Transfer) -> str:
+    """The file's name for named files, else its kind (the inode is its own column)."""
+    f = t.file
+    if not f.address:
+        return "-"
+    if f.name and f.kind in ("file", "dir", "chr", "blk", "link"):
+        return f.name
+    if f.kind == "anon" and f.name:
+        return f"anon:{f.name}"
+    return f.kind
 
 
 def _install_signal_handlers() -> None:
