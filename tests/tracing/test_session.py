@@ -230,6 +230,33 @@ def test_rawsys_cmsg_cloexec(
         os.close(got[0])
 
 
+def test_rawsys_python_layer(
+    s: Session, dgram: tuple[socket.socket, socket.socket], pipe: tuple[int, int]
+) -> None:
+    """rawsys.send_fds/recv_fds (close-on-exec by default, flags honoured)."""
+    import rawsys
+
+    a, b = dgram
+    r, w = pipe
+    assert rawsys.send_fds(a, [b"x"], [r, w]) == 1
+    _, peeked, _, _ = rawsys.recv_fds(b, 16, 2, MSG_PEEK)
+    _, got, _, _ = rawsys.recv_fds(b, 16, 2)
+    try:
+        evs = wait_for(s, 1, 2)
+        (send,) = only(evs, SendEvent)
+        peek_ev, real_ev = only(evs, RecvEvent)
+        assert send.fds == (r, w)
+        assert (peek_ev.fds, real_ev.fds) == (tuple(peeked), tuple(got))
+        assert "PEEK" in peek_ev.flags and "PEEK" not in real_ev.flags
+        assert real_ev.cloexec == (True, True) and "CMSG_CLOEXEC" in real_ev.flags
+        addresses = [f.address for f in send.files]
+        assert [f.address for f in peek_ev.files] == addresses
+        assert [f.address for f in real_ev.files] == addresses
+    finally:
+        for fd in [*peeked, *got]:
+            os.close(fd)
+
+
 def test_cloexec_transfer_flag(
     s: Session, dgram: tuple[socket.socket, socket.socket], pipe: tuple[int, int]
 ) -> None:
