@@ -54,6 +54,26 @@ BPF_PERCPU_ARRAY(sent_scratch, struct sent_files, 1);
 BPF_PERCPU_ARRAY(fd_scratch, struct fd_scratch, 1);
 /* Events written by this CPU since it last woke the reader. */
 BPF_PERCPU_ARRAY(since_wakeup, u64, 1);
+/* The calling thread's fd table, read once per message. */
+struct fd_table {
+    u64 fd_array;      /* struct file ** */
+    u64 close_on_exec; /* unsigned long * */
+    u32 max_fds;
+};
+
+/* Spans of kernel structs read in one go (see SPAN_* in tracing/program.py),
+ * and the fd table: kept in a map, not on the stack, because the verifier
+ * tracks stack copies of values and then fails to prune the per-fd loops. */
+struct span_scratch {
+    struct fd_table table;
+    u8 file[MAX_SPAN];
+    u8 inode[MAX_SPAN];
+    u8 fdt[MAX_SPAN];
+};
+BPF_PERCPU_ARRAY(spans, struct span_scratch, 1);
+#define SPAN_GET(buf, span, off, dst) \
+    __builtin_memcpy(&(dst), (buf) + ((off) - SPAN_##span##_LO), sizeof(dst))
+
 /* [0]: events the ring buffer refused; [1]: calls not tracked (map full) */
 BPF_PERCPU_ARRAY(lost, u64, 2);
 
@@ -64,29 +84,29 @@ static __always_inline void count_lost(int which)
         *n += 1;
 }
 
-/* The calling thread's fd table, read once per message. */
-struct fd_table {
-    u64 fd_array;      /* struct file ** */
-    u64 close_on_exec; /* unsigned long * */
-    u32 max_fds;
-};
 
-static __always_inline int current_fd_table(struct fd_table *t)
+static __always_inline const struct fd_table *current_fd_table(void)
 {
     u64 task = bpf_get_current_task();
     u64 files = 0, fdt = 0;
+    int zero = 0;
+    struct span_scratch *sp = spans.lookup(&zero);
+    if (!sp)
+        return 0;
+    struct fd_table *t = &sp->table;
     t->fd_array = 0;
     t->close_on_exec = 0;
     t->max_fds = 0;
     if (bpf_probe_read_kernel(&files, sizeof(files), (void *)task + OFF_TASK_STRUCT_FILES) || !files)
-        return -1;
+        return t;
     if (bpf_probe_read_kernel(&fdt, sizeof(fdt), (void *)files + OFF_FILES_STRUCT_FDT) || !fdt)
-        return -1;
-    bpf_probe_read_kernel(&t->max_fds, sizeof(t->max_fds), (void *)fdt + OFF_FDTABLE_MAX_FDS);
-    bpf_probe_read_kernel(&t->fd_array, sizeof(t->fd_array), (void *)fdt + OFF_FDTABLE_FD);
-    bpf_probe_read_kernel(&t->close_on_exec, sizeof(t->close_on_exec),
-                          (void *)fdt + OFF_FDTABLE_CLOSE_ON_EXEC);
-    return 0;
+        return t;
+    if (bpf_probe_read_kernel(sp->fdt, SPAN_FDTABLE_LEN, (void *)fdt + SPAN_FDTABLE_LO))
+        return t;
+    SPAN_GET(sp->fdt, FDTABLE, OFF_FDTABLE_MAX_FDS, t->max_fds);
+    SPAN_GET(sp->fdt, FDTABLE, OFF_FDTABLE_FD, t->fd_array);
+    SPAN_GET(sp->fdt, FDTABLE, OFF_FDTABLE_CLOSE_ON_EXEC, t->close_on_exec);
+    return t;
 }
 
 /* fd -> struct file * in table t (0 if not open); *cloexec gets FD_FLAG_CLOEXEC. */
@@ -109,20 +129,25 @@ static __always_inline u64 resolve_fd(const struct fd_table *t, s32 fd, u32 *fd_
 static __always_inline void fill_file(struct fd_file *r, u64 file)
 {
     u64 inode = 0, dentry = 0, name = 0;
+    int zero = 0;
     r->file = file;
     r->ino = 0;
     r->ref_raw = 0;
     r->mode = 0;
     r->name[0] = 0;
-    if (!file)
+    struct span_scratch *sp = spans.lookup(&zero);
+    if (!file || !sp)
         return;
-    bpf_probe_read_kernel(&r->ref_raw, sizeof(r->ref_raw), (void *)file + OFF_FILE_F_COUNT);
-    if (!bpf_probe_read_kernel(&inode, sizeof(inode), (void *)file + OFF_FILE_F_INODE) && inode) {
-        bpf_probe_read_kernel(&r->ino, sizeof(r->ino), (void *)inode + OFF_INODE_I_INO);
-        bpf_probe_read_kernel(&r->mode, sizeof(r->mode), (void *)inode + OFF_INODE_I_MODE);
+    if (bpf_probe_read_kernel(sp->file, SPAN_FILE_LEN, (void *)file + SPAN_FILE_LO))
+        return;
+    SPAN_GET(sp->file, FILE, OFF_FILE_F_COUNT, r->ref_raw);
+    SPAN_GET(sp->file, FILE, OFF_FILE_F_INODE, inode);
+    SPAN_GET(sp->file, FILE, OFF_FILE_F_PATH_DENTRY, dentry);
+    if (inode && !bpf_probe_read_kernel(sp->inode, SPAN_INODE_LEN, (void *)inode + SPAN_INODE_LO)) {
+        SPAN_GET(sp->inode, INODE, OFF_INODE_I_INO, r->ino);
+        SPAN_GET(sp->inode, INODE, OFF_INODE_I_MODE, r->mode);
     }
-    if (!bpf_probe_read_kernel(&dentry, sizeof(dentry), (void *)file + OFF_FILE_F_PATH_DENTRY) &&
-        dentry &&
+    if (dentry &&
         !bpf_probe_read_kernel(&name, sizeof(name), (void *)dentry + OFF_DENTRY_D_NAME_NAME) &&
         name)
         bpf_probe_read_kernel_str(r->name, sizeof(r->name), (void *)name);

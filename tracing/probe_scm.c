@@ -62,8 +62,9 @@ static __always_inline void scm_send_done(u64 kmsg, u64 scm, s64 ret)
     if (ret == 0 && !bpf_probe_read_kernel(&fpl, sizeof(fpl), (void *)(scm + OFF_SCM_COOKIE_FP)) &&
         fpl)
         bpf_probe_read_kernel(&count, sizeof(count), (void *)(fpl + OFF_SCM_FP_LIST_COUNT));
-    struct fd_table t;
-    current_fd_table(&t);
+    const struct fd_table *t = current_fd_table();
+    if (!t)
+        return;
     if (n > FD_SLOTS)
         n = FD_SLOTS;
 #pragma clang loop unroll(disable)
@@ -74,7 +75,7 @@ static __always_inline void scm_send_done(u64 kmsg, u64 scm, s64 ret)
         u32 fl = 0;
         u64 file = 0;
         s32 fd = s->fds[i];
-        resolve_fd(&t, fd, &fl);
+        resolve_fd(t, fd, &fl);
         if ((s32)i < count)
             bpf_probe_read_kernel(&file, sizeof(file),
                                   (void *)(fpl + OFF_SCM_FP_LIST_FP + (u64)i * sizeof(u64)));

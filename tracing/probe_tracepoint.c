@@ -33,8 +33,9 @@ static __always_inline int stash_send(u32 tid, u64 hdr)
             return 0;
         }
     }
-    struct fd_table t;
-    current_fd_table(&t);
+    const struct fd_table *t = current_fd_table();
+    if (!t)
+        return 0;
 #pragma clang loop unroll(disable)
     for (u32 i = 0; i < FD_SLOTS; i++) {
         if (i >= n)
@@ -43,7 +44,7 @@ static __always_inline int stash_send(u32 tid, u64 hdr)
         u32 fl = 0;
         s32 fd = s->fds[i];
         sf->fds[i] = fd;
-        sf->files[i] = resolve_fd(&t, fd, &fl);
+        sf->files[i] = resolve_fd(t, fd, &fl);
         sf->fd_flags[i] = fl;
     }
     sf->n = n;

@@ -12,6 +12,19 @@ static __always_inline int read_mem(void *dst, u32 size, u64 src, int user)
     return bpf_probe_read_kernel(dst, size, (void *)src);
 }
 
+/* msg_control, msg_controllen and msg_flags of a user msghdr, in one read. */
+static __always_inline void read_user_msghdr(u64 hdr, u64 *control, u64 *controllen,
+                                             u32 *msg_flags)
+{
+    u8 buf[USER_MSGHDR_SPAN_LEN] = {};
+    bpf_probe_read_user(buf, sizeof(buf), (void *)(hdr + USER_MSGHDR_CONTROL));
+    __builtin_memcpy(control, buf, sizeof(*control));
+    __builtin_memcpy(controllen, buf + (USER_MSGHDR_CONTROLLEN - USER_MSGHDR_CONTROL),
+                     sizeof(*controllen));
+    __builtin_memcpy(msg_flags, buf + (USER_MSGHDR_FLAGS - USER_MSGHDR_CONTROL),
+                     sizeof(*msg_flags));
+}
+
 /* SCM_RIGHTS fd numbers of one control buffer into s; returns how many were
  * stored (at most FD_SLOTS); *seen gets how many the messages declared. */
 static __always_inline u32 collect_fds(struct fd_scratch *s, u64 control, u64 controllen,
@@ -57,8 +70,9 @@ static __always_inline u32 collect_fds(struct fd_scratch *s, u64 control, u64 co
 static __always_inline void resolve_into(struct fd_event *ev, const struct fd_scratch *s, u32 n,
                                          const u32 max)
 {
-    struct fd_table t;
-    current_fd_table(&t);
+    const struct fd_table *t = current_fd_table();
+    if (!t)
+        return;
     if (n > max)
         n = max;
 #pragma clang loop unroll(disable)
@@ -68,7 +82,7 @@ static __always_inline void resolve_into(struct fd_event *ev, const struct fd_sc
         OPAQUE(i);
         u32 fl = 0;
         s32 fd = s->fds[i];
-        u64 file = resolve_fd(&t, fd, &fl);
+        u64 file = resolve_fd(t, fd, &fl);
         ev->files[i].fd = fd;
         ev->files[i].fd_flags = fl;
         fill_file(&ev->files[i], file);
@@ -83,10 +97,7 @@ static __always_inline void emit_user_msghdr(u32 kind, const struct call_args *a
     u64 control = 0, controllen = 0;
     u32 msg_flags = 0, seen = 0;
     int zero = 0;
-    bpf_probe_read_user(&control, sizeof(control), (void *)(hdr + USER_MSGHDR_CONTROL));
-    bpf_probe_read_user(&controllen, sizeof(controllen), (void *)(hdr + USER_MSGHDR_CONTROLLEN));
-    if (kind == EV_RECV)
-        bpf_probe_read_user(&msg_flags, sizeof(msg_flags), (void *)(hdr + USER_MSGHDR_FLAGS));
+    read_user_msghdr(hdr, &control, &controllen, &msg_flags);
     struct fd_scratch *s = fd_scratch.lookup(&zero);
     if (!s)
         return;

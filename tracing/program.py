@@ -193,6 +193,9 @@ def _constant_defines() -> dict[str, int]:
         "USER_MSGHDR_CONTROL": _offset(msghdr, "msg_control"),
         "USER_MSGHDR_CONTROLLEN": _offset(msghdr, "msg_controllen"),
         "USER_MSGHDR_FLAGS": _offset(msghdr, "msg_flags"),
+        # msg_control, msg_controllen and msg_flags are read in one go.
+        "USER_MSGHDR_SPAN_LEN": _offset(msghdr, "msg_flags") + ctypes.sizeof(ctypes.c_int)
+        - _offset(msghdr, "msg_control"),
         "USER_MMSGHDR_SIZE": ctypes.sizeof(mmsghdr),
         "USER_MMSGHDR_LEN": _offset(mmsghdr, "msg_len"),
         "CMSG_HDR_LEN": CMSG_LEN(0),
@@ -248,6 +251,32 @@ _KPROBE_READS: tuple[tuple[str, int], ...] = (
 )
 
 
+# Members read together: one bpf_probe_read_kernel() of the span that holds
+# them all is cheaper than one per member (the traced program pays for each).
+_SPANS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
+    ("FILE", (("file.f_inode", 8), ("file.f_count", 8), ("file.f_path.dentry", 8))),
+    ("INODE", (("inode.i_ino", 8), ("inode.i_mode", 2))),
+    ("FDTABLE", (("fdtable.max_fds", 4), ("fdtable.fd", 8), ("fdtable.close_on_exec", 8))),
+)
+MAX_SPAN = 512  # bytes of per-CPU scratch per span
+
+
+def _span_defines(facts: Any) -> dict[str, int]:
+    out: dict[str, int] = {"MAX_SPAN": MAX_SPAN}
+    for name, members in _SPANS:
+        lo = min(int(facts.offset(f)) for f, _ in members) & ~7
+        hi = max(int(facts.offset(f)) + size for f, size in members)
+        length = (hi - lo + 7) & ~7
+        if length > MAX_SPAN:
+            raise ProgramError(
+                f"the {name.lower()} members the probes read span {length} bytes on this "
+                f"kernel, more than {MAX_SPAN}"
+            )
+        out[f"SPAN_{name}_LO"] = lo
+        out[f"SPAN_{name}_LEN"] = length
+    return out
+
+
 def _ident(fact: str) -> str:
     return re.sub(r"\W", "_", fact).upper()
 
@@ -278,6 +307,7 @@ def _kernel_defines(facts: Any, backend: str) -> dict[str, int]:
                     f"kernel {fact} is {got} bytes on this kernel, the probes read {size}"
                 )
         out[f"OFF_{_ident(fact)}"] = int(facts.offset(fact))
+    out.update(_span_defines(facts))
     member = facts.members["file.f_count"]
     out["FILE_REF_T"] = 1 if "file_ref" in member.type or member.member == "f_ref" else 0
     return out
