@@ -19,6 +19,7 @@ from typing import Any, Tuple
 Buffer = Any  # anything with the buffer protocol, or a ctypes instance / byref / pointer
 
 _CArgObject: type = type(ctypes.byref(ctypes.c_int()))
+_SIZE_MAX = 2 ** (8 * sizeof(ctypes.c_size_t)) - 1
 
 
 class BufferOverflowDetected(ValueError):
@@ -43,6 +44,8 @@ def _check_len(nbytes: int | None, size: int | None, what: str) -> int:
         raise TypeError(f"length must be an int, not {type(nbytes).__name__}")
     if nbytes < 0:
         raise ValueError(f"negative length {nbytes}")
+    if nbytes > _SIZE_MAX:
+        raise OverflowError(f"length {nbytes} does not fit a size_t")
     if size is not None and nbytes > size:
         raise BufferOverflowDetected(
             f"buffer overflow detected: length {nbytes} > size {size} of the {what}"

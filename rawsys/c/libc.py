@@ -13,13 +13,30 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import operator
 import os
 import sys
+import typing
 from ctypes import POINTER, c_int, c_long, c_size_t, c_ssize_t, c_uint, c_void_p
 from typing import Any, Callable, Dict, List, Tuple
 
-from rawsys.c.buffers import Buffer, buffer_pointer
-from rawsys.c.structs import cmsghdr, iovec, mmsghdr, msghdr, socklen_t, timespec
+from rawsys.c.buffers import (
+    Buffer,
+    BufferOverflowDetected,
+    _byref_offset,
+    _CArgObject,
+    buffer_pointer,
+)
+from rawsys.c.structs import (
+    _memory_owner,
+    _pointee,
+    cmsghdr,
+    iovec,
+    mmsghdr,
+    msghdr,
+    socklen_t,
+    timespec,
+)
 
 Signature = Tuple[List[Any], Any]
 
@@ -91,6 +108,8 @@ def strerror(errnum: int) -> str:
 
 def perror(s: str | None = None) -> None:
     """``perror(3)``: print *s*, a colon and the text of ``errno`` to stderr."""
+    if s is not None and not isinstance(s, str):
+        raise TypeError(f"perror takes a str or None, not {type(s).__name__}")
     text = strerror(get_errno())
     sys.stderr.write(f"{s}: {text}\n" if s else f"{text}\n")
     sys.stderr.flush()
@@ -98,17 +117,38 @@ def perror(s: str | None = None) -> None:
 
 # --- argument conversion ---------------------------------------------------------
 
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+_UINT_MAX = 2**32 - 1
+
+
+def _c_int(value: Any, name: str, low: int = _INT_MIN, high: int = _INT_MAX) -> int:
+    """An ``int`` argument, refused if ctypes would silently truncate it.
+
+    ctypes converts 2**32 + 3 to 3 without a word; C at least warns.  Out of
+    range is ``OverflowError`` (as ``os`` functions do), a non-integer
+    ``TypeError``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            value = operator.index(value)
+        except TypeError:
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
+    if not low <= value <= high:
+        raise OverflowError(f"{name} {value} does not fit a C {'int' if low else 'unsigned'}")
+    return int(value)
+
+
 def fileno(fd: Any) -> int:
     """An fd argument: an int, or anything with ``fileno()``."""
     if isinstance(fd, int) and not isinstance(fd, bool):
-        return fd
+        return _c_int(fd, "fd")
     get = getattr(fd, "fileno", None)
     if get is None:
         raise TypeError(f"an fd must be an int or have fileno(), not {type(fd).__name__}")
     result = get()
     if not isinstance(result, int):
         raise TypeError("fileno() did not return an int")
-    return result
+    return _c_int(result, "fd")
 
 
 def _pointer_to(obj: Any, ctype: Any, name: str) -> Any:
@@ -122,29 +162,60 @@ def _pointer_to(obj: Any, ctype: Any, name: str) -> Any:
     if isinstance(obj, ctypes.Array) and issubclass(obj._type_, ctype):
         return obj
     target = getattr(obj, "_obj", None)
-    if isinstance(target, ctype) or (
-        isinstance(target, ctypes.Array) and issubclass(target._type_, ctype)
-    ):
+    if isinstance(target, ctype):
         return obj
+    if isinstance(target, ctypes.Array) and issubclass(target._type_, ctype):
+        # ctypes refuses byref(array) for a POINTER(item) argument; C passes &array[0].
+        address = ctypes.addressof(target) + _byref_offset(obj)
+        return ctypes.cast(c_void_p(address), POINTER(ctype))
     raise TypeError(f"{name}: expected {ctype.__name__}, a pointer or byref() to one, "
                     f"not {type(obj).__name__}")
 
 
-def _array_length(obj: Any) -> int | None:
-    if isinstance(obj, ctypes.Array):
-        return len(obj)
-    target = getattr(obj, "_obj", None)
-    if isinstance(target, ctypes.Array):
-        return len(target)
-    if isinstance(target, ctypes.Structure) or isinstance(obj, ctypes.Structure):
-        return 1
-    return None
+def _bytes_at(obj: Any) -> int | None:
+    """Bytes of known memory from the address *obj* passes to the end of its owner.
+
+    ``None`` for a bare pointer (a cast, an address): its bounds are the
+    caller's business, as in C.  ``pointer(x)`` is known through ``x``.
+    """
+    if obj is None:
+        return None
+    if isinstance(obj, ctypes._Pointer):
+        target = _pointee(obj)
+        if target is None:
+            return None
+        obj = target
+    offset = 0
+    if isinstance(obj, _CArgObject):
+        offset = _byref_offset(obj)
+        obj = typing.cast(Any, obj)._obj
+    if not hasattr(obj, "_b_base_"):
+        return None
+    owner = _memory_owner(obj)
+    end = ctypes.addressof(owner) + ctypes.sizeof(owner)
+    return max(end - (ctypes.addressof(obj) + offset), 0)
+
+
+def _array_length(obj: Any, ctype: Any) -> int | None:
+    """How many *ctype* items fit where *obj* points, if that is known."""
+    available = _bytes_at(obj)
+    return None if available is None else available // ctypes.sizeof(ctype)
+
+
+def _msghdr_target(msg: Any) -> msghdr | None:
+    if isinstance(msg, msghdr):
+        return msg
+    if isinstance(msg, ctypes._Pointer):
+        target = _pointee(msg)
+    else:
+        target = getattr(msg, "_obj", None)
+    return target if isinstance(target, msghdr) else None
 
 
 def _check_recv_msghdr(msg: Any) -> None:
     """Refuse a msghdr whose helper-set buffers are read-only (the kernel writes them)."""
-    hdr = msg if isinstance(msg, msghdr) else getattr(msg, "_obj", None)
-    if not isinstance(hdr, msghdr):
+    hdr = _msghdr_target(msg)
+    if hdr is None:
         return
     for slot in ("msg_name", "msg_control"):
         if isinstance(hdr._kept(slot), bytes):
@@ -160,10 +231,14 @@ def _check_recv_msghdr(msg: Any) -> None:
 
 def _int_array(obj: Any, count: int, name: str) -> Any:
     pointer = _pointer_to(obj, c_int, name)
-    length = _array_length(obj)
+    length = _array_length(obj, c_int)
     if length is not None and length < count:
-        raise ValueError(f"{name} must hold {count} ints, it holds {length}")
+        raise BufferOverflowDetected(f"{name} must hold {count} ints, it holds {length}")
     return pointer
+
+
+def _socklen(length: int) -> int:
+    return _c_int(length, "socklen_t length", 0, _UINT_MAX)
 
 
 def _socklen_pointer(obj: Any) -> Any:
@@ -187,80 +262,113 @@ def _socklen_value(obj: Any) -> int | None:
 
 def socket(domain: int, type: int, protocol: int) -> int:
     """``int socket(int domain, int type, int protocol);``"""
-    return int(_c("socket")(domain, type, protocol))
+    return int(_c("socket")(_c_int(domain, "domain"), _c_int(type, "type"),
+                            _c_int(protocol, "protocol")))
 
 
 def socketpair(domain: int, type: int, protocol: int, sv: Any) -> int:
     """``int socketpair(int domain, int type, int protocol, int sv[2]);`` — fills *sv*."""
-    return int(_c("socketpair")(domain, type, protocol, _int_array(sv, 2, "sv")))
+    return int(_c("socketpair")(_c_int(domain, "domain"), _c_int(type, "type"),
+                                _c_int(protocol, "protocol"), _int_array(sv, 2, "sv")))
 
 
 def bind(sockfd: Any, addr: Any, addrlen: int) -> int:
     """``int bind(int sockfd, const struct sockaddr *addr, socklen_t addrlen);``"""
     ptr, length, _keep = buffer_pointer(addr, addrlen)
-    return int(_c("bind")(fileno(sockfd), ptr, length))
+    return int(_c("bind")(fileno(sockfd), ptr, _socklen(length)))
 
 
 def connect(sockfd: Any, addr: Any, addrlen: int) -> int:
     """``int connect(int sockfd, const struct sockaddr *addr, socklen_t addrlen);``"""
     ptr, length, _keep = buffer_pointer(addr, addrlen)
-    return int(_c("connect")(fileno(sockfd), ptr, length))
+    return int(_c("connect")(fileno(sockfd), ptr, _socklen(length)))
 
 
 def listen(sockfd: Any, backlog: int) -> int:
     """``int listen(int sockfd, int backlog);``"""
-    return int(_c("listen")(fileno(sockfd), backlog))
+    return int(_c("listen")(fileno(sockfd), _c_int(backlog, "backlog")))
 
 
 def accept4(sockfd: Any, addr: Any, addrlen: Any, flags: int) -> int:
     """``int accept4(int sockfd, struct sockaddr *addr, socklen_t *addrlen, int flags);``"""
     ptr, _length, _keep = buffer_pointer(addr, _socklen_value(addrlen), writable=True)
-    return int(_c("accept4")(fileno(sockfd), ptr, _socklen_pointer(addrlen), flags))
+    return int(_c("accept4")(fileno(sockfd), ptr, _socklen_pointer(addrlen),
+                             _c_int(flags, "flags")))
 
 
 def shutdown(sockfd: Any, how: int) -> int:
     """``int shutdown(int sockfd, int how);``"""
-    return int(_c("shutdown")(fileno(sockfd), how))
+    return int(_c("shutdown")(fileno(sockfd), _c_int(how, "how")))
 
 
 def sendmsg(sockfd: Any, msg: Any, flags: int) -> int:
     """``ssize_t sendmsg(int sockfd, const struct msghdr *msg, int flags);``"""
-    return int(_c("sendmsg")(fileno(sockfd), _pointer_to(msg, msghdr, "msg"), flags))
+    return int(_c("sendmsg")(fileno(sockfd), _pointer_to(msg, msghdr, "msg"),
+                             _c_int(flags, "flags")))
 
 
 def recvmsg(sockfd: Any, msg: Any, flags: int) -> int:
     """``ssize_t recvmsg(int sockfd, struct msghdr *msg, int flags);``"""
     _check_recv_msghdr(msg)
-    return int(_c("recvmsg")(fileno(sockfd), _pointer_to(msg, msghdr, "msg"), flags))
+    return int(_c("recvmsg")(fileno(sockfd), _pointer_to(msg, msghdr, "msg"),
+                             _c_int(flags, "flags")))
 
 
 def _mmsg_vector(msgvec: Any, vlen: int) -> Any:
     pointer = _pointer_to(msgvec, mmsghdr, "msgvec")
-    length = _array_length(msgvec)
+    length = _array_length(msgvec, mmsghdr)
     if not isinstance(vlen, int) or vlen < 0:
         raise ValueError(f"vlen must be a non-negative int, not {vlen!r}")
+    _c_int(vlen, "vlen", 0, _UINT_MAX)
     if length is not None and vlen > length:
-        raise ValueError(f"vlen {vlen} is larger than msgvec ({length} entries)")
+        raise BufferOverflowDetected(f"vlen {vlen} is larger than msgvec ({length} entries)")
     return pointer
+
+
+def _mmsg_entries(msgvec: Any, vlen: int) -> list[msghdr]:
+    """The msghdrs of the first *vlen* entries, where the vector's owner is known."""
+    offset = 0
+    if isinstance(msgvec, ctypes._Pointer):
+        target = _pointee(msgvec)
+    elif isinstance(msgvec, _CArgObject):
+        target = typing.cast(Any, msgvec)._obj
+        offset = _byref_offset(msgvec)
+    else:
+        target = msgvec
+    if target is None or not hasattr(target, "_b_base_"):
+        return []
+    owner = _memory_owner(target)
+    address = ctypes.addressof(target) + offset
+    if isinstance(owner, ctypes.Array) and owner._type_ is mmsghdr:
+        first, misaligned = divmod(address - ctypes.addressof(owner), ctypes.sizeof(mmsghdr))
+        if misaligned:
+            return []
+        return [owner[i].msg_hdr for i in range(first, min(first + vlen, len(owner)))]
+    if isinstance(owner, mmsghdr) and address == ctypes.addressof(owner) and vlen >= 1:
+        return [owner.msg_hdr]
+    return []
 
 
 def sendmmsg(sockfd: Any, msgvec: Any, vlen: int, flags: int) -> int:
     """``int sendmmsg(int sockfd, struct mmsghdr *msgvec, unsigned int vlen, int flags);``"""
-    return int(_c("sendmmsg")(fileno(sockfd), _mmsg_vector(msgvec, vlen), vlen, flags))
+    return int(_c("sendmmsg")(fileno(sockfd), _mmsg_vector(msgvec, vlen), vlen,
+                              _c_int(flags, "flags")))
 
 
 def recvmmsg(sockfd: Any, msgvec: Any, vlen: int, flags: int, timeout: Any = None) -> int:
     """``int recvmmsg(int sockfd, struct mmsghdr *msgvec, unsigned int vlen, int flags,
     struct timespec *timeout);``"""
     vector = _mmsg_vector(msgvec, vlen)
-    return int(_c("recvmmsg")(fileno(sockfd), vector, vlen, flags,
+    for hdr in _mmsg_entries(msgvec, vlen):
+        _check_recv_msghdr(hdr)
+    return int(_c("recvmmsg")(fileno(sockfd), vector, vlen, _c_int(flags, "flags"),
                               _pointer_to(timeout, timespec, "timeout")))
 
 
 def send(sockfd: Any, buf: Buffer, len: int, flags: int) -> int:
     """``ssize_t send(int sockfd, const void *buf, size_t len, int flags);``"""
     ptr, length, _keep = buffer_pointer(buf, len)
-    return int(_c("send")(fileno(sockfd), ptr, length, flags))
+    return int(_c("send")(fileno(sockfd), ptr, length, _c_int(flags, "flags")))
 
 
 def recv(sockfd: Any, buf: Buffer, len: int, flags: int) -> int:
@@ -270,7 +378,7 @@ def recv(sockfd: Any, buf: Buffer, len: int, flags: int) -> int:
     refused (``BufferOverflowDetected``) before the call.
     """
     ptr, length, _keep = buffer_pointer(buf, len, writable=True)
-    return int(_c("recv")(fileno(sockfd), ptr, length, flags))
+    return int(_c("recv")(fileno(sockfd), ptr, length, _c_int(flags, "flags")))
 
 
 def sendto(sockfd: Any, buf: Buffer, len: int, flags: int, dest_addr: Any, addrlen: int) -> int:
@@ -278,7 +386,8 @@ def sendto(sockfd: Any, buf: Buffer, len: int, flags: int, dest_addr: Any, addrl
     const struct sockaddr *dest_addr, socklen_t addrlen);``"""
     ptr, length, _keep = buffer_pointer(buf, len)
     aptr, alen, _akeep = buffer_pointer(dest_addr, addrlen)
-    return int(_c("sendto")(fileno(sockfd), ptr, length, flags, aptr, alen))
+    return int(_c("sendto")(fileno(sockfd), ptr, length, _c_int(flags, "flags"), aptr,
+                            _socklen(alen)))
 
 
 def recvfrom(sockfd: Any, buf: Buffer, len: int, flags: int, src_addr: Any, addrlen: Any) -> int:
@@ -286,7 +395,7 @@ def recvfrom(sockfd: Any, buf: Buffer, len: int, flags: int, src_addr: Any, addr
     struct sockaddr *src_addr, socklen_t *addrlen);``"""
     ptr, length, _keep = buffer_pointer(buf, len, writable=True)
     aptr, _alen, _akeep = buffer_pointer(src_addr, _socklen_value(addrlen), writable=True)
-    return int(_c("recvfrom")(fileno(sockfd), ptr, length, flags, aptr,
+    return int(_c("recvfrom")(fileno(sockfd), ptr, length, _c_int(flags, "flags"), aptr,
                               _socklen_pointer(addrlen)))
 
 
@@ -294,14 +403,16 @@ def setsockopt(sockfd: Any, level: int, optname: int, optval: Any, optlen: int) 
     """``int setsockopt(int sockfd, int level, int optname, const void *optval,
     socklen_t optlen);``"""
     ptr, length, _keep = buffer_pointer(optval, optlen)
-    return int(_c("setsockopt")(fileno(sockfd), level, optname, ptr, length))
+    return int(_c("setsockopt")(fileno(sockfd), _c_int(level, "level"),
+                                _c_int(optname, "optname"), ptr, _socklen(length)))
 
 
 def getsockopt(sockfd: Any, level: int, optname: int, optval: Any, optlen: Any) -> int:
     """``int getsockopt(int sockfd, int level, int optname, void *optval,
     socklen_t *optlen);``"""
     ptr, _length, _keep = buffer_pointer(optval, _socklen_value(optlen), writable=True)
-    return int(_c("getsockopt")(fileno(sockfd), level, optname, ptr, _socklen_pointer(optlen)))
+    return int(_c("getsockopt")(fileno(sockfd), _c_int(level, "level"),
+                                _c_int(optname, "optname"), ptr, _socklen_pointer(optlen)))
 
 
 def close(fd: Any) -> int:
@@ -323,7 +434,7 @@ def write(fd: Any, buf: Buffer, count: int) -> int:
 
 def pipe2(pipefd: Any, flags: int) -> int:
     """``int pipe2(int pipefd[2], int flags);`` — fills *pipefd*."""
-    return int(_c("pipe2")(_int_array(pipefd, 2, "pipefd"), flags))
+    return int(_c("pipe2")(_int_array(pipefd, 2, "pipefd"), _c_int(flags, "flags")))
 
 
 __all__ = [

@@ -127,6 +127,9 @@ def syscall(number: int, *args: Any) -> int:
         raise ValueError(f"no such system call number {number!r} on this machine")
     keep: list[object] = []  # buffer views that must live (and pin buffers) through the call
     longs = [_as_long(a, keep) for a in args]
+    for value in longs:
+        if not -(2**63) <= value < 2**64:
+            raise OverflowError(f"syscall argument {value} does not fit a 64-bit register")
     longs += [0] * (_MAX_ARGS - len(longs))
     return int(LIBC["syscall"](number, *[c_long(v if v < 2**63 else v - 2**64) for v in longs]))
 
