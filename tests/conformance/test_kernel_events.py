@@ -35,6 +35,7 @@ from scm_support import (
 from rawsys import (
     AF_INET,
     AF_NETLINK,
+    AF_UNIX,
     CMSG_LEN,
     CMSG_SPACE,
     MSG_CMSG_CLOEXEC,
@@ -294,6 +295,16 @@ def test_gone_peer_is_a_failed_send(pipe, kernel_events):
     finally:
         close(a)
     assert_failed_send(kernel_events(), errno.ECONNREFUSED)
+
+
+def test_unconnected_is_a_failed_send(pipe, kernel_events):
+    s = socket(AF_UNIX, SOCK_DGRAM, 0)
+    assert s != -1
+    try:
+        assert send(s, message([rights(pipe[0])])) == (-1, errno.ENOTCONN)
+    finally:
+        close(s)
+    assert_failed_send(kernel_events(), errno.ENOTCONN)
 
 
 def test_cmsg_len_too_short_moves_nothing(pair, pipe, kernel_events):

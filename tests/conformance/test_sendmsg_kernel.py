@@ -415,7 +415,7 @@ def test_unconnected_without_address_is_enotconn(pipe):
         close(s)
 
 
-def test_udp_control_case_sendto(pair):
+def test_udp_control_case_sendto():
     """Sanity for the UDP helper: a plain sendto arrives (so the ignore test means something)."""
     receiver, addr = udp_loopback()
     sender = socket(AF_INET, SOCK_DGRAM, 0)
