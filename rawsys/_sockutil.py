@@ -33,16 +33,34 @@ _getsockopt = LIBC["getsockopt"]
 _raw_family = _socket.socket.family.__get__  # the C getter: an int, no enum conversion
 
 
+INT_MIN = -(2**31)
+INT_MAX = 2**31 - 1
+
+
 def fileno(sock: Any) -> int:
-    """An fd argument: an int, or anything with ``fileno()`` (a closed socket gives -1)."""
-    if type(sock) is int:
-        return sock
+    """An fd argument: an int, or anything with ``fileno()`` (a closed socket gives -1).
+
+    ctypes would silently truncate an int beyond a C ``int`` (2**32 + 3 would
+    become fd 3): that is ``OverflowError`` here.
+    """
     if isinstance(sock, bool) or not (isinstance(sock, int) or hasattr(sock, "fileno")):
         raise TypeError(f"expected a socket or an int fd, not {type(sock).__name__}")
     fd = sock if isinstance(sock, int) else sock.fileno()
     if not isinstance(fd, int):
         raise TypeError("fileno() did not return an int")
-    return int(fd)
+    return c_int_arg(fd, "fd")
+
+
+def c_int_arg(value: Any, name: str) -> int:
+    """*value* as a C ``int``: ``TypeError`` if not an int, ``OverflowError`` if out of range.
+
+    ctypes converts out-of-range ints to ``c_int`` by truncation, silently.
+    """
+    if not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not INT_MIN <= value <= INT_MAX:
+        raise OverflowError(f"{name} {value} does not fit a C int")
+    return int(value)
 
 
 def oserror(e: int) -> OSError:
@@ -183,6 +201,6 @@ def close_quietly(fds: Any) -> None:
 
 
 __all__ = [
-    "SOCKADDR_STORAGE_SIZE", "fileno", "oserror", "family_of", "timeout_of", "Waiter",
-    "handle_errno", "encode_address", "decode_address", "close_quietly",
+    "SOCKADDR_STORAGE_SIZE", "INT_MIN", "INT_MAX", "fileno", "c_int_arg", "oserror",
+    "family_of", "timeout_of", "Waiter", "handle_errno", "encode_address", "decode_address", "close_quietly",
 ]

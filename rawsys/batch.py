@@ -28,6 +28,7 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple
 from rawsys._sockutil import (
     SOCKADDR_STORAGE_SIZE,
     Waiter,
+    c_int_arg,
     close_quietly,
     decode_address,
     family_of,
@@ -171,6 +172,7 @@ def send_fds_batch(sock: Any, items: Iterable[Tuple[Iterable[Any], Iterable[int]
     next call reports it).  The fds stay the caller's.
     """
     fd = fileno(sock)
+    flags = c_int_arg(flags, "flags")
     if type(items) is not list:
         items = list(items)
     items = items[:_UIO_MAXIOV]
@@ -383,6 +385,7 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
     close-on-exec unless ``cloexec=False``.
     """
     fd = fileno(sock)
+    flags = c_int_arg(flags, "flags")
     if type(count) is not int or type(bufsize) is not int or type(maxfds) is not int or (
             count < 0 or bufsize < 0 or not 0 <= maxfds <= SCM_MAX_FD):
         _check_args(count, bufsize, maxfds)

@@ -32,8 +32,11 @@ from ctypes import addressof, c_char, pointer
 from typing import Any, Dict, Iterable, List
 
 from rawsys._sockutil import (
+    INT_MAX,
+    INT_MIN,
     SOCKADDR_STORAGE_SIZE,
     Waiter,
+    c_int_arg,
     close_quietly,
     decode_address,
     encode_address,
@@ -68,7 +71,6 @@ _SCM_RIGHTS = int(SCM_RIGHTS)
 
 _DATA_CAP = 65536  # pooled states keep data buffers up to this size
 _CTRL_CAP = CMSG_SPACE(4 * (SCM_MAX_FD + 1)) + CMSG_SPACE(12) + CMSG_SPACE(4)
-_POOL_MAX = 16
 _RIGHTS1 = struct.Struct("=Qiii")  # a cmsghdr followed by one int: the common case
 _LEN_RIGHTS1 = CMSG_LEN(4)
 _SPACE_RIGHTS1 = CMSG_SPACE(4)
@@ -169,10 +171,6 @@ def _fd_array_error(fds: Any) -> Exception:
     return TypeError("fds must be ints")
 
 
-def _bad_sock(sock: Any) -> TypeError:
-    return TypeError(f"expected a socket or an int fd, not {type(sock).__name__}")
-
-
 def send_fds(sock: Any, buffers: Iterable[Any], fds: Iterable[int], flags: int = 0,
              address: Any = None) -> int:
     """Send *fds* with the data in *buffers* in one ``sendmsg``; return the bytes sent.
@@ -183,15 +181,17 @@ def send_fds(sock: Any, buffers: Iterable[Any], fds: Iterable[int], flags: int =
     ``OSError`` with the kernel's errno (``EBADF`` for a bad fd, ``EINVAL``
     for more than ``SCM_MAX_FD``, ...).
     """
-    if type(sock) is int:
+    if type(sock) is int and INT_MIN <= sock <= INT_MAX:
         fd = sock
     else:
         try:
             fd = sock.fileno()
         except AttributeError:
-            fd = fileno(sock)  # raises the TypeError
+            fd = fileno(sock)  # raises the TypeError or OverflowError
         if type(fd) is not int:
             fd = fileno(sock)
+    if flags and (type(flags) is not int or not INT_MIN <= flags <= INT_MAX):
+        flags = c_int_arg(flags, "flags")
     data = b"".join(buffers)
     if type(fds) is not list and type(fds) is not tuple:
         fds = list(fds)
@@ -238,11 +238,16 @@ def send_fds(sock: Any, buffers: Iterable[Any], fds: Iterable[int], flags: int =
             state.named = False
         waiter: Waiter | None = None
         while True:
-            sent = _sendmsg(fd, msg, flags)  # the instance: ctypes passes &msg, fastest
+            try:
+                sent = _sendmsg(fd, msg, flags)  # the instance: ctypes passes &msg, fastest
+            except ctypes.ArgumentError as exc:  # fd or flags not a C int
+                raise TypeError(f"send_fds(): {exc}") from None
             if sent >= 0:
                 return int(sent)
             waiter = handle_errno(_get_errno(), sock, fd, flags, True, waiter)
     finally:
+        if len(data) > _DATA_CAP:
+            state.send_iov.iov_base = None  # do not keep a big payload alive in the pool
         _POOL.append(state)
 
 
@@ -338,15 +343,17 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
     ``SCM_PIDFD`` that arrives (``SO_PASSPIDFD``) is closed; use
     ``rawsys.recv_message`` to keep it.
     """
-    if type(sock) is int:
+    if type(sock) is int and INT_MIN <= sock <= INT_MAX:
         fd = sock
     else:
         try:
             fd = sock.fileno()
         except AttributeError:
-            fd = fileno(sock)  # raises the TypeError
+            fd = fileno(sock)  # raises the TypeError or OverflowError
         if type(fd) is not int:
             fd = fileno(sock)
+    if flags and (type(flags) is not int or not INT_MIN <= flags <= INT_MAX):
+        flags = c_int_arg(flags, "flags")
     if type(maxfds) is not int or type(bufsize) is not int or not (
             0 <= maxfds <= SCM_MAX_FD) or bufsize < 0:
         _check_recv_args(bufsize, maxfds)
@@ -367,7 +374,10 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
         msg.msg_namelen = SOCKADDR_STORAGE_SIZE
         waiter: Waiter | None = None
         while True:
-            received = _recvmsg(fd, msg, flags)
+            try:
+                received = _recvmsg(fd, msg, flags)
+            except ctypes.ArgumentError as exc:  # fd or flags not a C int
+                raise TypeError(f"recv_fds(): {exc}") from None
             if received >= 0:
                 break
             waiter = handle_errno(_get_errno(), sock, fd, flags, False, waiter)

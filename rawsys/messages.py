@@ -22,6 +22,7 @@ from typing import Any, Iterable, List, Sequence
 from rawsys._sockutil import (
     SOCKADDR_STORAGE_SIZE,
     Waiter,
+    c_int_arg,
     close_quietly,
     decode_address,
     encode_address,
@@ -92,6 +93,7 @@ def send_message(sock: Any, buffers: Iterable[Any], control: Sequence[ControlMes
     exist ``ESRCH``.  Descriptors in ``ScmRights`` stay the caller's.
     """
     fd = fileno(sock)
+    flags = c_int_arg(flags, "flags")
     data = b"".join(buffers)
     ctrl = build_control(list(control))
     data_c = ctypes.create_string_buffer(data, len(data))
@@ -130,6 +132,7 @@ def recv_message(sock: Any, bufsize: int, maxfds: int = 0, flags: int = 0, *,
     ``ControlTruncatedError`` (its fds include a pidfd that arrived).
     """
     fd = fileno(sock)
+    flags = c_int_arg(flags, "flags")
     if not isinstance(bufsize, int) or not isinstance(maxfds, int):
         raise TypeError("bufsize and maxfds must be ints")
     if bufsize < 0:

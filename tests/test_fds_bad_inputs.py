@@ -160,6 +160,15 @@ CASES = [
     Case("a buffer that is a str", lambda w: send_fds(w.pair()[0], ["x"], [0]), TypeError),
     Case("sock is a str", lambda w: send_fds("sock", [b"x"], [0]), TypeError),
     Case("sock is None", lambda w: recv_fds(None, 1, 1), TypeError),
+    Case("sock an int beyond C int (ctypes would truncate it to fd 0)",
+         lambda w: send_fds(2**32, [b"x"], [0]), OverflowError),
+    Case("flags beyond C int", lambda w: recv_fds(w.pair()[1], 1, 1, 2**33), OverflowError),
+    Case("flags not an int, send",
+         lambda w: send_fds(w.pair()[0], [b"x"], [0], "0"),  # type: ignore[arg-type]
+         TypeError),
+    Case("flags not an int, recv",
+         lambda w: recv_fds(w.pair()[1], 1, 1, "0"),  # type: ignore[arg-type]
+         TypeError),
     Case("nothing queued with MSG_DONTWAIT",
          lambda w: recv_fds(w.pair()[1], 1, 1, socket.MSG_DONTWAIT), BlockingIOError,
          errno.EAGAIN),
