@@ -202,5 +202,6 @@ def close_quietly(fds: Any) -> None:
 
 __all__ = [
     "SOCKADDR_STORAGE_SIZE", "INT_MIN", "INT_MAX", "fileno", "c_int_arg", "oserror",
-    "family_of", "timeout_of", "Waiter", "handle_errno", "encode_address", "decode_address", "close_quietly",
+    "family_of", "timeout_of", "Waiter", "handle_errno", "encode_address", "decode_address",
+    "close_quietly",
 ]
