@@ -172,7 +172,7 @@ def test_received_fd_is_the_lowest_free(pair: tuple[int, int], pipe: tuple[int, 
     a, b = pair
     r, w = pipe
     # The lowest fd free now, as the kernel's get_unused_fd_flags will pick it.
-    probe = os.dup(0)
+    probe = os.open(os.devnull, os.O_RDONLY)
     os.close(probe)
     assert send_fds(a, [w]) == 1
     got = recv_fds(b, 1)
@@ -450,7 +450,7 @@ def test_msghdr_by_value_pointer_and_byref(dgram_pair: tuple[int, int],
 
 def test_bad_fd_in_rights_is_ebadf(dgram_pair: tuple[int, int]) -> None:
     a, _b = dgram_pair
-    closed = os.dup(0)
+    closed = os.open(os.devnull, os.O_RDONLY)
     os.close(closed)
     for bad in (-1, closed):
         assert send_fds(a, [bad]) == -1

@@ -326,7 +326,7 @@ def test_sendmmsg_and_recvmmsg(pairs: Callable[[int], Pair]) -> None:
 
 
 def _closed_fd() -> int:
-    fd = os.dup(0)
+    fd = os.open(os.devnull, os.O_RDONLY)
     os.close(fd)
     return fd
 
@@ -344,7 +344,7 @@ FAILURES: dict[str, tuple[Callable[[Any, Callable[[int], Pair]], Outcome], int]]
     "recvmmsg on a closed fd": (
         lambda p, pairs: p.recvmmsg(_closed_fd(), (mmsghdr * 1)(), 1, 0), errno.EBADF),
     "recv on a non-socket": (
-        lambda p, pairs: p.recv(0, bytearray(4), 4, MSG_DONTWAIT), errno.ENOTSOCK),
+        lambda p, pairs: _recv_on_a_pipe(p), errno.ENOTSOCK),
     "recv with nothing queued": (
         lambda p, pairs: p.recv(pairs(SOCK_DGRAM).b, bytearray(4), 4, MSG_DONTWAIT),
         errno.EAGAIN),
@@ -359,6 +359,15 @@ FAILURES: dict[str, tuple[Callable[[Any, Callable[[int], Pair]], Outcome], int]]
         lambda p, pairs: p.sendmsg(pairs(SOCK_DGRAM).a, _fd_message([0] * 254, b"x"), 0),
         errno.EINVAL),
 }
+
+
+def _recv_on_a_pipe(path: Any) -> Outcome:
+    r, w = os.pipe()
+    try:
+        return path.recv(r, bytearray(4), 4, MSG_DONTWAIT)  # type: ignore[no-any-return]
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def _recv_efault(path: Any, pairs: Callable[[int], Pair]) -> Outcome:
