@@ -177,3 +177,18 @@ def test_resetting_a_field_releases_the_old_buffer() -> None:
     gc.collect()
     assert alive() is None
     assert (msg.msg_control, msg.msg_controllen) == (None, 0)
+
+
+def test_assigning_a_struct_field_copies_what_it_keeps(dgram_pair: tuple[int, int]) -> None:
+    """``vec[0].msg_hdr = hdr`` as C writes it: the copy keeps hdr's buffers alive."""
+    a, b = dgram_pair
+    vec = (mmsghdr * 1)()
+    hdr = msghdr()
+    iov, alive = filled_iovec(PAYLOAD)
+    hdr.set_iov([iov])
+    vec[0].msg_hdr = hdr
+    del hdr, iov
+    churn()
+    assert alive() is not None
+    assert sendmmsg(a, vec, 1, 0) == 1
+    assert recv_payload(b) == PAYLOAD

@@ -116,6 +116,24 @@ class _KeepAlive(Structure):
         keep: dict[tuple[int, str], object] = owner.__dict__.setdefault("_rawsys_keep", {})
         keep[(ctypes.addressof(self), slot)] = obj
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if isinstance(value, _KeepAlive):
+            field = getattr(type(self), name, None)
+            offset = getattr(field, "offset", None)
+            if offset is not None:
+                self._adopt(value, ctypes.addressof(self) + offset)
+
+    def _adopt(self, source: _KeepAlive, address: int) -> None:
+        """``outer.msg_hdr = hdr`` copies bytes, as in C; copy what *hdr* keeps too."""
+        kept = _memory_owner(source).__dict__.get("_rawsys_keep", {})
+        start, size = ctypes.addressof(source), ctypes.sizeof(source)
+        owner_keep: dict[tuple[int, str], object] = _memory_owner(self).__dict__.setdefault(
+            "_rawsys_keep", {})
+        for (where, slot), obj in list(kept.items()):
+            if start <= where < start + size:
+                owner_keep[(address + where - start, slot)] = obj
+
     def _kept(self, slot: str) -> object:
         """What ``_keep`` holds for *slot* of this structure, or ``None``."""
         keep = _memory_owner(self).__dict__.get("_rawsys_keep", {})
