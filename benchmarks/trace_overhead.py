@@ -180,8 +180,10 @@ def main() -> int:
         tmp = Path(d)
         exe = build(tmp)
 
+        # Untraced before and after the traced run: the machine's speed drifts
+        # (other work, frequency); the traced run is compared with their mean.
         proc, _ = start_loop(exe, args.count)
-        untraced = finish_loop(proc)
+        untraced_before = finish_loop(proc)
 
         proc, pid = start_loop(exe, args.count)
         out_path = tmp / "events.jsonl"
@@ -207,12 +209,16 @@ def main() -> int:
             tracer.send_signal(signal.SIGINT)
             _, err = tracer.communicate(timeout=60)
         seen = count_lines(out_path)
+        proc, _ = start_loop(exe, args.count)
+        untraced_after = finish_loop(proc)
         m = re.search(r"Lost events: (\d+)", err.decode(errors="replace"))
         lost = int(m.group(1)) if m else -1
 
+    untraced = (untraced_before + untraced_after) / 2
     ratio = untraced / traced if traced > 0 else 0.0
     print(f"transfers               {args.count}")
-    print(f"untraced                {args.count / untraced:12.0f} transfers/s")
+    print(f"untraced                {args.count / untraced:12.0f} transfers/s "
+          f"(before {args.count / untraced_before:.0f}, after {args.count / untraced_after:.0f})")
     print(f"traced by PID           {args.count / traced:12.0f} transfers/s "
           f"({2 * args.count / traced:.0f} events/s)")
     print(f"events seen / expected  {seen} / {expected}")

@@ -147,6 +147,11 @@ static __always_inline void fill_file(struct fd_file *r, u64 file)
         SPAN_GET(sp->inode, INODE, OFF_INODE_I_INO, r->ino);
         SPAN_GET(sp->inode, INODE, OFF_INODE_I_MODE, r->mode);
     }
+    /* Pipes and sockets have no name of their own (theirs is made up from the
+     * inode number, which is reported anyway): skip the string read. */
+    u32 fmt = r->mode & S_IFMT;
+    if (fmt == S_IFIFO || fmt == S_IFSOCK)
+        return;
     if (dentry &&
         !bpf_probe_read_kernel(&name, sizeof(name), (void *)dentry + OFF_DENTRY_D_NAME_NAME) &&
         name)

@@ -16,8 +16,8 @@ static __always_inline int stash_send(u32 tid, u64 hdr)
     u64 control = 0, controllen = 0;
     u32 seen = 0;
     int zero = 0;
-    bpf_probe_read_user(&control, sizeof(control), (void *)(hdr + USER_MSGHDR_CONTROL));
-    bpf_probe_read_user(&controllen, sizeof(controllen), (void *)(hdr + USER_MSGHDR_CONTROLLEN));
+    u32 msg_flags = 0;
+    read_user_msghdr(hdr, &control, &controllen, &msg_flags);
     struct fd_scratch *s = fd_scratch.lookup(&zero);
     if (!s)
         return 0;

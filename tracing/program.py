@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import re
+import stat
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Iterable, Mapping, Sequence
@@ -189,6 +190,10 @@ def _constant_defines() -> dict[str, int]:
         "MSG_CTRUNC": constants.MSG_CTRUNC,
         "MSG_CMSG_CLOEXEC": constants.MSG_CMSG_CLOEXEC,
         "O_CLOEXEC": constants.O_CLOEXEC,
+        # <sys/stat.h>, from Python's stat module.
+        "S_IFMT": stat.S_IFMT(0o777777),
+        "S_IFIFO": stat.S_IFIFO,
+        "S_IFSOCK": stat.S_IFSOCK,
         # User-space ABI, from the ctypes structures of rawsys.c.
         "USER_MSGHDR_CONTROL": _offset(msghdr, "msg_control"),
         "USER_MSGHDR_CONTROLLEN": _offset(msghdr, "msg_controllen"),
