@@ -128,6 +128,8 @@ def _c_int(value: Any, name: str, low: int = _INT_MIN, high: int = _INT_MAX) -> 
     range is ``OverflowError`` (as ``os`` functions do), a non-integer
     ``TypeError``.
     """
+    if type(value) is int and low <= value <= high:  # the common case, first
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         try:
             value = operator.index(value)
@@ -140,6 +142,8 @@ def _c_int(value: Any, name: str, low: int = _INT_MIN, high: int = _INT_MAX) -> 
 
 def fileno(fd: Any) -> int:
     """An fd argument: an int, or anything with ``fileno()``."""
+    if type(fd) is int and _INT_MIN <= fd <= _INT_MAX:
+        return fd
     if isinstance(fd, int) and not isinstance(fd, bool):
         return _c_int(fd, "fd")
     get = getattr(fd, "fileno", None)
@@ -215,8 +219,8 @@ def _msghdr_target(msg: Any) -> msghdr | None:
 def _check_recv_msghdr(msg: Any) -> None:
     """Refuse a msghdr whose helper-set buffers are read-only (the kernel writes them)."""
     hdr = _msghdr_target(msg)
-    if hdr is None:
-        return
+    if hdr is None or not _memory_owner(hdr).__dict__.get("_rawsys_keep"):
+        return  # nothing set through the helpers: raw pointers are C's business
     for slot in ("msg_name", "msg_control"):
         if isinstance(hdr._kept(slot), bytes):
             raise TypeError(f"{slot} points at bytes, which recvmsg would write into")

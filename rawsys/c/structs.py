@@ -116,14 +116,6 @@ class _KeepAlive(Structure):
         keep: dict[tuple[int, str], object] = owner.__dict__.setdefault("_rawsys_keep", {})
         keep[(ctypes.addressof(self), slot)] = obj
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        super().__setattr__(name, value)
-        if isinstance(value, _KeepAlive):
-            field = getattr(type(self), name, None)
-            offset = getattr(field, "offset", None)
-            if offset is not None:
-                self._adopt(value, ctypes.addressof(self) + offset)
-
     def _adopt(self, source: _KeepAlive, address: int) -> None:
         """``outer.msg_hdr = hdr`` copies bytes, as in C; copy what *hdr* keeps too."""
         kept = _memory_owner(source).__dict__.get("_rawsys_keep", {})
@@ -223,6 +215,26 @@ class msghdr(_KeepAlive):
         self._keep("msg_control", keep)
 
 
+class _CarryKeeps:
+    """A struct-typed field whose assignment also carries what the value keeps alive.
+
+    ``vec[i].msg_hdr = hdr`` copies bytes, as in C; the copy must keep the
+    buffers *hdr*'s helpers pointed at.  Read on the class it is the ctypes
+    field itself (``mmsghdr.msg_hdr.offset`` works as usual).
+    """
+
+    def __init__(self, field: Any) -> None:
+        self.field = field
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        return self.field if obj is None else self.field.__get__(obj, owner)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        self.field.__set__(obj, value)
+        if isinstance(value, _KeepAlive):
+            obj._adopt(value, ctypes.addressof(obj) + self.field.offset)
+
+
 class cmsghdr(Structure):
     """``struct cmsghdr`` from <sys/socket.h>; the data follows the header."""
 
@@ -240,6 +252,9 @@ class mmsghdr(_KeepAlive):
         ("msg_hdr", msghdr),
         ("msg_len", c_uint),
     ]
+
+
+mmsghdr.msg_hdr = _CarryKeeps(mmsghdr.__dict__["msg_hdr"])  # type: ignore[attr-defined]
 
 
 class ucred(Structure):
