@@ -272,3 +272,20 @@ def test_so_passpidfd_brings_an_scm_pidfd_message() -> None:
     finally:
         close(sv[0])
         close(sv[1])
+
+
+def test_byte_order_helpers_match_socket_module() -> None:
+    import random
+    import socket
+
+    rng = random.Random(4)
+    for _ in range(2000):
+        short, long_ = rng.randrange(1 << 16), rng.randrange(1 << 32)
+        assert structs.htons(short) == socket.htons(short)
+        assert structs.ntohs(short) == socket.ntohs(short)
+        assert structs.htonl(long_) == socket.htonl(long_)
+        assert structs.ntohl(long_) == socket.ntohl(long_)
+    address = structs.sockaddr_in(constants.AF_INET, structs.htons(8080),
+                                  structs.in_addr(structs.htonl(constants.INADDR_LOOPBACK)))
+    # Port and address are in network order in memory, whatever the host's order.
+    assert bytes(address)[2:8] == b"\x1f\x90" + socket.inet_aton("127.0.0.1")
