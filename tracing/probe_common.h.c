@@ -33,6 +33,8 @@ struct call_args {
 struct sent_files {
     u32 n;
     u32 seen;
+    s32 sock;         /* tracepoint backend: sendmsg's arguments, kept here so */
+    u32 flags;        /* a send needs no entry in `calls` */
     s32 fds[FD_SLOTS];
     u32 fd_flags[FD_SLOTS];
     u64 files[FD_SLOTS];

@@ -11,7 +11,7 @@
  * same per message of the mmsghdr vector, at exit (bounded by MAX_MMSG).
  */
 
-static __always_inline int stash_send(u32 tid, u64 hdr)
+static __always_inline int stash_send(u32 tid, u64 hdr, s32 sock, u32 flags)
 {
     u64 control = 0, controllen = 0;
     u32 seen = 0;
@@ -22,9 +22,12 @@ static __always_inline int stash_send(u32 tid, u64 hdr)
     if (!s)
         return 0;
     u32 n = collect_fds(s, control, controllen, 1, &seen);
-    if (!seen)
-        return 0;
     struct sent_files *sf = sent.lookup(&tid);
+    if (!seen) {
+        if (sf)
+            sf->n = 0; /* a send without fds: nothing may be left to report */
+        return 0;
+    }
     if (!sf) {
         /* First send of this thread: its slot is created once, then reused. */
         struct sent_files *fresh = sent_scratch.lookup(&zero);
@@ -47,8 +50,10 @@ static __always_inline int stash_send(u32 tid, u64 hdr)
         sf->files[i] = resolve_fd(t, fd, &fl);
         sf->fd_flags[i] = fl;
     }
-    sf->n = n;
+    sf->sock = sock;
+    sf->flags = flags;
     sf->seen = seen;
+    sf->n = n;
     return 1;
 }
 
@@ -58,8 +63,10 @@ static __always_inline int on_enter(u32 syscall, s32 sock, u64 msg, u64 vlen, u3
     u32 tid = (u32)id;
     if (!wanted(id))
         return 0;
-    if (syscall == SYS_SENDMSG && !stash_send(tid, msg))
-        return 0; /* no SCM_RIGHTS: nothing to report */
+    if (syscall == SYS_SENDMSG) {
+        stash_send(tid, msg, sock, flags); /* without SCM_RIGHTS: nothing to report */
+        return 0;
+    }
     struct call_args *a = calls.lookup(&tid);
     if (!a) {
         struct call_args fresh = {};
@@ -97,13 +104,15 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
 
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
 {
-    struct call_args a;
     u32 tid = (u32)bpf_get_current_pid_tgid();
-    int called = take_call(SYS_SENDMSG, &a);
     struct sent_files *sf = sent.lookup(&tid);
-    if (!sf)
+    if (!sf || !sf->n)
         return 0;
-    struct fd_event *ev = called && sf->n ? new_event(EV_SEND, &a, args->ret, 0) : 0;
+    struct call_args a = {};
+    a.sock = sf->sock;
+    a.flags = sf->flags;
+    a.syscall = SYS_SENDMSG;
+    struct fd_event *ev = new_event(EV_SEND, &a, args->ret, 0);
     if (!ev) {
         sf->n = 0;
         return 0;
