@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import enum
-import os
 import stat
 import struct
 from ctypes import c_char, c_int32, c_int64, c_uint8, c_uint16, c_uint32, c_uint64
@@ -413,14 +412,3 @@ def decode_event(data: bytes, backend: str = "tracepoint") -> TraceEvent:
         queued=queued,
         cloexec=tuple(cloexec),
     )
-
-
-def errno_name(err: int) -> str:
-    """``EBADF`` for 9; the number as text when unknown."""
-    import errno as _errno
-
-    return _errno.errorcode.get(err, str(err)) if err else "0"
-
-
-def strerror(err: int) -> str:
-    return os.strerror(err)
