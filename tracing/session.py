@@ -190,8 +190,19 @@ class Session:
 
     def _load(self, bcc: Any) -> None:
         text = self.program_text()
+
+        class _Deferred(bcc.BPF):  # type: ignore[misc]
+            """bcc's BPF without its attach-on-construction, done below instead."""
+
+            def _trace_autoload(self) -> None:
+                pass
+
         try:
-            self._bpf = bcc.BPF(text=text.encode())
+            # If attaching fails, the maps and programs already created must be
+            # released: keep the object first, attach after (bcc would raise
+            # from its constructor and leak them).
+            self._bpf = _Deferred(text=text.encode())
+            bcc.BPF._trace_autoload(self._bpf)
             self._attach(bcc)
         except BaseException:
             self.close()

@@ -529,3 +529,29 @@ def test_bad_filters_raise_clear_errors() -> None:
         Session(comm="x" * 16)
     with pytest.raises(ValueError, match="unknown backend"):
         Session(backend="dtrace")
+
+
+@pytest.mark.parametrize("backend", ["kprobe", "fentry"])
+def test_forced_backend_attaches_or_fails_cleanly(backend: str) -> None:
+    """Where the kernel refuses a backend, starting it fails with a clear error and
+    leaves nothing loaded; where it allows it, it starts and stops cleanly."""
+    require_live_tracing()
+    from tracing.doctor import probe_capabilities
+
+    caps = probe_capabilities()
+    allowed = {"kprobe": caps.kprobes.ok, "fentry": caps.fentry.ok}[backend]
+    before = bpf_prog_ids()
+    s = Session(pids=[os.getpid()], backend=backend)
+    if allowed:
+        with s:
+            assert s.running and s.backend == backend
+    else:
+        with pytest.raises(RuntimeError, match=f"{backend} backend: could not load or attach"):
+            s.start()
+        assert not s.running
+    deadline = time.monotonic() + 5
+    while (bpf_prog_ids() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Other processes may load programs meanwhile; ours are named after their probes.
+    leftover = bpf_prog_ids() - before
+    assert not leftover or allowed is None, f"programs left behind: {sorted(leftover)}"
