@@ -20,6 +20,7 @@ which ``with`` calls.  A session is not thread-safe; use it from one thread.
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import platform
@@ -82,6 +83,15 @@ def cached_choice(*, use_cache: bool = True) -> tuple[str, str]:
         except OSError:
             pass
     return backend, reason
+
+
+def _why(e: BaseException) -> str:
+    """bcc's message, with the errno it hides (it says "need super-user" for any EPERM)."""
+    err = ctypes.get_errno()
+    text = str(e)
+    if err == errno.EPERM and "super-user" in text:
+        text = "the kernel refused the program (EPERM)"
+    return text + "; `rawsys-trace doctor` tells what this kernel allows"
 
 
 class Session:
@@ -165,11 +175,11 @@ class Session:
                     self._load(bcc)
                 except Exception as e2:
                     raise SessionError(
-                        f"{self.backend} backend: could not load or attach: {e2}"
+                        f"{self.backend} backend: could not load or attach: {_why(e2)}"
                     ) from e2
             else:
                 raise SessionError(
-                    f"{self.backend} backend: could not load or attach: {e}"
+                    f"{self.backend} backend: could not load or attach: {_why(e)}"
                 ) from e
 
         raw = self._raw
