@@ -16,13 +16,19 @@ import os
 import socket
 import subprocess
 import threading
-import time
 from ctypes import POINTER, c_int, c_ubyte, cast, sizeof
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-from tracing_helpers import bpf_prog_ids, build_fdpass, parse_roles, require_live_tracing
+from tracing_helpers import (
+    bpf_prog_ids,
+    build_fdpass,
+    own_bpf_prog_ids,
+    parse_roles,
+    require_live_tracing,
+    wait_gone,
+)
 
 from rawsys.c.cmsg import CMSG_DATA, CMSG_FIRSTHDR, CMSG_LEN, CMSG_NXTHDR, CMSG_SPACE
 from rawsys.c.constants import MSG_CMSG_CLOEXEC, MSG_CTRUNC, MSG_PEEK, SCM_RIGHTS, SOL_SOCKET
@@ -500,19 +506,15 @@ def test_tid_filter() -> None:
 
 def test_clean_stop_leaves_no_program() -> None:
     require_live_tracing()
-    before = bpf_prog_ids()
+    held = own_bpf_prog_ids()  # the module's session, if open
     with Session(pids=[os.getpid()]) as s:
-        during = bpf_prog_ids()
-        ours = during - before
+        ours = own_bpf_prog_ids() - held
         assert len(ours) >= 8  # enter and exit of four syscalls
+        assert ours <= bpf_prog_ids()  # bpftool prog show lists them
         assert s.running
-    # The kernel frees a program once its last reference goes, after an RCU
-    # grace period: give it a moment, then nothing of ours may remain.
-    deadline = time.monotonic() + 5
-    while (ours & bpf_prog_ids()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    after = bpf_prog_ids()
-    assert not (ours & after), f"programs left behind: {sorted(ours & after)}"
+    assert own_bpf_prog_ids() == held
+    left = wait_gone(ours)
+    assert not left, f"programs left behind: {sorted(left)}"
     assert not s.running
     with pytest.raises(RuntimeError):
         s.poll(0)
@@ -540,7 +542,7 @@ def test_forced_backend_attaches_or_fails_cleanly(backend: str) -> None:
 
     caps = probe_capabilities()
     allowed = {"kprobe": caps.kprobes.ok, "fentry": caps.fentry.ok}[backend]
-    before = bpf_prog_ids()
+    held = own_bpf_prog_ids()  # the module's session, if open
     s = Session(pids=[os.getpid()], backend=backend)
     if allowed:
         with s:
@@ -549,9 +551,4 @@ def test_forced_backend_attaches_or_fails_cleanly(backend: str) -> None:
         with pytest.raises(RuntimeError, match=f"{backend} backend: could not load or attach"):
             s.start()
         assert not s.running
-    deadline = time.monotonic() + 5
-    while (bpf_prog_ids() - before) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    # Other processes may load programs meanwhile; ours are named after their probes.
-    leftover = bpf_prog_ids() - before
-    assert not leftover or allowed is None, f"programs left behind: {sorted(leftover)}"
+    assert own_bpf_prog_ids() == held  # every program fd this session had is closed

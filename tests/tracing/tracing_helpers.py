@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -39,6 +40,40 @@ def bpf_prog_ids() -> set[int]:
     out = subprocess.run([bpftool, "-j", "prog", "show"], capture_output=True, text=True,
                          check=True).stdout
     return {int(p["id"]) for p in json.loads(out or "[]")}
+
+
+def own_bpf_prog_ids(pid: int | str = "self") -> set[int]:
+    """Ids of the BPF programs a process holds fds to (``prog_id`` in fdinfo).
+
+    Exact even while other processes load programs of their own.
+    """
+    ids: set[int] = set()
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return ids
+    for name in names:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{name}") != "anon_inode:bpf-prog":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{name}", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("prog_id:"):
+                        ids.add(int(line.split()[1]))
+        except OSError:
+            continue
+    return ids
+
+
+def wait_gone(ids: set[int], timeout: float = 5.0) -> set[int]:
+    """Those of *ids* still loaded after up to *timeout* s (the kernel frees a
+    program after an RCU grace period once its last reference goes)."""
+    deadline = time.monotonic() + timeout
+    left = ids & bpf_prog_ids()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = ids & bpf_prog_ids()
+    return left
 
 
 def build_fdpass(build_c: Callable[..., Path], dest_dir: Path) -> Path:
