@@ -190,11 +190,15 @@ class Session:
 
         self._callback = on_event
         b = self._require()
-        for name, ids in self.filters.map_entries().items():
-            table = b[name.encode()]
-            for i in ids:
-                table[ctypes.c_uint32(i)] = ctypes.c_uint8(1)
-        b[b"events"].open_ring_buffer(on_event)
+        try:
+            for name, ids in self.filters.map_entries().items():
+                table = b[name.encode()]
+                for i in ids:
+                    table[ctypes.c_uint32(i)] = ctypes.c_uint8(1)
+            b[b"events"].open_ring_buffer(on_event)
+        except BaseException:
+            self.close()
+            raise
         self.start_seconds = time.monotonic() - t0
         return self
 
