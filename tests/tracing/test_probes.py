@@ -117,6 +117,22 @@ def test_receive_fd_name_is_resolved_on_this_kernel() -> None:
     assert ("kretprobe", "scm_detach_fds", "kretp_scm_detach_fds") in attach
 
 
+def test_receive_fd_before_6_8_is_dunder() -> None:
+    """Kernels before 6.8 call it __receive_fd: the probes follow the facts."""
+    from tracing.btf import FunctionFact
+
+    facts = kernel_facts()
+    functions = dict(facts.functions)
+    functions["receive_fd"] = FunctionFact(btf=False, kallsyms=False)
+    functions["__receive_fd"] = FunctionFact(btf=True, kallsyms=True)
+    old = dataclasses.replace(facts, functions=functions)
+    assert "KRETFUNC_PROBE(__receive_fd," in render("fentry", facts=old)
+    assert ("kretprobe", "__receive_fd", "kretp_receive_fd") in program.kprobe_attachments(old)
+    functions["__receive_fd"] = FunctionFact(btf=False, kallsyms=False)
+    with pytest.raises(ProgramError, match="neither receive_fd nor __receive_fd"):
+        program.kprobe_attachments(dataclasses.replace(facts, functions=functions))
+
+
 def test_unknown_backend_and_bad_ring() -> None:
     with pytest.raises(ProgramError, match="unknown backend"):
         render_program("dtrace", kernel_facts())
