@@ -20,7 +20,7 @@ import stat
 import struct
 from ctypes import c_char, c_int32, c_int64, c_uint8, c_uint16, c_uint32, c_uint64
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 from rawsys.c import constants
 
@@ -393,7 +393,8 @@ def decode_event(data: bytes, backend: str = "tracepoint") -> TraceEvent:
         )
     ok = ret >= 0
     cls = SendEvent if kind is EventKind.SEND else RecvEvent
-    return cls(
+    return _frozen(
+        cls,
         pid=pid,
         tid=tid,
         comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
@@ -412,3 +413,18 @@ def decode_event(data: bytes, backend: str = "tracepoint") -> TraceEvent:
         queued=queued,
         cloexec=tuple(cloexec),
     )
+
+
+_E = TypeVar("_E")
+
+
+def _frozen(cls: type[_E], **fields: object) -> _E:
+    """``cls(**fields)`` for a frozen dataclass, without its slow ``__init__``.
+
+    A frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``; the reader decodes every event, so the fields
+    (all of them, checked by the tests) are put in place at once instead.
+    """
+    obj = object.__new__(cls)
+    obj.__dict__.update(fields)
+    return obj

@@ -205,6 +205,11 @@ def test_decode_event_round_trip() -> None:
     assert [f.kind for f in ev.files] == ["pipe", "pipe"]
     assert ev.files[0].refcount == 2  # file_ref_t: raw 1 means two references
     assert ev.files[0].label == "pipe:[77]"
+    # Built without __init__ (speed): every field set, still frozen and comparable.
+    assert set(vars(ev)) == {f.name for f in dataclasses.fields(ev)}
+    assert dataclasses.replace(ev) == ev
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ev.pid = 1  # type: ignore[misc]
     js = ev.to_json()
     files = js["files"]
     assert js["event"] == "recv" and isinstance(files, list)
