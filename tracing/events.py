@@ -392,9 +392,7 @@ def decode_event(data: bytes, backend: str = "tracepoint") -> TraceEvent:
             )
         )
     ok = ret >= 0
-    cls = SendEvent if kind is EventKind.SEND else RecvEvent
-    return _frozen(
-        cls,
+    fields = dict(
         pid=pid,
         tid=tid,
         comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
@@ -413,12 +411,15 @@ def decode_event(data: bytes, backend: str = "tracepoint") -> TraceEvent:
         queued=queued,
         cloexec=tuple(cloexec),
     )
+    if kind is EventKind.SEND:
+        return _frozen(SendEvent, fields)
+    return _frozen(RecvEvent, fields)
 
 
 _E = TypeVar("_E")
 
 
-def _frozen(cls: type[_E], **fields: object) -> _E:
+def _frozen(cls: type[_E], fields: dict[str, object]) -> _E:
     """``cls(**fields)`` for a frozen dataclass, without its slow ``__init__``.
 
     A frozen dataclass's ``__init__`` sets each field through
