@@ -43,6 +43,7 @@ struct sent_files {
 /* Scratch room for the fd numbers of one message, with slack for masked reads. */
 struct fd_scratch {
     s32 fds[FD_ARRAY_LEN];
+    u8 chunk[CMSG_LEN_ONE_FD]; /* a cmsghdr and its one fd, read at once */
 };
 
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);

@@ -21,7 +21,11 @@ static __always_inline int stash_send(u32 tid, u64 hdr, s32 sock, u32 flags)
     struct fd_scratch *s = fd_scratch.lookup(&zero);
     if (!s)
         return 0;
-    u32 n = collect_fds(s, control, controllen, 1, &seen);
+    u32 n;
+    if (collect_single_fd(s, control, controllen, 1))
+        n = seen = 1;
+    else
+        n = collect_fds(s, control, controllen, 1, &seen);
     struct sent_files *sf = sent.lookup(&tid);
     if (!seen) {
         if (sf)
@@ -146,7 +150,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg)
     struct call_args a;
     if (!take_call(SYS_RECVMSG, &a) || args->ret < 0)
         return 0;
-    emit_user_msghdr(EV_RECV, &a, a.msg, args->ret, 0, FD_SLOTS);
+    emit_user_msghdr(EV_RECV, &a, a.msg, args->ret, 0, FD_SLOTS, 1);
     return 0;
 }
 
@@ -174,7 +178,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg)
             bpf_probe_read_user(&len, sizeof(len), (void *)(hdr + USER_MMSGHDR_LEN));
             r = len;
         }
-        emit_user_msghdr(EV_SEND, &a, hdr, r, i, MMSG_FD_SLOTS);
+        emit_user_msghdr(EV_SEND, &a, hdr, r, i, MMSG_FD_SLOTS, 0);
     }
     return 0;
 }
@@ -197,7 +201,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg)
         u64 hdr = a.msg + (u64)i * USER_MMSGHDR_SIZE;
         u32 len = 0;
         bpf_probe_read_user(&len, sizeof(len), (void *)(hdr + USER_MMSGHDR_LEN));
-        emit_user_msghdr(EV_RECV, &a, hdr, len, i, MMSG_FD_SLOTS);
+        emit_user_msghdr(EV_RECV, &a, hdr, len, i, MMSG_FD_SLOTS, 0);
     }
     return 0;
 }

@@ -24,7 +24,7 @@ from importlib import resources
 from typing import Any, Iterable, Mapping, Sequence
 
 from rawsys.c import constants
-from rawsys.c.cmsg import CMSG_ALIGN, CMSG_LEN
+from rawsys.c.cmsg import CMSG_ALIGN, CMSG_LEN, CMSG_SPACE
 from rawsys.c.structs import cmsghdr, mmsghdr, msghdr
 from tracing import events
 
@@ -205,6 +205,8 @@ def _constant_defines() -> dict[str, int]:
         "USER_MMSGHDR_LEN": _offset(mmsghdr, "msg_len"),
         "CMSG_HDR_LEN": CMSG_LEN(0),
         "CMSG_HDR_SIZE": ctypes.sizeof(cmsghdr),
+        "CMSG_LEN_ONE_FD": CMSG_LEN(ctypes.sizeof(ctypes.c_int)),
+        "CMSG_SPACE_ONE_FD": CMSG_SPACE(ctypes.sizeof(ctypes.c_int)),
         "CMSG_ALIGN_MASK": CMSG_ALIGN(1) - 1,
         "FD_BYTES": ctypes.sizeof(ctypes.c_int),
         # Event layout, from tracing.events.
