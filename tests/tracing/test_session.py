@@ -552,3 +552,33 @@ def test_forced_backend_attaches_or_fails_cleanly(backend: str) -> None:
             s.start()
         assert not s.running
     assert own_bpf_prog_ids() == held  # every program fd this session had is closed
+
+
+def test_scm_max_fd_files_and_one_more(
+    s: Session, dgram: tuple[socket.socket, socket.socket]
+) -> None:
+    """SCM_MAX_FD fds in one message are all reported; one more is refused (EINVAL)."""
+    from rawsys.c.constants import SCM_MAX_FD
+
+    a, b = dgram
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(SCM_MAX_FD)]
+    got: list[int] = []
+    try:
+        socket.send_fds(a, [b"x"], fds)
+        _, got, _, _ = socket.recv_fds(b, 1, SCM_MAX_FD)
+        evs = wait_for(s, 1, 1)
+        (send,) = only(evs, SendEvent)
+        (recv,) = only(evs, RecvEvent)
+        assert send.fds == tuple(fds) and recv.fds == tuple(got)
+        assert {f.label for f in send.files} == {"null"}
+        transfers = s.transfers(evs)
+        assert len(transfers) == SCM_MAX_FD and all(t.matched for t in transfers)
+        with pytest.raises(OSError) as info:
+            socket.send_fds(a, [b"x"], fds + fds[:1])
+        assert info.value.errno == errno.EINVAL
+        (failed,) = only(wait_for(s, 1, 0), SendEvent)
+        assert (failed.ok, failed.errno, failed.fds_seen) == (False, errno.EINVAL, SCM_MAX_FD + 1)
+        assert len(failed.fds) == SCM_MAX_FD  # the records hold at most SCM_MAX_FD
+    finally:
+        for fd in fds + got:
+            os.close(fd)
