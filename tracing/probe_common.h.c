@@ -71,7 +71,6 @@ struct span_scratch {
     struct fd_table table;
     u8 file[MAX_SPAN];
     u8 inode[MAX_SPAN];
-    u8 fdt[MAX_SPAN];
 };
 BPF_PERCPU_ARRAY(spans, struct span_scratch, 1);
 #define SPAN_GET(buf, span, off, dst) \
@@ -88,10 +87,16 @@ static __always_inline void count_lost(int which)
 }
 
 
+/* task->files->fdt, read with plain loads: bpf_get_current_task_btf() gives a
+ * BTF-typed pointer, and the verifier checks each load against the running
+ * kernel's BTF at the OFF_* offsets (which come from that same BTF); the JIT
+ * turns them into fault-handled loads, far cheaper than a helper call each. */
+static __always_inline void *btf_ptr(void *p, const u32 off) { return *(void **)(p + off); }
+static __always_inline u64 btf_u64(void *p, const u32 off) { return *(u64 *)(p + off); }
+static __always_inline u32 btf_u32(void *p, const u32 off) { return *(u32 *)(p + off); }
+
 static __always_inline const struct fd_table *current_fd_table(void)
 {
-    u64 task = bpf_get_current_task();
-    u64 files = 0, fdt = 0;
     int zero = 0;
     struct span_scratch *sp = spans.lookup(&zero);
     if (!sp)
@@ -100,15 +105,16 @@ static __always_inline const struct fd_table *current_fd_table(void)
     t->fd_array = 0;
     t->close_on_exec = 0;
     t->max_fds = 0;
-    if (bpf_probe_read_kernel(&files, sizeof(files), (void *)task + OFF_TASK_STRUCT_FILES) || !files)
+    struct task_struct *task = bpf_get_current_task_btf();
+    void *files = btf_ptr((void *)task, OFF_TASK_STRUCT_FILES);
+    if (!files)
         return t;
-    if (bpf_probe_read_kernel(&fdt, sizeof(fdt), (void *)files + OFF_FILES_STRUCT_FDT) || !fdt)
+    void *fdt = btf_ptr(files, OFF_FILES_STRUCT_FDT);
+    if (!fdt)
         return t;
-    if (bpf_probe_read_kernel(sp->fdt, SPAN_FDTABLE_LEN, (void *)fdt + SPAN_FDTABLE_LO))
-        return t;
-    SPAN_GET(sp->fdt, FDTABLE, OFF_FDTABLE_MAX_FDS, t->max_fds);
-    SPAN_GET(sp->fdt, FDTABLE, OFF_FDTABLE_FD, t->fd_array);
-    SPAN_GET(sp->fdt, FDTABLE, OFF_FDTABLE_CLOSE_ON_EXEC, t->close_on_exec);
+    t->max_fds = btf_u32(fdt, OFF_FDTABLE_MAX_FDS);
+    t->fd_array = btf_u64(fdt, OFF_FDTABLE_FD);
+    t->close_on_exec = btf_u64(fdt, OFF_FDTABLE_CLOSE_ON_EXEC);
     return t;
 }
 
