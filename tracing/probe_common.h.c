@@ -186,14 +186,10 @@ static __always_inline int wanted(u64 pid_tgid)
     return 1;
 }
 
-/* A zeroed event header in per-CPU scratch, for the current thread. */
-static __always_inline struct fd_event *new_event(u32 kind, const struct call_args *a,
-                                                  s64 ret, u32 index)
+/* Every header field of ev, for the current thread (ev may be ring memory). */
+static __always_inline void fill_header(struct fd_event *ev, u32 kind, const struct call_args *a,
+                                        s64 ret, u32 index)
 {
-    int zero = 0;
-    struct fd_event *ev = event_scratch.lookup(&zero);
-    if (!ev)
-        return 0;
     u64 id = bpf_get_current_pid_tgid();
     ev->ts_ns = bpf_ktime_get_ns();
     ev->ret = ret;
@@ -213,7 +209,51 @@ static __always_inline struct fd_event *new_event(u32 kind, const struct call_ar
     ev->fds_seen = 0;
     ev->queued = a->queued;
     ev->pad1 = 0;
+}
+
+/* A zeroed event header in per-CPU scratch, for the current thread. */
+static __always_inline struct fd_event *new_event(u32 kind, const struct call_args *a,
+                                                  s64 ret, u32 index)
+{
+    int zero = 0;
+    struct fd_event *ev = event_scratch.lookup(&zero);
+    if (!ev)
+        return 0;
+    fill_header(ev, kind, a, ret, index);
     return ev;
+}
+
+/* The usual one-file event, written in place in the ring buffer (no copy
+ * from scratch): the header and files[0] only; submit with submit_one(). */
+static __always_inline struct fd_event *new_event_one(u32 kind, const struct call_args *a,
+                                                      s64 ret, u32 index)
+{
+    struct fd_event *ev = events.ringbuf_reserve(EVENT_HEADER_SIZE + FILE_RECORD_SIZE);
+    if (!ev) {
+        count_lost(0);
+        return 0;
+    }
+    fill_header(ev, kind, a, ret, index);
+    return ev;
+}
+
+/* Wake the reader only once per batch: a wake-up per event costs the traced
+ * program more than the probe itself.  The reader also consumes on its own
+ * poll timeout, so a lone event waits at most that long. */
+static __always_inline u64 wakeup_flag(void)
+{
+    int slot = 0;
+    u64 *since = since_wakeup.lookup(&slot);
+    if (since && ++*since >= RING_WAKEUP_EVENTS) {
+        *since = 0;
+        return BPF_RB_FORCE_WAKEUP;
+    }
+    return BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void submit_one(struct fd_event *ev)
+{
+    events.ringbuf_submit(ev, wakeup_flag());
 }
 
 static __always_inline void submit(struct fd_event *ev)
@@ -222,16 +262,6 @@ static __always_inline void submit(struct fd_event *ev)
     OPAQUE(size);
     if (size > sizeof(*ev))
         size = sizeof(*ev);
-    /* Wake the reader only once per batch: a wake-up per event costs the
-     * traced program more than the probe itself.  The reader also consumes
-     * on its own poll timeout, so a lone event waits at most that long. */
-    u64 wake = BPF_RB_NO_WAKEUP;
-    int slot = 0;
-    u64 *since = since_wakeup.lookup(&slot);
-    if (since && ++*since >= RING_WAKEUP_EVENTS) {
-        *since = 0;
-        wake = BPF_RB_FORCE_WAKEUP;
-    }
-    if (events.ringbuf_output(ev, size, wake))
+    if (events.ringbuf_output(ev, size, wakeup_flag()))
         count_lost(0);
 }

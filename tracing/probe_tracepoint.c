@@ -116,6 +116,20 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
     a.sock = sf->sock;
     a.flags = sf->flags;
     a.syscall = SYS_SENDMSG;
+    if (sf->n == 1 && sf->seen == 1) {
+        /* The usual one-fd message: written in place in the ring buffer. */
+        struct fd_event *one = new_event_one(EV_SEND, &a, args->ret, 0);
+        if (one) {
+            one->fds_seen = 1;
+            one->files[0].fd = sf->fds[0];
+            one->files[0].fd_flags = sf->fd_flags[0];
+            fill_file(&one->files[0], sf->files[0]);
+            one->nfds = 1;
+            submit_one(one);
+        }
+        sf->n = 0;
+        return 0;
+    }
     struct fd_event *ev = new_event(EV_SEND, &a, args->ret, 0);
     if (!ev) {
         sf->n = 0;

@@ -122,11 +122,26 @@ static __always_inline void emit_user_msghdr(u32 kind, const struct call_args *a
     struct fd_scratch *s = fd_scratch.lookup(&zero);
     if (!s)
         return;
-    u32 n;
-    if (fast && collect_single_fd(s, control, controllen, 1))
-        n = seen = 1;
-    else
-        n = collect_fds(s, control, controllen, 1, &seen);
+    if (fast && collect_single_fd(s, control, controllen, 1)) {
+        /* The usual one-fd message: the event is written in place in the ring. */
+        struct fd_event *one = new_event_one(kind, a, ret, index);
+        if (!one)
+            return;
+        one->msg_flags = msg_flags;
+        one->controllen = controllen;
+        one->fds_seen = 1;
+        const struct fd_table *t = current_fd_table();
+        u32 fl = 0;
+        s32 fd = s->fds[0];
+        u64 file = t ? resolve_fd(t, fd, &fl) : 0;
+        one->files[0].fd = fd;
+        one->files[0].fd_flags = fl;
+        fill_file(&one->files[0], file);
+        one->nfds = 1;
+        submit_one(one);
+        return;
+    }
+    u32 n = collect_fds(s, control, controllen, 1, &seen);
     if (!seen && !(kind == EV_RECV && (msg_flags & MSG_CTRUNC)))
         return;
     struct fd_event *ev = new_event(kind, a, ret, index);
