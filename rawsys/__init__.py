@@ -8,12 +8,19 @@ return conventions and the constants (see ``rawsys.c``).  The Pythonic layer
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import rawsys.c
+import rawsys.c.constants
 from rawsys.c import *  # noqa: F403
-from rawsys.c import __all__ as _c_all
+from rawsys.c.constants import *  # noqa: F403
 
 __version__ = "0.1.0"
 
-__all__ = [*_c_all]
+__all__ = ["__version__"]
+__all__ += rawsys.c.__all__
+if TYPE_CHECKING:  # mypy does not follow rawsys.c's own ``__all__ +=`` of the constants
+    __all__ += rawsys.c.constants.__all__
 
 # --- the Pythonic fd-passing layer (issue 3) -----------------------------------
 from rawsys.control import (  # noqa: E402

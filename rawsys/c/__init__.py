@@ -28,10 +28,10 @@ from ctypes import (
     sizeof,
 )
 
+from rawsys.c import constants
 from rawsys.c.buffers import BufferOverflowDetected
 from rawsys.c.cmsg import CMSG_ALIGN, CMSG_DATA, CMSG_FIRSTHDR, CMSG_LEN, CMSG_NXTHDR, CMSG_SPACE
 from rawsys.c.constants import *  # noqa: F403
-from rawsys.c.constants import __all__ as _constants_all
 from rawsys.c.libc import (
     accept4,
     bind,
@@ -110,5 +110,5 @@ __all__ = [
     "POINTER", "addressof", "byref", "c_char", "c_int", "c_size_t", "c_ubyte", "c_uint",
     "c_void_p", "cast", "create_string_buffer", "memcpy", "memmove", "memset", "pointer",
     "sizeof", "NULL",
-    *_constants_all,
 ]
+__all__ += constants.__all__
