@@ -27,8 +27,9 @@ import _socket
 import array
 import ctypes
 import errno
+import socket as _pysocket
 import struct
-from ctypes import addressof, c_char, pointer
+from ctypes import addressof, byref, c_char, pointer
 from typing import Any, Dict, Iterable, List
 
 from rawsys._sockutil import (
@@ -55,13 +56,16 @@ from rawsys.c.constants import (
     SCM_RIGHTS,
     SOL_SOCKET,
 )
-from rawsys.c.libc import LIBC
+from rawsys.c.libc import LIBC, LIBC_FAST
 from rawsys.c.structs import iovec, msghdr
 from rawsys.control import CMSGHDR, HDR_SIZE, fds_in
 from rawsys.errors import ControlTruncatedError, FdPassingUnsupportedError, Received
 
 _sendmsg = LIBC["sendmsg"]
 _recvmsg = LIBC["recvmsg"]
+# Unprototyped twins: only range-checked ints and prebuilt byref()s go in.
+_sendmsg_fast = LIBC_FAST["sendmsg"]
+_recvmsg_fast = LIBC_FAST["recvmsg"]
 _get_errno = ctypes.get_errno
 # socket's constants are IntFlag members; plain ints keep the hot path off enum.__or__.
 _CLOEXEC = int(MSG_CMSG_CLOEXEC)
@@ -77,6 +81,7 @@ _SPACE_RIGHTS1 = CMSG_SPACE(4)
 _pack_rights1 = _RIGHTS1.pack_into
 _unpack_rights1 = _RIGHTS1.unpack_from
 _SocketType = _socket.socket
+_PySocketType = _pysocket.socket  # what socket.socket() and socketpair() return
 _raw_family = _socket.socket.family.__get__  # the C getter: an int, no enum conversion
 # Families whose generic SOL_SOCKET handler accepts SCM_RIGHTS and drops it.
 _NO_RIGHTS = frozenset((int(AF_INET), int(AF_INET6)))
@@ -84,6 +89,7 @@ _NO_RIGHTS = frozenset((int(AF_INET), int(AF_INET6)))
 # then installs at most maxfds fds.  recv_fds does the same.
 _RECV_ROOM = [CMSG_LEN(4 * n) for n in range(SCM_MAX_FD + 1)]
 _SEND_SPACE = [CMSG_SPACE(4 * n) for n in range(SCM_MAX_FD + 2)]
+_BYTE = [bytes((i,)) for i in range(256)]  # the one-byte bytes objects
 _INTS: Dict[int, struct.Struct] = {}
 _RIGHTS_HDR: Dict[int, struct.Struct] = {}
 _MAXFDS_LIMIT = (2**31 - 1 - HDR_SIZE) // 4  # beyond this CMSG_LEN overflows, as in CPython
@@ -121,25 +127,38 @@ if ctypes.sizeof(_iovec_bytes) != ctypes.sizeof(iovec):  # pragma: no cover
 class _State:
     """One msghdr with its iovecs, data, control and name buffers (pooled).
 
-    ``msg`` and ``iov`` receive into ``data``; ``send_msg`` and ``send_iov``
-    send straight from a ``bytes`` object.
+    ``msg`` and ``iov`` receive into ``data`` and ``ctrl``; ``send_msg`` and
+    ``send_iov`` send straight from a ``bytes`` object, with their own control
+    buffer ``send_ctrl`` (so a one-fd header laid out once stays there).
     """
 
-    __slots__ = ("msg", "iov", "send_msg", "send_iov", "data", "view", "ctrl", "name",
-                 "named", "keep", "data_cap")
+    __slots__ = ("msg", "iov", "send_msg", "send_iov", "data", "view", "ctrl", "ctrl_i",
+                 "send_ctrl", "send_fd", "name", "named", "keep", "data_cap", "msg_ba",
+                 "msg_q", "msg_i", "msg_ref", "send_ref", "send_data", "send_layout",
+                 "recv_len")
 
     def __init__(self, data_cap: int = _DATA_CAP, ctrl_cap: int = _CTRL_CAP) -> None:
         self.data_cap = data_cap
         self.data = bytearray(data_cap)
         self.view = memoryview(self.data)
         self.ctrl = bytearray(ctrl_cap)
+        self.ctrl_i = memoryview(self.ctrl).cast("i")
+        self.send_ctrl = bytearray(ctrl_cap)
+        # The fd of a one-fd SCM_RIGHTS message, as a C int in place.
+        self.send_fd = memoryview(self.send_ctrl)[HDR_SIZE : HDR_SIZE + 4].cast("i")
         self.name = bytearray(SOCKADDR_STORAGE_SIZE)
         data_c = (c_char * data_cap).from_buffer(self.data) if data_cap else None
         ctrl_c = (c_char * ctrl_cap).from_buffer(self.ctrl)
+        send_ctrl_c = (c_char * ctrl_cap).from_buffer(self.send_ctrl)
         name_c = (c_char * SOCKADDR_STORAGE_SIZE).from_buffer(self.name)
         self.iov = iovec()
         self.iov.iov_base = addressof(data_c) if data_c is not None else None
-        self.msg = msg = msghdr()
+        # The receiving msghdr lives in a bytearray: its result fields are read
+        # with one struct call and reset through memoryviews (no ctypes stores).
+        self.msg_ba = bytearray(ctypes.sizeof(msghdr))
+        self.msg = msg = msghdr.from_buffer(self.msg_ba)
+        self.msg_q = memoryview(self.msg_ba).cast("Q")
+        self.msg_i = memoryview(self.msg_ba).cast("i")
         msg.msg_iov = pointer(self.iov)
         msg.msg_iovlen = 1
         msg.msg_control = addressof(ctrl_c)
@@ -149,10 +168,47 @@ class _State:
         self.send_msg = send = msghdr()
         send.msg_iov = ctypes.cast(pointer(self.send_iov), ctypes.POINTER(iovec))
         send.msg_iovlen = 1
-        send.msg_control = addressof(ctrl_c)
+        send.msg_control = addressof(send_ctrl_c)
         send.msg_name = addressof(name_c)
         self.named = False
-        self.keep = (data_c, ctrl_c, name_c, send.msg_iov)
+        self.keep = (data_c, ctrl_c, send_ctrl_c, name_c, send.msg_iov)
+        # For LIBC_FAST: prebuilt &msg, and what the send fields hold, so a call
+        # writes only what changed (each ctypes store costs ~40 ns).
+        self.msg_ref = byref(msg)
+        self.send_ref = byref(send)
+        self.send_data: bytes | None = None  # what send_iov.iov_base points at
+        # 1: send_ctrl holds a one-fd SCM_RIGHTS header and msg_controllen is
+        # CMSG_SPACE(4); 0: no control data; -1: anything else.
+        self.send_layout = -1
+        self.recv_len = -1  # iov.iov_len
+
+    def layout_one(self) -> None:
+        """A one-fd SCM_RIGHTS header in ``send_ctrl``; the fd goes in ``send_fd``."""
+        _pack_rights1(self.send_ctrl, 0, _LEN_RIGHTS1, _SOL_SOCKET, _SCM_RIGHTS, -1)
+        self.send_msg.msg_controllen = _SPACE_RIGHTS1
+        self.send_layout = 1
+
+
+# Offsets in the receiving msghdr, in its memoryview units.
+def _msghdr_offset(name: str) -> int:
+    return int(getattr(msghdr, name).offset)
+
+
+_NAMELEN_AT = _msghdr_offset("msg_namelen")
+_CONTROLLEN_AT = _msghdr_offset("msg_controllen")
+_FLAGS_AT = _msghdr_offset("msg_flags")
+_NAMELEN_I = _NAMELEN_AT // 4
+_CONTROLLEN_Q = _CONTROLLEN_AT // 8
+_FLAGS_I = _FLAGS_AT // 4
+# (msg_namelen, msg_controllen, msg_flags), read at once after recvmsg.
+_RESULT = struct.Struct(f"=I{_CONTROLLEN_AT - _NAMELEN_AT - 4}xQi")
+_unpack_result = _RESULT.unpack_from
+_RESULT_AT = _NAMELEN_AT
+if _CONTROLLEN_AT % 8 or _FLAGS_AT != _CONTROLLEN_AT + 8:  # pragma: no cover
+    raise ImportError("unexpected struct msghdr layout")
+_FD1_I = HDR_SIZE // 4  # int index of the fd in a one-fd control message
+_NOT_CLOEXEC = ~_CLOEXEC
+_HDR_RIGHTS1 = _RIGHTS1.pack(_LEN_RIGHTS1, _SOL_SOCKET, _SCM_RIGHTS, 0)[:HDR_SIZE]
 
 
 _POOL: List[_State] = [_State() for _ in range(2)]
@@ -181,6 +237,72 @@ def send_fds(sock: Any, buffers: Iterable[Any], fds: Iterable[int], flags: int =
     ``OSError`` with the kernel's errno (``EBADF`` for a bad fd, ``EINVAL``
     for more than ``SCM_MAX_FD``, ...).
     """
+    # The fast path: a socket object or an int fd, flags a C int, a list or
+    # tuple of at most SCM_MAX_FD fds, no address, data up to the pooled size.
+    # Everything else goes through _send_fds_general; errors the kernel
+    # reports anyway (a bad fd, a closed socket) are left to it.
+    cls = type(fds)
+    if (address is not None or (cls is not list and cls is not tuple)
+            or type(flags) is not int or not -0x80000000 <= flags <= 0x7FFFFFFF):
+        return _send_fds_general(sock, buffers, fds, flags, address)
+    cls = type(sock)
+    if cls is _PySocketType:
+        fd = sock.fileno()  # -1 once closed: the kernel says EBADF
+    elif cls is int and -0x80000000 <= sock <= 0x7FFFFFFF:
+        fd = sock
+    else:
+        return _send_fds_general(sock, buffers, fds, flags, address)
+    nfds = len(fds)  # type: ignore[arg-type]  # a list or a tuple here
+    if nfds > SCM_MAX_FD:
+        return _send_fds_general(sock, buffers, fds, flags, address)
+    data = b"".join(buffers)
+    if nfds and (_raw_family(sock) if cls is _PySocketType else family_of(sock, fd)) in _NO_RIGHTS:
+        raise _no_rights()
+    try:
+        state = _POOL.pop()  # list.pop/append are atomic: no lock, and reentrant
+    except IndexError:
+        state = _new_state()
+    try:
+        if data is not state.send_data:
+            size = len(data)
+            if size > _DATA_CAP:  # not to be kept alive by the pool
+                return _send_fds_general(sock, (data,), fds, flags, None)
+            iov = state.send_iov
+            iov.iov_base = data  # char *: keeps data alive while pointed at
+            iov.iov_len = size
+            state.send_data = data
+        if nfds == 1:
+            if state.send_layout != 1:
+                state.layout_one()
+            try:
+                state.send_fd[0] = fds[0]  # type: ignore[index]
+            except (TypeError, ValueError):
+                raise _fd_array_error(fds) from None
+        elif nfds:
+            try:
+                rights_struct(nfds).pack_into(state.send_ctrl, 0, HDR_SIZE + 4 * nfds,
+                                              _SOL_SOCKET, _SCM_RIGHTS, *fds)
+            except struct.error:
+                raise _fd_array_error(fds) from None
+            state.send_msg.msg_controllen = _SEND_SPACE[nfds]
+            state.send_layout = -1
+        elif state.send_layout:
+            state.send_msg.msg_controllen = 0
+            state.send_layout = 0
+        sent: int = _sendmsg_fast(fd, state.send_ref, flags)
+        if sent < 0:
+            waiter: Waiter | None = None
+            while sent < 0:
+                waiter = handle_errno(_get_errno(), sock, fd, flags, True, waiter)
+                sent = _sendmsg_fast(fd, state.send_ref, flags)
+        return sent
+    finally:
+        _POOL.append(state)
+
+
+def _send_fds_general(sock: Any, buffers: Iterable[Any], fds: Iterable[int], flags: int,
+                      address: Any) -> int:
+    """``send_fds`` for every case: any fd argument, any iterable of fds, an address."""
     if type(sock) is int and INT_MIN <= sock <= INT_MAX:
         fd = sock
     else:
@@ -213,7 +335,7 @@ def send_fds(sock: Any, buffers: Iterable[Any], fds: Iterable[int], flags: int =
         iov.iov_len = len(data)
         if nfds == 1:
             try:
-                _pack_rights1(state.ctrl, 0, _LEN_RIGHTS1, _SOL_SOCKET, _SCM_RIGHTS, fds[0])
+                _pack_rights1(state.send_ctrl, 0, _LEN_RIGHTS1, _SOL_SOCKET, _SCM_RIGHTS, fds[0])
             except struct.error:
                 raise _fd_array_error(fds) from None
             msg.msg_controllen = _SPACE_RIGHTS1
@@ -221,7 +343,7 @@ def send_fds(sock: Any, buffers: Iterable[Any], fds: Iterable[int], flags: int =
             msg.msg_controllen = 0
         elif nfds <= SCM_MAX_FD + 1:
             try:
-                rights_struct(nfds).pack_into(state.ctrl, 0, HDR_SIZE + 4 * nfds,
+                rights_struct(nfds).pack_into(state.send_ctrl, 0, HDR_SIZE + 4 * nfds,
                                               _SOL_SOCKET, _SCM_RIGHTS, *fds)
             except struct.error:
                 raise _fd_array_error(fds) from None
@@ -248,6 +370,12 @@ def send_fds(sock: Any, buffers: Iterable[Any], fds: Iterable[int], flags: int =
     finally:
         if len(data) > _DATA_CAP:
             state.send_iov.iov_base = None  # do not keep a big payload alive in the pool
+        # The fields were written here unconditionally: forget the fast path's copies.
+        state.send_data = None
+        state.send_layout = -1
+        if state.named:  # the fast path sends without an address
+            state.send_msg.msg_namelen = 0
+            state.named = False
         _POOL.append(state)
 
 
@@ -343,6 +471,80 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
     ``SCM_PIDFD`` that arrives (``SO_PASSPIDFD``) is closed; use
     ``rawsys.recv_message`` to keep it.
     """
+    # The fast path: a socket object or an int fd, flags a C int, bufsize up
+    # to the pooled buffer, maxfds up to SCM_MAX_FD.  The rest: _recv_fds_general.
+    if (type(bufsize) is not int or type(maxfds) is not int or type(flags) is not int
+            or not 0 <= bufsize <= _DATA_CAP or not 0 <= maxfds <= SCM_MAX_FD
+            or not -0x80000000 <= flags <= 0x7FFFFFFF):
+        return _recv_fds_general(sock, bufsize, maxfds, flags, cloexec)
+    cls = type(sock)
+    if cls is _PySocketType:
+        fd = sock.fileno()  # -1 once closed: the kernel says EBADF
+    elif cls is int and -0x80000000 <= sock <= 0x7FFFFFFF:
+        fd = sock
+    else:
+        return _recv_fds_general(sock, bufsize, maxfds, flags, cloexec)
+    if cloexec and not flags & _CLOEXEC:
+        added = _CLOEXEC
+        flags |= _CLOEXEC
+    else:
+        added = 0
+    try:
+        state = _POOL.pop()
+    except IndexError:
+        state = _new_state()
+    msg_i = state.msg_i
+    try:
+        if bufsize != state.recv_len:
+            state.iov.iov_len = bufsize
+            state.recv_len = bufsize
+        # The kernel rewrites both on every successful call.
+        state.msg_q[_CONTROLLEN_Q] = _RECV_ROOM[maxfds]
+        msg_i[_NAMELEN_I] = SOCKADDR_STORAGE_SIZE
+        received: int = _recvmsg_fast(fd, state.msg_ref, flags)
+        if received < 0:
+            waiter: Waiter | None = None
+            while received < 0:
+                waiter = handle_errno(_get_errno(), sock, fd, flags, False, waiter)
+                received = _recvmsg_fast(fd, state.msg_ref, flags)
+        namelen, used, msg_flags = _unpack_result(state.msg_ba, _RESULT_AT)
+        if used:
+            ctrl = state.ctrl
+            if _LEN_RIGHTS1 <= used <= _SPACE_RIGHTS1 and ctrl.startswith(_HDR_RIGHTS1):
+                fds = [state.ctrl_i[_FD1_I]]  # the usual one-fd message
+            else:
+                fds = collect_fds(ctrl, used)
+        else:
+            fds = []
+        if added:
+            msg_flags &= _NOT_CLOEXEC  # the kernel echoes MSG_CMSG_CLOEXEC
+        if received == 1 and bufsize:
+            data = _BYTE[state.data[0]]
+        else:
+            data = state.view[: received if received <= bufsize else bufsize].tobytes()
+        address = decode_address(bytes(state.name[:namelen])) if namelen else None
+        if msg_flags & _CTRUNC:
+            raise ControlTruncatedError([(data, fds, msg_flags, address)])
+        return data, fds, msg_flags, address
+    except ControlTruncatedError:
+        raise  # it owns the fds that arrived
+    except BaseException:
+        if msg_i[_FLAGS_I] != -1:
+            # Interrupted between the kernel installing fds and their return.
+            ctrl = state.ctrl
+            used = state.msg_q[_CONTROLLEN_Q]
+            close_quietly(fds_in(memoryview(ctrl)[: min(used, len(ctrl))]))
+        raise
+    finally:
+        # The kernel writes msg_flags only when recvmsg succeeds; a pooled state
+        # holds -1 there, so cleanup never mistakes stale bytes for new fds.
+        msg_i[_FLAGS_I] = -1
+        _POOL.append(state)
+
+
+def _recv_fds_general(sock: Any, bufsize: int, maxfds: int, flags: int,
+                      cloexec: bool) -> Received:
+    """``recv_fds`` for every case: any fd argument, out-of-range sizes, a big buffer."""
     if type(sock) is int and INT_MIN <= sock <= INT_MAX:
         fd = sock
     else:
@@ -370,6 +572,7 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
     msg = state.msg
     try:
         state.iov.iov_len = bufsize
+        state.recv_len = bufsize
         msg.msg_controllen = _RECV_ROOM[maxfds]
         msg.msg_namelen = SOCKADDR_STORAGE_SIZE
         waiter: Waiter | None = None

@@ -71,14 +71,21 @@ SIGNATURES: Dict[str, Signature] = {
 }
 
 
-def load_libc(signatures: Dict[str, Signature] = SIGNATURES) -> Dict[str, Any]:
-    """Open the C library and return its functions, prototyped from *signatures*."""
+def load_libc(signatures: Dict[str, Signature] = SIGNATURES, *,
+              prototyped: bool = True) -> Dict[str, Any]:
+    """Open the C library and return its functions, prototyped from *signatures*.
+
+    With ``prototyped=False`` only the return types are set (``argtypes`` is
+    ``None``): see ``LIBC_FAST``.
+    """
     name = ctypes.util.find_library("c") or "libc.so.6"
+    # A CDLL of its own: ctypes caches one function object per CDLL and name,
+    # so the twin must not share the prototyped table's objects.
     lib = ctypes.CDLL(name, use_errno=True)
     functions: Dict[str, Any] = {}
     for fname, (argtypes, restype) in signatures.items():
         function = getattr(lib, fname)
-        function.argtypes = argtypes
+        function.argtypes = argtypes if prototyped else None
         function.restype = restype
         functions[fname] = function
     return functions
@@ -86,6 +93,19 @@ def load_libc(signatures: Dict[str, Signature] = SIGNATURES) -> Dict[str, Any]:
 
 #: The prototyped libc functions by C name, for code that wants no checks.
 LIBC: Dict[str, Any] = load_libc()
+
+#: The same functions from the same table with ``argtypes = None``, for hot paths.
+#: A prototyped call converts each argument through ``c_int.from_param`` and
+#: friends, which allocates a ctypes object per argument (~0.25 us a call for
+#: ``sendmsg``).  Without a prototype ctypes passes a Python int as a C int
+#: and a ``byref()``/pointer/array as its address, with no allocation -- and
+#: with no checks at all: an int beyond 32 bits is silently truncated
+#: (``ctypes.ArgumentError`` only past 64 bits), a ``str`` or ``bytes`` is
+#: passed as a pointer, a float is refused with ``ctypes.ArgumentError``.
+#: So callers must range-check first and pass only Python ints that fit a C
+#: ``int`` and ``byref()``/pointer/array objects of the prototype's type.
+#: The return type still comes from ``SIGNATURES``.
+LIBC_FAST: Dict[str, Any] = load_libc(prototyped=False)
 _c: Callable[[str], Any] = LIBC.__getitem__
 
 
@@ -442,7 +462,8 @@ def pipe2(pipefd: Any, flags: int) -> int:
 
 
 __all__ = [
-    "SIGNATURES", "LIBC", "load_libc", "get_errno", "set_errno", "strerror", "perror", "fileno",
+    "SIGNATURES", "LIBC", "LIBC_FAST", "load_libc", "get_errno", "set_errno", "strerror",
+    "perror", "fileno",
     "socket", "socketpair", "bind", "connect", "listen", "accept4", "shutdown",
     "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "send", "recv", "sendto", "recvfrom",
     "setsockopt", "getsockopt", "close", "read", "write", "pipe2",
