@@ -109,21 +109,6 @@ def kernel_events(tracer: object) -> Collect:
     return drain
 
 
-@pytest.fixture
-def pair() -> Iterator[tuple[int, int]]:
-    a, b = dgram_pair()
-    yield a, b
-    close_all([a, b])
-
-
-@pytest.fixture
-def pipe() -> Iterator[tuple[int, int]]:
-    fds = (c_int * 2)()
-    assert pipe2(fds, 0) == 0
-    yield fds[0], fds[1]
-    close_all([fds[0], fds[1]])
-
-
 def sends(events: List[object]) -> List[object]:
     return [e for e in events if e.event == "send"]  # type: ignore[attr-defined]
 

@@ -17,7 +17,6 @@ import os
 import pytest
 from scm_support import (
     close_all,
-    dgram_pair,
     lowest_free_fd,
     message,
     open_fd_count,
@@ -39,7 +38,6 @@ from rawsys import (
     SOL_SOCKET,
     c_int,
     cmsghdr,
-    pipe2,
     setsockopt,
     sizeof,
     ucred,
@@ -48,21 +46,6 @@ from rawsys import (
 pytestmark = pytest.mark.usefixtures("fd_leak_check")
 
 INT = sizeof(c_int)
-
-
-@pytest.fixture
-def pair():
-    a, b = dgram_pair()
-    yield a, b
-    close_all([a, b])
-
-
-@pytest.fixture
-def pipe():
-    fds = (c_int * 2)()
-    assert pipe2(fds, 0) == 0
-    yield fds[0], fds[1]
-    close_all([fds[0], fds[1]])
 
 
 def is_cloexec(fd: int) -> bool:

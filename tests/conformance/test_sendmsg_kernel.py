@@ -60,21 +60,6 @@ pytestmark = pytest.mark.usefixtures("fd_leak_check")
 NETLINK_ROUTE = 0  # <linux/netlink.h>
 
 
-@pytest.fixture
-def pair():
-    a, b = dgram_pair()
-    yield a, b
-    close_all([a, b])
-
-
-@pytest.fixture
-def pipe():
-    fds = (c_int * 2)()
-    assert pipe2(fds, 0) == 0
-    yield fds[0], fds[1]
-    close_all([fds[0], fds[1]])
-
-
 def assert_errno(result: tuple[int, int], expected: int) -> None:
     ret, err = result
     assert ret == -1, f"sendmsg succeeded ({ret}); expected {errname(expected)}"
