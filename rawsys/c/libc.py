@@ -325,14 +325,44 @@ def shutdown(sockfd: Any, how: int) -> int:
     return int(_c("shutdown")(fileno(sockfd), _c_int(how, "how")))
 
 
+_sendmsg_fast = LIBC_FAST["sendmsg"]
+_recvmsg_fast = LIBC_FAST["recvmsg"]
+
+
+def _plain_msghdr_ref(msg: Any) -> Any:
+    """``byref`` to *msg* when it is a msghdr (or byref of one) owning its memory
+    and nothing was set through the helpers; else ``None`` (the checked path)."""
+    cls = type(msg)
+    if cls is _CArgObject:
+        target = typing.cast(Any, msg)._obj
+        if type(target) is msghdr and target._b_base_ is None and (
+                "_rawsys_keep" not in target.__dict__):
+            return msg  # byref(msg) or byref(msg, offset): passed on as it is
+    elif cls is msghdr and msg._b_base_ is None and "_rawsys_keep" not in msg.__dict__:
+        return ctypes.byref(msg)
+    return None
+
+
 def sendmsg(sockfd: Any, msg: Any, flags: int) -> int:
     """``ssize_t sendmsg(int sockfd, const struct msghdr *msg, int flags);``"""
+    if (type(sockfd) is int and _INT_MIN <= sockfd <= _INT_MAX and type(flags) is int
+            and _INT_MIN <= flags <= _INT_MAX):
+        ref = _plain_msghdr_ref(msg)
+        if ref is not None:  # the common case, unprototyped: see LIBC_FAST
+            result: int = _sendmsg_fast(sockfd, ref, flags)
+            return result
     return int(_c("sendmsg")(fileno(sockfd), _pointer_to(msg, msghdr, "msg"),
                              _c_int(flags, "flags")))
 
 
 def recvmsg(sockfd: Any, msg: Any, flags: int) -> int:
     """``ssize_t recvmsg(int sockfd, struct msghdr *msg, int flags);``"""
+    if (type(sockfd) is int and _INT_MIN <= sockfd <= _INT_MAX and type(flags) is int
+            and _INT_MIN <= flags <= _INT_MAX):
+        ref = _plain_msghdr_ref(msg)
+        if ref is not None:  # nothing helper-set to check; unprototyped: see LIBC_FAST
+            result: int = _recvmsg_fast(sockfd, ref, flags)
+            return result
     _check_recv_msghdr(msg)
     return int(_c("recvmsg")(fileno(sockfd), _pointer_to(msg, msghdr, "msg"),
                              _c_int(flags, "flags")))
