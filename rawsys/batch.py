@@ -44,7 +44,7 @@ from rawsys.c.constants import (
     SCM_RIGHTS,
     SOL_SOCKET,
 )
-from rawsys.c.libc import LIBC
+from rawsys.c.libc import LIBC_FAST
 from rawsys.c.structs import iovec, mmsghdr, msghdr
 from rawsys.control import HDR_SIZE, fds_in
 from rawsys.errors import ControlTruncatedError, Received
@@ -56,8 +56,9 @@ from rawsys.fds import (
     rights_struct,
 )
 
-_sendmmsg = LIBC["sendmmsg"]
-_recvmmsg = LIBC["recvmmsg"]
+# Unprototyped (see LIBC_FAST): only checked C ints, prebuilt byref()s and None.
+_sendmmsg = LIBC_FAST["sendmmsg"]
+_recvmmsg = LIBC_FAST["recvmmsg"]
 _get_errno = ctypes.get_errno
 _CLOEXEC = int(MSG_CMSG_CLOEXEC)
 _CTRUNC = int(MSG_CTRUNC)
@@ -119,12 +120,13 @@ class _SendBatch:
     """
 
     __slots__ = ("count", "mm", "mm_ba", "mm_q", "iov_ba", "iov_q", "data", "data_addr",
-                 "ctrl", "ctrl_i", "ctrl_addr", "ones", "last_lens", "keep")
+                 "ctrl", "ctrl_i", "ctrl_addr", "ones", "last_lens", "keep", "mm_ref")
 
     def __init__(self, count: int, ctrl_size: int, data_size: int) -> None:
         self.count = count
         self.mm_ba = bytearray(_MM * count)
         self.mm = (mmsghdr * count).from_buffer(self.mm_ba)
+        self.mm_ref = ctypes.byref(self.mm)
         self.mm_q = memoryview(self.mm_ba).cast("Q")
         self.iov_ba = bytearray(ctypes.sizeof(iovec) * count)
         iov_array = (iovec * count).from_buffer(self.iov_ba)
@@ -219,9 +221,9 @@ def send_fds_batch(sock: Any, items: Iterable[Tuple[Iterable[Any], Iterable[int]
             _layout_general(state, fdls, nfds)
         waiter: Waiter | None = None
         while True:
-            sent = _sendmmsg(fd, state.mm, n, flags)
+            sent: int = _sendmmsg(fd, state.mm_ref, n, flags)
             if sent >= 0:
-                return int(sent)
+                return sent
             waiter = handle_errno(_get_errno(), sock, fd, flags, True, waiter)
     finally:
         if len(state.data) <= _POOLED_BYTES:
@@ -260,7 +262,7 @@ class _RecvBatch:
     """``count`` mmsghdrs with a data, control and name slot each, and a reset template."""
 
     __slots__ = ("count", "bufsize", "room", "stride", "mm", "mm_ba", "mm_i", "mm_u",
-                 "mm_q", "template", "data", "dview", "ctrl", "ctrl_i", "names", "keep")
+                 "mm_q", "template", "data", "dview", "ctrl", "ctrl_i", "names", "keep", "mm_ref")
 
     def __init__(self, count: int, bufsize: int, room: int) -> None:
         self.count = count
@@ -269,6 +271,7 @@ class _RecvBatch:
         self.stride = CMSG_ALIGN(room)
         self.mm_ba = bytearray(_MM * count)
         self.mm = (mmsghdr * count).from_buffer(self.mm_ba)
+        self.mm_ref = ctypes.byref(self.mm)
         self.data = bytearray(max(bufsize * count, 1))
         self.dview = memoryview(self.data)
         self.ctrl = bytearray(self.stride * count)
@@ -411,7 +414,7 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
     try:
         waiter: Waiter | None = None
         while True:
-            got = _recvmmsg(fd, state.mm, count, flags, None)
+            got: int = _recvmmsg(fd, state.mm_ref, count, flags, None)
             if got >= 0:
                 break
             waiter = handle_errno(_get_errno(), sock, fd, flags, False, waiter)
