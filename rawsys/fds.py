@@ -135,7 +135,7 @@ class _State:
     __slots__ = ("msg", "iov", "send_msg", "send_iov", "data", "view", "ctrl", "ctrl_i",
                  "send_ctrl", "send_fd", "name", "named", "keep", "data_cap", "msg_ba",
                  "msg_q", "msg_i", "msg_ref", "send_ref", "send_data", "send_layout",
-                 "recv_len")
+                 "recv_len", "plain_one", "plain_more")
 
     def __init__(self, data_cap: int = _DATA_CAP, ctrl_cap: int = _CTRL_CAP) -> None:
         self.data_cap = data_cap
@@ -181,6 +181,11 @@ class _State:
         # CMSG_SPACE(4); 0: no control data; -1: anything else.
         self.send_layout = -1
         self.recv_len = -1  # iov.iov_len
+        # msghdr bytes from msg_namelen to msg_flags after the usual reply --
+        # no address, MSG_CMSG_CLOEXEC echoed, one control message with one fd
+        # -- for maxfds 1 (controllen CMSG_LEN(4)) and more (CMSG_SPACE(4)).
+        self.plain_one = _plain_result(self.msg_ba, _LEN_RIGHTS1)
+        self.plain_more = _plain_result(self.msg_ba, _SPACE_RIGHTS1)
 
     def layout_one(self) -> None:
         """A one-fd SCM_RIGHTS header in ``send_ctrl``; the fd goes in ``send_fd``."""
@@ -208,6 +213,15 @@ if _CONTROLLEN_AT % 8 or _FLAGS_AT != _CONTROLLEN_AT + 8:  # pragma: no cover
     raise ImportError("unexpected struct msghdr layout")
 _FD1_I = HDR_SIZE // 4  # int index of the fd in a one-fd control message
 _NOT_CLOEXEC = ~_CLOEXEC
+
+
+def _plain_result(msg_ba: bytearray, controllen: int) -> bytes:
+    result = bytearray(msg_ba[_NAMELEN_AT : _FLAGS_AT + 4])  # the pointers stay as they are
+    struct.pack_into("=I", result, 0, 0)
+    struct.pack_into("=Qi", result, _CONTROLLEN_AT - _NAMELEN_AT, controllen, _CLOEXEC)
+    return bytes(result)
+
+
 _HDR_RIGHTS1 = _RIGHTS1.pack(_LEN_RIGHTS1, _SOL_SOCKET, _SCM_RIGHTS, 0)[:HDR_SIZE]
 
 
@@ -507,6 +521,14 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
             while received < 0:
                 waiter = handle_errno(_get_errno(), sock, fd, flags, False, waiter)
                 received = _recvmsg_fast(fd, state.msg_ref, flags)
+        if added and state.msg_ba.startswith(
+                state.plain_one if maxfds == 1 else state.plain_more, _NAMELEN_AT) and (
+                state.ctrl.startswith(_HDR_RIGHTS1)):
+            # The usual reply, recognised by two byte compares: one fd, flags 0.
+            if received == 1 and bufsize:
+                return _BYTE[state.data[0]], [state.ctrl_i[_FD1_I]], 0, None
+            data = state.view[: received if received <= bufsize else bufsize].tobytes()
+            return data, [state.ctrl_i[_FD1_I]], 0, None
         namelen, used, msg_flags = _unpack_result(state.msg_ba, _RESULT_AT)
         if used:
             ctrl = state.ctrl
