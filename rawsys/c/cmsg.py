@@ -19,6 +19,7 @@ import struct
 from ctypes import POINTER, c_size_t, c_ubyte, sizeof
 from typing import Any, Union
 
+from rawsys.c.buffers import _CArgObject
 from rawsys.c.structs import cmsghdr, msghdr
 
 _SIZE_T_BYTES = sizeof(c_size_t)
@@ -88,6 +89,10 @@ def _msghdr_of(msg: MsgArg) -> msghdr:
 
 
 def _cmsg_address(cmsg: CmsgArg) -> int:
+    if type(cmsg) is _CArgObject:  # byref(cmsg), the C idiom's &cmsg: checked first
+        target = getattr(cmsg, "_obj", None)
+        if isinstance(target, cmsghdr):
+            return ctypes.addressof(target)
     if isinstance(cmsg, cmsghdr):
         return ctypes.addressof(cmsg)
     if isinstance(cmsg, ctypes._Pointer) and cmsg._type_ is cmsghdr:
