@@ -71,6 +71,7 @@ struct span_scratch {
     struct fd_table table;
     u8 file[MAX_SPAN];
     u8 inode[MAX_SPAN];
+    u8 fdt[MAX_SPAN];
 };
 BPF_PERCPU_ARRAY(spans, struct span_scratch, 1);
 #define SPAN_GET(buf, span, off, dst) \
@@ -115,6 +116,33 @@ static __always_inline const struct fd_table *current_fd_table(void)
     t->max_fds = btf_u32(fdt, OFF_FDTABLE_MAX_FDS);
     t->fd_array = btf_u64(fdt, OFF_FDTABLE_FD);
     t->close_on_exec = btf_u64(fdt, OFF_FDTABLE_CLOSE_ON_EXEC);
+    return t;
+}
+
+/* The same with helper reads, for the paths with loops over many messages or
+ * fds: there the verifier re-checks BTF-typed loads against the kernel's BTF
+ * on every walk, which costs start-up time (tens of ms per program). */
+static __always_inline const struct fd_table *current_fd_table_read(void)
+{
+    u64 task = bpf_get_current_task();
+    u64 files = 0, fdt = 0;
+    int zero = 0;
+    struct span_scratch *sp = spans.lookup(&zero);
+    if (!sp)
+        return 0;
+    struct fd_table *t = &sp->table;
+    t->fd_array = 0;
+    t->close_on_exec = 0;
+    t->max_fds = 0;
+    if (bpf_probe_read_kernel(&files, sizeof(files), (void *)task + OFF_TASK_STRUCT_FILES) || !files)
+        return t;
+    if (bpf_probe_read_kernel(&fdt, sizeof(fdt), (void *)files + OFF_FILES_STRUCT_FDT) || !fdt)
+        return t;
+    if (bpf_probe_read_kernel(sp->fdt, SPAN_FDTABLE_LEN, (void *)fdt + SPAN_FDTABLE_LO))
+        return t;
+    SPAN_GET(sp->fdt, FDTABLE, OFF_FDTABLE_MAX_FDS, t->max_fds);
+    SPAN_GET(sp->fdt, FDTABLE, OFF_FDTABLE_FD, t->fd_array);
+    SPAN_GET(sp->fdt, FDTABLE, OFF_FDTABLE_CLOSE_ON_EXEC, t->close_on_exec);
     return t;
 }
 

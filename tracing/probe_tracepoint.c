@@ -40,19 +40,31 @@ static __always_inline int stash_send(u32 tid, u64 hdr, s32 sock, u32 flags)
             return 0;
         }
     }
-    const struct fd_table *t = current_fd_table();
-    if (!t)
-        return 0;
-#pragma clang loop unroll(disable)
-    for (u32 i = 0; i < FD_SLOTS; i++) {
-        if (i >= n)
-            break;
-        OPAQUE(i);
+    if (n == 1 && seen == 1) {
+        /* The usual one-fd message: the fd table through BTF-typed loads. */
+        const struct fd_table *t1 = current_fd_table();
+        if (!t1)
+            return 0;
         u32 fl = 0;
-        s32 fd = s->fds[i];
-        sf->fds[i] = fd;
-        sf->files[i] = resolve_fd(t, fd, &fl);
-        sf->fd_flags[i] = fl;
+        s32 fd = s->fds[0];
+        sf->fds[0] = fd;
+        sf->files[0] = resolve_fd(t1, fd, &fl);
+        sf->fd_flags[0] = fl;
+    } else {
+        const struct fd_table *t = current_fd_table_read();
+        if (!t)
+            return 0;
+#pragma clang loop unroll(disable)
+        for (u32 i = 0; i < FD_SLOTS; i++) {
+            if (i >= n)
+                break;
+            OPAQUE(i);
+            u32 fl = 0;
+            s32 fd = s->fds[i];
+            sf->fds[i] = fd;
+            sf->files[i] = resolve_fd(t, fd, &fl);
+            sf->fd_flags[i] = fl;
+        }
     }
     sf->sock = sock;
     sf->flags = flags;

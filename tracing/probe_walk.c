@@ -90,7 +90,7 @@ static __always_inline int collect_single_fd(struct fd_scratch *s, u64 control, 
 static __always_inline void resolve_into(struct fd_event *ev, const struct fd_scratch *s, u32 n,
                                          const u32 max)
 {
-    const struct fd_table *t = current_fd_table();
+    const struct fd_table *t = current_fd_table_read();
     if (!t)
         return;
     if (n > max)

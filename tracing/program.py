@@ -263,6 +263,7 @@ _KPROBE_READS: tuple[tuple[str, int], ...] = (
 _SPANS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
     ("FILE", (("file.f_inode", 8), ("file.f_count", 8), ("file.f_path.dentry", 8))),
     ("INODE", (("inode.i_ino", 8), ("inode.i_mode", 2))),
+    ("FDTABLE", (("fdtable.max_fds", 4), ("fdtable.fd", 8), ("fdtable.close_on_exec", 8))),
 )
 MAX_SPAN = 512  # bytes of per-CPU scratch per span
 
