@@ -362,9 +362,9 @@ def _all_plain(state: _RecvBatch, got: int, added: int, bufsize: int) -> List[Re
                 or ctrl_i[2:end:step] != _filled("i", _SOL_SOCKET, got)
                 or ctrl_i[3:end:step] != _filled("i", _SCM_RIGHTS, got)):
             return None
-        fdls: List[List[int]] = [[fd] for fd in ctrl_i[_FD1_I : _FD1_I + end : step].tolist()]
+        ones: List[int] | None = ctrl_i[_FD1_I : _FD1_I + end : step].tolist()
     elif used == _filled("Q", 0, got):
-        fdls = [[] for _ in range(got)]
+        ones = None
     else:
         return None
     lens = state.mm_u[_MSGLEN_I : _MSGLEN_I + _MM_I * got : _MM_I]
@@ -374,7 +374,9 @@ def _all_plain(state: _RecvBatch, got: int, added: int, bufsize: int) -> List[Re
     else:
         starts = range(0, bufsize * got, bufsize)
         datas = list(map(blob.__getitem__, map(slice, starts, map(add, starts, lens.tolist()))))
-    return list(zip(datas, fdls, repeat(0, got), repeat(None, got)))
+    if ones is not None:  # each tuple and its one-fd list made in one loop
+        return [(data, [fd], 0, None) for data, fd in zip(datas, ones)]
+    return list(zip(datas, ([] for _ in range(got)), repeat(0, got), repeat(None, got)))
 
 
 def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int = 0, *,
