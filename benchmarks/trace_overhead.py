@@ -253,7 +253,9 @@ def main() -> int:
         print("every run, in order:")
         for i, x in enumerate(runs, 1):
             print(f"  run {i}: ratio {x['ratio']:.2f}  start-up {x['startup']:.2f} s  "
-                  f"lost {int(x['lost'])}  events {int(x['seen'])}/{int(x['expected'])}")
+                  f"lost {int(x['lost'])}  events {int(x['seen'])}/{int(x['expected'])}  "
+                  f"(untraced {count / x['before']:.0f} / {count / x['after']:.0f}, "
+                  f"traced {count / x['traced']:.0f} transfers/s)")
     return 0
 
 
