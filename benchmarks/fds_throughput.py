@@ -35,20 +35,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from ctypes import POINTER, Union, addressof, byref, c_char, c_int, c_ubyte, cast, pointer, sizeof
+from ctypes import POINTER, addressof, byref, c_char, c_int, cast, pointer, sizeof
+from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
 import rawsys
 from rawsys import (
     CMSG_DATA,
     CMSG_LEN,
-    CMSG_SPACE,
-    NULL,
-    cmsghdr,
     iovec,
     msghdr,
-    recvmsg,
-    sendmsg,
 )
 from rawsys.c.constants import SCM_RIGHTS, SOL_SOCKET
 
@@ -195,52 +191,12 @@ int main(int argc, char **argv)
 
 
 # --- seed 003 ported line by line onto the C layer (structs built every call) -------
-
-class control_union(Union):
-    """``union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr cmsg; }`` (unsigned char
-    here: a ctypes char array reads back as bytes, not as memory)."""
-
-    _fields_ = [("buf", c_ubyte * CMSG_SPACE(sizeof(c_int))), ("cmsg", cmsghdr)]
-
-
-def literal_send_fd(fd: int, fd_to_send: int) -> int:
-    msg = msghdr()
-    iobuf = (c_char * 1)()
-    io = iovec(addressof(iobuf), sizeof(iobuf))
-    u = control_union()
-
-    u.cmsg.cmsg_level = SOL_SOCKET
-    u.cmsg.cmsg_type = SCM_RIGHTS
-    u.cmsg.cmsg_len = CMSG_LEN(sizeof(c_int))
-    cast(CMSG_DATA(byref(u.cmsg)), POINTER(c_int))[0] = fd_to_send  # Initialize the payload
-
-    msg.msg_name = NULL
-    msg.msg_namelen = 0
-    msg.msg_iov = pointer(io)
-    msg.msg_iovlen = 1
-    msg.msg_control = addressof(u.buf)
-    msg.msg_controllen = sizeof(u.buf)
-
-    return sendmsg(fd, byref(msg), 0)
-
-
-def literal_recv_fd(fd: int) -> int:
-    msg = msghdr()
-    iobuf = (c_char * 1)()
-    io = iovec(addressof(iobuf), sizeof(iobuf))
-    u = control_union()
-
-    msg.msg_name = NULL
-    msg.msg_namelen = 0
-    msg.msg_iov = pointer(io)
-    msg.msg_iovlen = 1
-    msg.msg_control = addressof(u.buf)
-    msg.msg_controllen = sizeof(u.buf)
-
-    if recvmsg(fd, byref(msg), 0) < 0:
-        return -1
-    return int(cast(CMSG_DATA(byref(u.cmsg)), POINTER(c_int))[0])
-
+# The literal port is the one in examples/: the benchmark measures the very code a
+# reader of the seed runs.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from send_fd_fork import control_buffer as control_union  # noqa: E402
+from send_fd_fork import recv_fd as literal_recv_fd  # noqa: E402
+from send_fd_fork import send_fd as literal_send_fd  # noqa: E402
 
 # --- the contestants --------------------------------------------------------------
 
