@@ -44,6 +44,7 @@ struct sent_files {
 struct fd_scratch {
     s32 fds[FD_ARRAY_LEN];
     u8 chunk[CMSG_LEN_ONE_FD]; /* a cmsghdr and its one fd, read at once */
+    u8 window[2 * USER_WINDOW_LEN]; /* user memory around a msghdr (masked offsets) */
 };
 
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);

@@ -17,12 +17,12 @@ static __always_inline int stash_send(u32 tid, u64 hdr, s32 sock, u32 flags)
     u32 seen = 0;
     int zero = 0;
     u32 msg_flags = 0;
-    read_user_msghdr(hdr, &control, &controllen, &msg_flags);
     struct fd_scratch *s = fd_scratch.lookup(&zero);
     if (!s)
         return 0;
+    int have_chunk = read_user_msghdr_near(s, hdr, &control, &controllen, &msg_flags);
     u32 n;
-    if (collect_single_fd(s, control, controllen, 1))
+    if (collect_single_fd(s, control, controllen, 1, have_chunk))
         n = seen = 1;
     else
         n = collect_fds(s, control, controllen, 1, &seen);

@@ -25,6 +25,52 @@ static __always_inline void read_user_msghdr(u64 hdr, u64 *control, u64 *control
                      sizeof(*msg_flags));
 }
 
+/* read_user_msghdr(), and in the same user read the first CMSG_LEN_ONE_FD
+ * bytes of the control buffer when it lies near the msghdr (C programs keep
+ * both on the stack): the window read is bounded by the msghdr's own page,
+ * so it cannot fault where the exact read would not.  Returns 1 when
+ * s->chunk holds those control bytes, 0 when they must be read apart. */
+static __always_inline int read_user_msghdr_near(struct fd_scratch *s, u64 hdr, u64 *control,
+                                                 u64 *controllen, u32 *msg_flags)
+{
+    u64 at = hdr + USER_MSGHDR_CONTROL;
+    u64 page = at & ~(u64)(USER_PAGE_SIZE - 1);
+    u64 lo = at - USER_WINDOW_BEFORE;
+    if (at < USER_WINDOW_BEFORE || lo < page)
+        lo = page;
+    u64 hi = lo + USER_WINDOW_LEN;
+    if (hi > page + USER_PAGE_SIZE)
+        hi = page + USER_PAGE_SIZE;
+    if (at + USER_MSGHDR_SPAN_LEN > hi) {
+        read_user_msghdr(hdr, control, controllen, msg_flags);
+        return 0;
+    }
+    u32 len = (u32)(hi - lo);
+    OPAQUE(len);
+    len &= 2 * USER_WINDOW_LEN - 1;
+    if (bpf_probe_read_user(s->window, len, (void *)lo)) {
+        read_user_msghdr(hdr, control, controllen, msg_flags);
+        return 0;
+    }
+    u32 o = (u32)(at - lo);
+    OPAQUE(o);
+    o &= USER_WINDOW_LEN - 1;
+    __builtin_memcpy(control, s->window + o, sizeof(*control));
+    __builtin_memcpy(controllen, s->window + o + (USER_MSGHDR_CONTROLLEN - USER_MSGHDR_CONTROL),
+                     sizeof(*controllen));
+    __builtin_memcpy(msg_flags, s->window + o + (USER_MSGHDR_FLAGS - USER_MSGHDR_CONTROL),
+                     sizeof(*msg_flags));
+    u64 c = *control;
+    /* hi >= at + USER_MSGHDR_SPAN_LEN: no wrap-around either way. */
+    if (c < lo || c > hi - CMSG_LEN_ONE_FD)
+        return 0;
+    u32 co = (u32)(c - lo);
+    OPAQUE(co);
+    co &= USER_WINDOW_LEN - 1;
+    __builtin_memcpy(s->chunk, s->window + co, CMSG_LEN_ONE_FD);
+    return 1;
+}
+
 /* SCM_RIGHTS fd numbers of one control buffer into s; returns how many were
  * stored (at most FD_SLOTS); *seen gets how many the messages declared. */
 static __always_inline u32 collect_fds(struct fd_scratch *s, u64 control, u64 controllen,
@@ -69,13 +115,13 @@ static __always_inline u32 collect_fds(struct fd_scratch *s, u64 control, u64 co
 /* The usual message, one SCM_RIGHTS header with one fd and nothing after it,
  * in one read instead of two: 1 if it was that (the fd is then s->fds[0]). */
 static __always_inline int collect_single_fd(struct fd_scratch *s, u64 control, u64 controllen,
-                                             int user)
+                                             int user, int have_chunk)
 {
     u64 len = 0;
     s32 level = 0, type = 0;
     if (!control || controllen < CMSG_LEN_ONE_FD || controllen > CMSG_SPACE_ONE_FD)
         return 0;
-    if (read_mem(s->chunk, sizeof(s->chunk), control, user))
+    if (!have_chunk && read_mem(s->chunk, sizeof(s->chunk), control, user))
         return 0;
     __builtin_memcpy(&len, s->chunk, sizeof(len));
     __builtin_memcpy(&level, s->chunk + sizeof(len), sizeof(level));
@@ -118,11 +164,15 @@ static __always_inline void emit_user_msghdr(u32 kind, const struct call_args *a
     u64 control = 0, controllen = 0;
     u32 msg_flags = 0, seen = 0;
     int zero = 0;
-    read_user_msghdr(hdr, &control, &controllen, &msg_flags);
     struct fd_scratch *s = fd_scratch.lookup(&zero);
     if (!s)
         return;
-    if (fast && collect_single_fd(s, control, controllen, 1)) {
+    int have_chunk = 0;
+    if (fast)
+        have_chunk = read_user_msghdr_near(s, hdr, &control, &controllen, &msg_flags);
+    else
+        read_user_msghdr(hdr, &control, &controllen, &msg_flags);
+    if (fast && collect_single_fd(s, control, controllen, 1, have_chunk)) {
         /* The usual one-fd message: the event is written in place in the ring. */
         struct fd_event *one = new_event_one(kind, a, ret, index);
         if (!one)

@@ -17,6 +17,7 @@ kernel drops unwanted events before they reach the ring buffer.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import re
 import stat
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ RING_PAGES_DEFAULT = 16384  # 64 MiB with 4 KiB pages: a burst of ~450k events w
 RING_WAKEUP_EVENTS = 256  # events per CPU between two wake-ups of the reader
 MAX_INFLIGHT = 4096  # threads inside a traced syscall at the same time
 MAX_SENDING = 1024  # of which inside sendmsg with fds (4 KiB of fd/file slots each)
+USER_WINDOW_LEN = 256  # bytes around a user msghdr read at once (a power of two)
 MAX_FILTER_IDS = 1024  # PIDs (and TIDs) one session can filter on
 PID_MAX_LIMIT = 1 << 22  # include/linux/threads.h, PID_MAX_LIMIT on 64-bit
 
@@ -201,6 +203,11 @@ def _constant_defines() -> dict[str, int]:
         # msg_control, msg_controllen and msg_flags are read in one go.
         "USER_MSGHDR_SPAN_LEN": _offset(msghdr, "msg_flags") + ctypes.sizeof(ctypes.c_int)
         - _offset(msghdr, "msg_control"),
+        # One user read of the msghdr's page-bounded neighbourhood also gets a
+        # control buffer kept next to it (C programs keep both on the stack).
+        "USER_PAGE_SIZE": mmap.PAGESIZE,
+        "USER_WINDOW_LEN": USER_WINDOW_LEN,
+        "USER_WINDOW_BEFORE": USER_WINDOW_LEN // 2,
         "USER_MMSGHDR_SIZE": ctypes.sizeof(mmsghdr),
         "USER_MMSGHDR_LEN": _offset(mmsghdr, "msg_len"),
         "CMSG_HDR_LEN": CMSG_LEN(0),
