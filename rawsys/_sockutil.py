@@ -16,12 +16,12 @@ import select
 import socket as _pysocket
 import struct
 import time
-from ctypes import byref, c_int
+from ctypes import addressof, byref, c_int, pointer
 from typing import Any
 
 from rawsys.c.constants import AF_INET, AF_INET6, AF_UNIX, MSG_DONTWAIT, SOL_SOCKET
 from rawsys.c.libc import LIBC
-from rawsys.c.structs import socklen_t
+from rawsys.c.structs import iovec, msghdr, socklen_t
 
 SO_DOMAIN: int = _pysocket.SO_DOMAIN
 # sizeof(struct sockaddr_storage) (<bits/socket.h>): room for any address.
@@ -205,3 +205,52 @@ __all__ = [
     "family_of", "timeout_of", "Waiter", "handle_errno", "encode_address", "decode_address",
     "close_quietly",
 ]
+
+
+def fd_and_flags(sock: Any, flags: Any) -> tuple[int, int]:
+    """The fd of *sock* (an int or anything with ``fileno()``) and *flags*, both C ints.
+
+    Out-of-range values raise ``OverflowError``, wrong types ``TypeError``.
+    """
+    if type(sock) is int and INT_MIN <= sock <= INT_MAX:
+        fd = sock
+    else:
+        try:
+            fd = sock.fileno()
+        except AttributeError:
+            fd = fileno(sock)  # raises the TypeError or OverflowError
+        if type(fd) is not int:
+            fd = fileno(sock)
+    if flags and (type(flags) is not int or not INT_MIN <= flags <= INT_MAX):
+        flags = c_int_arg(flags, "flags")
+    return fd, flags
+
+
+def sendmsg_once(sock: Any, fd: int, data: bytes, ctrl: bytes, address: Any,
+                 flags: int) -> int:
+    """One ``sendmsg`` of *data* with control bytes *ctrl*, on buffers built for this call.
+
+    For the uncommon sends (any control data, oversized fd lists); retries
+    ``EINTR`` and honours socket timeouts like the pooled paths.
+    """
+    data_c = ctypes.create_string_buffer(data, len(data))
+    ctrl_c = ctypes.create_string_buffer(ctrl, len(ctrl))
+    iov = iovec(addressof(data_c), len(data))
+    msg = msghdr()
+    msg.msg_iov = pointer(iov)
+    msg.msg_iovlen = 1
+    if ctrl:
+        msg.msg_control = addressof(ctrl_c)
+        msg.msg_controllen = len(ctrl)
+    name_c = None
+    if address is not None:
+        name = encode_address(family_of(sock, fd), address)
+        name_c = ctypes.create_string_buffer(name, len(name))
+        msg.msg_name = addressof(name_c)
+        msg.msg_namelen = len(name)
+    waiter: Waiter | None = None
+    while True:
+        sent = LIBC["sendmsg"](fd, msg, flags)
+        if sent >= 0:
+            return int(sent)
+        waiter = handle_errno(ctypes.get_errno(), sock, fd, flags, True, waiter)

@@ -33,17 +33,15 @@ from ctypes import addressof, byref, c_char, pointer
 from typing import Any, Dict, Iterable, List
 
 from rawsys._sockutil import (
-    INT_MAX,
-    INT_MIN,
     SOCKADDR_STORAGE_SIZE,
     Waiter,
-    c_int_arg,
     close_quietly,
     decode_address,
     encode_address,
     family_of,
-    fileno,
+    fd_and_flags,
     handle_errno,
+    sendmsg_once,
 )
 from rawsys.c.cmsg import CMSG_LEN, CMSG_SPACE
 from rawsys.c.constants import (
@@ -317,17 +315,7 @@ def send_fds(sock: Any, buffers: Iterable[Any], fds: Iterable[int], flags: int =
 def _send_fds_general(sock: Any, buffers: Iterable[Any], fds: Iterable[int], flags: int,
                       address: Any) -> int:
     """``send_fds`` for every case: any fd argument, any iterable of fds, an address."""
-    if type(sock) is int and INT_MIN <= sock <= INT_MAX:
-        fd = sock
-    else:
-        try:
-            fd = sock.fileno()
-        except AttributeError:
-            fd = fileno(sock)  # raises the TypeError or OverflowError
-        if type(fd) is not int:
-            fd = fileno(sock)
-    if flags and (type(flags) is not int or not INT_MIN <= flags <= INT_MAX):
-        flags = c_int_arg(flags, "flags")
+    fd, flags = fd_and_flags(sock, flags)
     data = b"".join(buffers)
     if type(fds) is not list and type(fds) is not tuple:
         fds = list(fds)
@@ -363,7 +351,7 @@ def _send_fds_general(sock: Any, buffers: Iterable[Any], fds: Iterable[int], fla
                 raise _fd_array_error(fds) from None
             msg.msg_controllen = _SEND_SPACE[nfds]
         else:
-            return _send_big_control(fd, sock, msg, fds, flags, address)
+            return _send_big_control(fd, sock, data, fds, flags, address)
         if address is not None:
             name = encode_address(family_of(sock, fd), address)
             state.name[: len(name)] = name
@@ -401,7 +389,7 @@ def _no_rights() -> FdPassingUnsupportedError:
     )
 
 
-def _send_big_control(fd: int, sock: Any, pooled: msghdr, fds: Any, flags: int,
+def _send_big_control(fd: int, sock: Any, data: bytes, fds: Any, flags: int,
                       address: Any) -> int:
     """More fds than fit the pooled control buffer: let the kernel say no (``EINVAL``)."""
     nfds = len(fds)
@@ -411,24 +399,7 @@ def _send_big_control(fd: int, sock: Any, pooled: msghdr, fds: Any, flags: int,
                                       *fds)
     except struct.error:
         raise _fd_array_error(fds) from None
-    ctrl_c = (c_char * len(ctrl)).from_buffer(ctrl)
-    msg = msghdr()
-    msg.msg_iov = pooled.msg_iov
-    msg.msg_iovlen = 1
-    msg.msg_control = addressof(ctrl_c)
-    msg.msg_controllen = len(ctrl)
-    name_c = None
-    if address is not None:
-        name = encode_address(family_of(sock, fd), address)
-        name_c = ctypes.create_string_buffer(name, len(name))
-        msg.msg_name = addressof(name_c)
-        msg.msg_namelen = len(name)
-    waiter: Waiter | None = None
-    while True:
-        sent = _sendmsg(fd, msg, flags)
-        if sent >= 0:
-            return int(sent)
-        waiter = handle_errno(_get_errno(), sock, fd, flags, True, waiter)
+    return sendmsg_once(sock, fd, data, bytes(ctrl), address, flags)
 
 
 def _check_recv_args(bufsize: Any, maxfds: Any) -> None:
@@ -567,17 +538,7 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
 def _recv_fds_general(sock: Any, bufsize: int, maxfds: int, flags: int,
                       cloexec: bool) -> Received:
     """``recv_fds`` for every case: any fd argument, out-of-range sizes, a big buffer."""
-    if type(sock) is int and INT_MIN <= sock <= INT_MAX:
-        fd = sock
-    else:
-        try:
-            fd = sock.fileno()
-        except AttributeError:
-            fd = fileno(sock)  # raises the TypeError or OverflowError
-        if type(fd) is not int:
-            fd = fileno(sock)
-    if flags and (type(flags) is not int or not INT_MIN <= flags <= INT_MAX):
-        flags = c_int_arg(flags, "flags")
+    fd, flags = fd_and_flags(sock, flags)
     if type(maxfds) is not int or type(bufsize) is not int or not (
             0 <= maxfds <= SCM_MAX_FD) or bufsize < 0:
         _check_recv_args(bufsize, maxfds)

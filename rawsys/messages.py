@@ -25,10 +25,9 @@ from rawsys._sockutil import (
     c_int_arg,
     close_quietly,
     decode_address,
-    encode_address,
-    family_of,
     fileno,
     handle_errno,
+    sendmsg_once,
 )
 from rawsys.c.cmsg import CMSG_LEN, CMSG_SPACE
 from rawsys.c.constants import MSG_CMSG_CLOEXEC, MSG_CTRUNC, SCM_MAX_FD
@@ -96,27 +95,7 @@ def send_message(sock: Any, buffers: Iterable[Any], control: Sequence[ControlMes
     flags = c_int_arg(flags, "flags")
     data = b"".join(buffers)
     ctrl = build_control(list(control))
-    data_c = ctypes.create_string_buffer(data, len(data))
-    ctrl_c = ctypes.create_string_buffer(ctrl, len(ctrl))
-    iov = iovec(addressof(data_c), len(data))
-    msg = msghdr()
-    msg.msg_iov = pointer(iov)
-    msg.msg_iovlen = 1
-    if ctrl:
-        msg.msg_control = addressof(ctrl_c)
-        msg.msg_controllen = len(ctrl)
-    name_c = None
-    if address is not None:
-        name = encode_address(family_of(sock, fd), address)
-        name_c = ctypes.create_string_buffer(name, len(name))
-        msg.msg_name = addressof(name_c)
-        msg.msg_namelen = len(name)
-    waiter: Waiter | None = None
-    while True:
-        sent = _sendmsg(fd, msg, flags)
-        if sent >= 0:
-            return int(sent)
-        waiter = handle_errno(ctypes.get_errno(), sock, fd, flags, True, waiter)
+    return sendmsg_once(sock, fd, data, bytes(ctrl), address, flags)
 
 
 def recv_message(sock: Any, bufsize: int, maxfds: int = 0, flags: int = 0, *,
