@@ -640,6 +640,16 @@ MEMBER_REQUESTS: tuple[MemberRequest, ...] = (
     MemberRequest("msghdr.msg_control", "struct msghdr", ("msg_control",)),
     MemberRequest("msghdr.msg_controllen", "struct msghdr", ("msg_controllen",)),
     MemberRequest("msghdr.msg_flags", "struct msghdr", ("msg_flags",)),
+    # The user registers saved at syscall entry (struct pt_regs, per arch):
+    # the tracepoint backend reads a syscall's arguments there at sys_exit.
+    # x86-64 passes them in di, si, dx, r10, r8, r9; aarch64 in x0..x5, where
+    # x0 is overwritten by the return value and orig_x0 keeps the argument.
+    MemberRequest("pt_regs.di", "struct pt_regs", ("di",), required=False),
+    MemberRequest("pt_regs.si", "struct pt_regs", ("si",), required=False),
+    MemberRequest("pt_regs.dx", "struct pt_regs", ("dx",), required=False),
+    MemberRequest("pt_regs.r10", "struct pt_regs", ("r10",), required=False),
+    MemberRequest("pt_regs.orig_x0", "struct pt_regs", ("orig_x0",), required=False),
+    MemberRequest("pt_regs.regs", "struct pt_regs", ("regs",), required=False),
 )
 
 STRUCT_SIZE_REQUESTS: tuple[str, ...] = (

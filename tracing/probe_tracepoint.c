@@ -9,6 +9,9 @@
  * and the fds it installed are read back and resolved in the receiver's
  * table, with close-on-exec from the fdtable bitmap.  sendmmsg/recvmmsg: the
  * same per message of the mmsghdr vector, at exit (bounded by MAX_MMSG).
+ * Only sendmsg has an entry program: recvmsg, sendmmsg and recvmmsg take
+ * their arguments at exit from the registers the syscall entry saved
+ * (bpf_task_pt_regs()), which spares those calls a sys_enter program each.
  */
 
 static __always_inline int stash_send(u32 tid, u64 hdr, s32 sock, u32 flags)
@@ -73,49 +76,33 @@ static __always_inline int stash_send(u32 tid, u64 hdr, s32 sock, u32 flags)
     return 1;
 }
 
-static __always_inline int on_enter(u32 syscall, s32 sock, u64 msg, u64 vlen, u32 flags)
+/* The calling thread's syscall arguments, as saved at entry in its pt_regs
+ * (SYSCALL_ARG* offsets from BTF, per arch) and still there at sys_exit:
+ * recvmsg, sendmmsg and recvmmsg need no sys_enter program. */
+static __always_inline void syscall_args(struct call_args *a, u32 syscall)
 {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 tid = (u32)id;
-    if (!wanted(id))
-        return 0;
-    if (syscall == SYS_SENDMSG) {
-        stash_send(tid, msg, sock, flags); /* without SCM_RIGHTS: nothing to report */
-        return 0;
+    void *regs = (void *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    a->sock = (s32)btf_u64(regs, SYSCALL_ARG0);
+    a->msg = btf_u64(regs, SYSCALL_ARG1);
+    if (syscall == SYS_SENDMMSG || syscall == SYS_RECVMMSG) {
+        a->vlen = (u32)btf_u64(regs, SYSCALL_ARG2);
+        a->flags = (u32)btf_u64(regs, SYSCALL_ARG3);
+    } else {
+        a->vlen = 1;
+        a->flags = (u32)btf_u64(regs, SYSCALL_ARG2);
     }
-    struct call_args *a = calls.lookup(&tid);
-    if (!a) {
-        struct call_args fresh = {};
-        if (calls.update(&tid, &fresh) || !(a = calls.lookup(&tid))) {
-            count_lost(1);
-            return 0;
-        }
-    }
-    a->msg = msg;
-    a->vlen = vlen;
-    a->sock = sock;
-    a->flags = flags;
-    a->queued = 0;
-    a->scm_files = 0;
     a->syscall = syscall;
-    return 0;
 }
 
-/* The entry record of this thread's call, removed from the map; 0 if none. */
-static __always_inline int take_call(u32 syscall, struct call_args *out)
-{
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct call_args *p = calls.lookup(&tid);
-    if (!p || !p->syscall)
-        return 0;
-    __builtin_memcpy(out, p, sizeof(*out));
-    p->syscall = 0; /* consumed; the slot stays for the thread's next call */
-    return out->syscall == syscall;
-}
-
+/* Only sendmsg is probed at entry: its fds are resolved before the kernel
+ * takes them (a concurrent close must not be misreported). */
 TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
 {
-    return on_enter(SYS_SENDMSG, args->fd, (u64)args->msg, 1, args->flags);
+    u64 id = bpf_get_current_pid_tgid();
+    if (!wanted(id))
+        return 0;
+    stash_send((u32)id, (u64)args->msg, args->fd, args->flags); /* no SCM_RIGHTS: nothing kept */
+    return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
@@ -166,30 +153,22 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg)
-{
-    return on_enter(SYS_RECVMSG, args->fd, (u64)args->msg, 1, args->flags);
-}
-
 TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg)
 {
-    struct call_args a;
-    if (!take_call(SYS_RECVMSG, &a) || args->ret < 0)
+    if (args->ret < 0 || !wanted(bpf_get_current_pid_tgid()))
         return 0;
+    struct call_args a = {};
+    syscall_args(&a, SYS_RECVMSG);
     emit_user_msghdr(EV_RECV, &a, a.msg, args->ret, 0, FD_SLOTS, 1);
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg)
-{
-    return on_enter(SYS_SENDMMSG, args->fd, (u64)args->mmsg, args->vlen, args->flags);
-}
-
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg)
 {
-    struct call_args a;
-    if (!take_call(SYS_SENDMMSG, &a))
+    if (!wanted(bpf_get_current_pid_tgid()))
         return 0;
+    struct call_args a = {};
+    syscall_args(&a, SYS_SENDMMSG);
     s64 ret = args->ret;
     /* ret < 0: the first message failed; else ret messages were sent. */
     u64 count = ret < 0 ? 1 : (u64)ret;
@@ -209,16 +188,12 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmmsg)
-{
-    return on_enter(SYS_RECVMMSG, args->fd, (u64)args->mmsg, args->vlen, args->flags);
-}
-
 TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg)
 {
-    struct call_args a;
-    if (!take_call(SYS_RECVMMSG, &a) || args->ret <= 0)
+    if (args->ret <= 0 || !wanted(bpf_get_current_pid_tgid()))
         return 0;
+    struct call_args a = {};
+    syscall_args(&a, SYS_RECVMMSG);
     u64 count = (u64)args->ret;
 #pragma clang loop unroll(disable)
     for (u32 i = 0; i < MAX_MMSG; i++) {

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 import re
 import stat
 from dataclasses import dataclass, field
@@ -322,8 +323,43 @@ def _kernel_defines(facts: Any, backend: str) -> dict[str, int]:
                 )
         out[f"OFF_{_ident(fact)}"] = int(facts.offset(fact))
     out.update(_span_defines(facts))
+    if backend == "tracepoint":
+        out.update(syscall_arg_defines(facts))
     member = facts.members["file.f_count"]
     out["FILE_REF_T"] = 1 if "file_ref" in member.type or member.member == "f_ref" else 0
+    return out
+
+
+# Where a syscall's first four arguments sit in the struct pt_regs saved at
+# entry, per architecture: (fact, bytes past that member).  The tracepoint
+# backend reads them at sys_exit through bpf_task_pt_regs() instead of probing
+# sys_enter too.  Offsets from BTF; aarch64's x0 holds the return value by
+# then, orig_x0 the first argument.
+SYSCALL_ARG_REGS: Mapping[str, tuple[tuple[str, int], ...]] = {
+    "x86_64": (("pt_regs.di", 0), ("pt_regs.si", 0), ("pt_regs.dx", 0), ("pt_regs.r10", 0)),
+    "aarch64": (("pt_regs.orig_x0", 0), ("pt_regs.regs", 8), ("pt_regs.regs", 16),
+                ("pt_regs.regs", 24)),
+}
+
+
+def syscall_arg_defines(facts: Any, machine: str | None = None) -> dict[str, int]:
+    """``SYSCALL_ARG0``..``SYSCALL_ARG3``: byte offsets of a syscall's arguments
+    in the kernel's ``struct pt_regs`` on *machine* (default: this one)."""
+    machine = machine or os.uname().machine
+    regs = SYSCALL_ARG_REGS.get(machine)
+    if regs is None:
+        raise ProgramError(
+            f"the tracepoint backend reads syscall arguments from the saved registers and "
+            f"knows them only on {', '.join(SYSCALL_ARG_REGS)}, not on {machine}"
+        )
+    out: dict[str, int] = {}
+    for i, (fact, extra) in enumerate(regs):
+        if fact not in facts.members:
+            raise ProgramError(f"kernel struct pt_regs has no {fact.split('.', 1)[1]} on {machine}")
+        size = int(facts.size(fact))
+        if extra + 8 > size:
+            raise ProgramError(f"kernel {fact} is {size} bytes, the probes read 8 at +{extra}")
+        out[f"SYSCALL_ARG{i}"] = int(facts.offset(fact)) + extra
     return out
 
 

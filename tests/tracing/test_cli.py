@@ -20,11 +20,15 @@ from typing import Callable, Iterator
 
 import pytest
 from tracing_helpers import (
+    TRACEPOINT_ATTACHMENTS,
+    TRACEPOINT_PROGRAMS,
     bpf_prog_ids,
+    bpf_prog_names,
     build_fdpass,
     own_bpf_prog_ids,
     parse_roles,
     require_live_tracing,
+    tracepoint_attachments,
     wait_gone,
 )
 
@@ -159,7 +163,12 @@ def test_json_stdout_is_only_events_and_sigterm_stops_cleanly(
         line = _wait_for_line(tracer, "Tracing")
         assert "backend" in line
         during = own_bpf_prog_ids(tracer.pid)
-        assert len(during) >= 8 and during <= bpf_prog_ids()
+        assert during <= bpf_prog_ids()
+        # sendmsg's entry and the exits of the four syscalls, each attached once
+        attached = tracepoint_attachments(tracer.pid)
+        assert set(attached) == during
+        assert sorted(attached.values()) == sorted(TRACEPOINT_ATTACHMENTS)
+        assert sorted(bpf_prog_names(during).values()) == sorted(TRACEPOINT_PROGRAMS)
         helper.stdin.write("go\n")
         helper.stdin.flush()
         plain = helper.stdout.readline().split()

@@ -16,7 +16,7 @@ import re
 from importlib import resources
 
 import pytest
-from tracing_helpers import require_live_tracing
+from tracing_helpers import TRACEPOINT_PROGRAMS, require_live_tracing
 
 from rawsys.c import constants
 from tracing import events, program
@@ -301,8 +301,9 @@ def test_tracepoint_programs_load_and_attach() -> None:
     b = bcc.BPF(text=render("tracepoint").encode())
     try:
         names = sorted(k.decode() for k in b.funcs)
-        assert len(names) == 8 and all(n.startswith("tracepoint__syscalls__sys_") for n in names)
-        assert b.num_open_tracepoints() == 8
+        # sendmsg at entry and exit; recvmsg, sendmmsg, recvmmsg at exit only
+        assert names == sorted(TRACEPOINT_PROGRAMS)
+        assert b.num_open_tracepoints() == len(TRACEPOINT_PROGRAMS)
     finally:
         b.cleanup()
 
@@ -345,3 +346,22 @@ def test_fentry_programs_compile_and_load_or_eperm() -> None:
         assert len(b.kfunc_exit_fds) + len(b.kfunc_entry_fds) >= 4
     finally:
         b.cleanup()
+
+
+def test_syscall_argument_registers_come_from_btf_per_arch() -> None:
+    """The tracepoint backend's SYSCALL_ARG* offsets: pt_regs members from BTF,
+    per architecture; any other architecture is refused with a clear error."""
+    import os
+
+    from tracing.btf import kernel_btf
+
+    facts = kernel_facts()
+    machine = os.uname().machine
+    if machine == "x86_64":
+        btf = kernel_btf()
+        want = [btf.offsetof("struct pt_regs", r) for r in ("di", "si", "dx", "r10")]
+        got = program.syscall_arg_defines(facts)
+        assert [got[f"SYSCALL_ARG{i}"] for i in range(4)] == want
+        assert "SYSCALL_ARG3" in render("tracepoint")
+    with pytest.raises(ProgramError, match="s390x"):
+        program.syscall_arg_defines(facts, "s390x")

@@ -22,11 +22,15 @@ from typing import Callable, Iterator
 
 import pytest
 from tracing_helpers import (
+    TRACEPOINT_ATTACHMENTS,
+    TRACEPOINT_PROGRAMS,
     bpf_prog_ids,
+    bpf_prog_names,
     build_fdpass,
     own_bpf_prog_ids,
     parse_roles,
     require_live_tracing,
+    tracepoint_attachments,
     wait_gone,
 )
 
@@ -509,8 +513,12 @@ def test_clean_stop_leaves_no_program() -> None:
     held = own_bpf_prog_ids()  # the module's session, if open
     with Session(pids=[os.getpid()]) as s:
         ours = own_bpf_prog_ids() - held
-        assert len(ours) >= 8  # enter and exit of four syscalls
+        # sendmsg's entry and the exits of the four syscalls, each attached once
+        attached = {i: tp for i, tp in tracepoint_attachments(os.getpid()).items() if i in ours}
+        assert set(attached) == ours
+        assert sorted(attached.values()) == sorted(TRACEPOINT_ATTACHMENTS)
         assert ours <= bpf_prog_ids()  # bpftool prog show lists them
+        assert sorted(bpf_prog_names(ours).values()) == sorted(TRACEPOINT_PROGRAMS)
         assert s.running
     assert own_bpf_prog_ids() == held
     left = wait_gone(ours)

@@ -42,6 +42,40 @@ def bpf_prog_ids() -> set[int]:
     return {int(p["id"]) for p in json.loads(out or "[]")}
 
 
+# The tracepoint backend's programs, each attached to the syscall tracepoint of
+# its name: sendmsg is probed at entry and exit, recvmsg, sendmmsg and recvmmsg
+# only at exit (their arguments read from the registers saved at entry).
+TRACEPOINT_ATTACHMENTS = frozenset({
+    "sys_enter_sendmsg",
+    "sys_exit_sendmsg",
+    "sys_exit_recvmsg",
+    "sys_exit_sendmmsg",
+    "sys_exit_recvmmsg",
+})
+TRACEPOINT_PROGRAMS = frozenset(f"tracepoint__syscalls__{tp}" for tp in TRACEPOINT_ATTACHMENTS)
+
+
+def tracepoint_attachments(pid: int) -> dict[int, str]:
+    """prog_id -> syscall tracepoint, for each tracepoint a process holds a
+    BPF program attached to (``bpftool perf show``)."""
+    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+    out = subprocess.run([bpftool, "-j", "perf", "show"], capture_output=True, text=True,
+                         check=True).stdout
+    return {
+        int(p["prog_id"]): str(p["tracepoint"])
+        for p in json.loads(out or "[]")
+        if p.get("pid") == pid and p.get("fd_type") == "tracepoint"
+    }
+
+
+def bpf_prog_names(ids: set[int]) -> dict[int, str]:
+    """prog_id -> full program name (from its BTF, via ``bpftool prog show``)."""
+    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+    out = subprocess.run([bpftool, "-j", "prog", "show"], capture_output=True, text=True,
+                         check=True).stdout
+    return {int(p["id"]): str(p["name"]) for p in json.loads(out or "[]") if int(p["id"]) in ids}
+
+
 def own_bpf_prog_ids(pid: int | str = "self") -> set[int]:
     """Ids of the BPF programs a process holds fds to (``prog_id`` in fdinfo).
 
