@@ -49,6 +49,7 @@ from rawsys import (
 from rawsys.c.constants import SCM_RIGHTS, SOL_SOCKET
 
 BATCH = 64
+CSRC = Path(__file__).resolve().parent / "csrc"
 
 C_LOOP = r"""
 #include <stdio.h>
@@ -58,47 +59,7 @@ C_LOOP = r"""
 #include <time.h>
 #include <unistd.h>
 
-/* seed 003: send_fd / recv_fd, the union version */
-static int send_fd(int fd, int fd_to_send)
-{
-    struct msghdr msg;
-    struct iovec iov[1];
-    char buf[1] = {'x'};
-    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr cmsg; } u;
-    memset(&msg, 0, sizeof msg);
-    memset(&u, 0, sizeof u);
-    iov[0].iov_base = buf;
-    iov[0].iov_len = 1;
-    msg.msg_iov = iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = u.buf;
-    msg.msg_controllen = sizeof u.buf;
-    u.cmsg.cmsg_len = CMSG_LEN(sizeof(int));
-    u.cmsg.cmsg_level = SOL_SOCKET;
-    u.cmsg.cmsg_type = SCM_RIGHTS;
-    memcpy(CMSG_DATA(&u.cmsg), &fd_to_send, sizeof(int));
-    return sendmsg(fd, &msg, 0);
-}
-
-static int recv_fd(int fd)
-{
-    struct msghdr msg;
-    struct iovec iov[1];
-    char buf[1];
-    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr cmsg; } u;
-    int received;
-    memset(&msg, 0, sizeof msg);
-    iov[0].iov_base = buf;
-    iov[0].iov_len = 1;
-    msg.msg_iov = iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = u.buf;
-    msg.msg_controllen = sizeof u.buf;
-    if (recvmsg(fd, &msg, 0) < 0)
-        return -1;
-    memcpy(&received, CMSG_DATA(&u.cmsg), sizeof(int));
-    return received;
-}
+#include "seed003_fd.h"
 
 int main(int argc, char **argv)
 {
@@ -297,7 +258,7 @@ def time_c(n: int, workdir: str, source: str = C_LOOP, name: str = "seed003_loop
     if not os.path.exists(exe):
         with open(src, "w") as f:
             f.write(source)
-        subprocess.run([gcc, "-O2", "-o", exe, src], check=True)
+        subprocess.run([gcc, "-O2", "-I", str(CSRC), "-o", exe, src], check=True)
     out = subprocess.run([exe, str(n)], check=True, capture_output=True, text=True).stdout
     return n / float(out)
 

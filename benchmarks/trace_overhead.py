@@ -46,45 +46,7 @@ LOOP_C = r"""
 #include <unistd.h>
 #include <sys/socket.h>
 
-static int send_fd(int fd, int fd_to_send)
-{
-    struct msghdr msg;
-    char iobuf[1] = { 'x' };
-    struct iovec io = { .iov_base = iobuf, .iov_len = sizeof(iobuf) };
-    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr cmsg; } u;
-    memset(&msg, 0, sizeof(msg));
-    memset(&u, 0, sizeof(u));
-    msg.msg_iov = &io;
-    msg.msg_iovlen = 1;
-    msg.msg_control = u.buf;
-    msg.msg_controllen = sizeof(u.buf);
-    u.cmsg.cmsg_level = SOL_SOCKET;
-    u.cmsg.cmsg_type = SCM_RIGHTS;
-    u.cmsg.cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(&u.cmsg), &fd_to_send, sizeof(int));
-    return sendmsg(fd, &msg, 0) == 1 ? 0 : -1;
-}
-
-static int recv_fd(int fd)
-{
-    struct msghdr msg;
-    char iobuf[1];
-    struct iovec io = { .iov_base = iobuf, .iov_len = sizeof(iobuf) };
-    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr cmsg; } u;
-    int got;
-    memset(&msg, 0, sizeof(msg));
-    msg.msg_iov = &io;
-    msg.msg_iovlen = 1;
-    msg.msg_control = u.buf;
-    msg.msg_controllen = sizeof(u.buf);
-    if (recvmsg(fd, &msg, 0) != 1)
-        return -1;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    if (!c || c->cmsg_type != SCM_RIGHTS)
-        return -1;
-    memcpy(&got, CMSG_DATA(c), sizeof(int));
-    return got;
-}
+#include "seed003_fd.h"
 
 int main(int argc, char **argv)
 {
@@ -102,7 +64,7 @@ int main(int argc, char **argv)
         return 1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (long i = 0; i < count; i++) {
-        if (send_fd(sv[0], p[0]) < 0) { perror("send_fd"); return 1; }
+        if (send_fd(sv[0], p[0]) != 1) { perror("send_fd"); return 1; }
         int fd = recv_fd(sv[1]);
         if (fd < 0) { perror("recv_fd"); return 1; }
         close(fd);
@@ -121,7 +83,8 @@ def build(tmp: Path) -> Path:
         raise SystemExit("trace_overhead: gcc is needed to build the loop")
     src, exe = tmp / "fdloop.c", tmp / "fdloop"
     src.write_text(LOOP_C)
-    subprocess.run([cc, "-O2", "-Wall", "-Werror", "-o", str(exe), str(src)], check=True)
+    subprocess.run([cc, "-O2", "-Wall", "-Werror", "-I", str(ROOT / "benchmarks" / "csrc"),
+                    "-o", str(exe), str(src)], check=True)
     return exe
 
 
