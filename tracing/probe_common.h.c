@@ -196,6 +196,22 @@ static __always_inline void fill_file(struct fd_file *r, u64 file)
         bpf_probe_read_kernel_str(r->name, sizeof(r->name), (void *)name);
 }
 
+/* The first n (at most slots) fds remembered in sf, with their files, into ev. */
+static __always_inline void copy_sent_files(struct fd_event *ev, struct sent_files *sf,
+                                            u32 n, const u32 slots)
+{
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < slots; i++) {
+        if (i >= n)
+            break;
+        OPAQUE(i);
+        ev->files[i].fd = sf->fds[i];
+        ev->files[i].fd_flags = sf->fd_flags[i];
+        fill_file(&ev->files[i], sf->files[i]);
+    }
+    ev->nfds = n > slots ? slots : n;
+}
+
 static __always_inline int wanted(u64 pid_tgid)
 {
 #if FILTER_PID

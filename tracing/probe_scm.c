@@ -93,16 +93,7 @@ static __always_inline void scm_send_done(u64 kmsg, u64 scm, s64 ret)
             return;
         ev->fds_seen = seen;
         ev->queued = count;
-#pragma clang loop unroll(disable)
-        for (u32 i = 0; i < MMSG_FD_SLOTS; i++) {
-            if (i >= n)
-                break;
-            OPAQUE(i);
-            ev->files[i].fd = sf->fds[i];
-            ev->files[i].fd_flags = sf->fd_flags[i];
-            fill_file(&ev->files[i], sf->files[i]);
-        }
-        ev->nfds = n > MMSG_FD_SLOTS ? MMSG_FD_SLOTS : n;
+        copy_sent_files(ev, sf, n, MMSG_FD_SLOTS);
         submit(ev);
         return;
     }
@@ -130,16 +121,7 @@ static __always_inline int scm_exit_sendmsg(s64 ret)
         if (n > FD_SLOTS)
             n = FD_SLOTS;
         ev->fds_seen = sf->seen;
-#pragma clang loop unroll(disable)
-        for (u32 i = 0; i < FD_SLOTS; i++) {
-            if (i >= n)
-                break;
-            OPAQUE(i);
-            ev->files[i].fd = sf->fds[i];
-            ev->files[i].fd_flags = sf->fd_flags[i];
-            fill_file(&ev->files[i], sf->files[i]);
-        }
-        ev->nfds = n;
+        copy_sent_files(ev, sf, n, FD_SLOTS);
         submit(ev);
     }
     sent.delete(&tid);
@@ -211,16 +193,7 @@ static __always_inline void scm_detach_done(void)
         if (n > FD_SLOTS)
             n = FD_SLOTS;
         ev->fds_seen = n;
-#pragma clang loop unroll(disable)
-        for (u32 i = 0; i < FD_SLOTS; i++) {
-            if (i >= n)
-                break;
-            OPAQUE(i);
-            ev->files[i].fd = sf->fds[i];
-            ev->files[i].fd_flags = sf->fd_flags[i];
-            fill_file(&ev->files[i], sf->files[i]);
-        }
-        ev->nfds = n;
+        copy_sent_files(ev, sf, n, FD_SLOTS);
         submit(ev);
     }
     recving.delete(&tid);

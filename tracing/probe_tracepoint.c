@@ -138,16 +138,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
     ev->fds_seen = sf->seen;
     if (sf->seen > n)
         ev->ev_flags |= EV_FLAG_FDS_DROPPED;
-#pragma clang loop unroll(disable)
-    for (u32 i = 0; i < FD_SLOTS; i++) {
-        if (i >= n)
-            break;
-        OPAQUE(i);
-        ev->files[i].fd = sf->fds[i];
-        ev->files[i].fd_flags = sf->fd_flags[i];
-        fill_file(&ev->files[i], sf->files[i]);
-    }
-    ev->nfds = n > FD_SLOTS ? FD_SLOTS : n;
+    copy_sent_files(ev, sf, n, FD_SLOTS);
     sf->n = 0;
     submit(ev);
     return 0;
