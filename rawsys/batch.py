@@ -60,11 +60,6 @@ from rawsys.fds import (
 _sendmmsg = LIBC_FAST["sendmmsg"]
 _recvmmsg = LIBC_FAST["recvmmsg"]
 _get_errno = ctypes.get_errno
-_CLOEXEC = int(MSG_CMSG_CLOEXEC)
-_CTRUNC = int(MSG_CTRUNC)
-_WAITFORONE = int(MSG_WAITFORONE)
-_SOL_SOCKET = int(SOL_SOCKET)
-_SCM_RIGHTS = int(SCM_RIGHTS)
 _UIO_MAXIOV = 1024  # <linux/uio.h>: the kernel caps vlen here
 _MM = ctypes.sizeof(mmsghdr)
 _POOLED_BYTES = 1 << 20  # larger data buffers are not kept for reuse
@@ -150,7 +145,7 @@ class _SendBatch:
     def layout_ones(self) -> None:
         """Every message one SCM_RIGHTS with one fd, CMSG_SPACE(4) apart."""
         for i in range(self.count):
-            _RIGHTS1.pack_into(self.ctrl, i * _SPACE1, _LEN1, _SOL_SOCKET, _SCM_RIGHTS, -1)
+            _RIGHTS1.pack_into(self.ctrl, i * _SPACE1, _LEN1, SOL_SOCKET, SCM_RIGHTS, -1)
         self.mm_q[_CONTROL_Q :: _MM_Q] = array.array(
             "Q", range(self.ctrl_addr, self.ctrl_addr + _SPACE1 * self.count, _SPACE1))
         self.mm_q[_CONTROL_Q + 1 :: _MM_Q] = array.array("Q", [_SPACE1]) * self.count
@@ -243,7 +238,7 @@ def _layout_general(state: _SendBatch, fdls: List[Any], nfds: List[int]) -> None
                 fds = list(fds)
             try:
                 rights_struct(count).pack_into(ctrl, offset, HDR_SIZE + 4 * count,
-                                               _SOL_SOCKET, _SCM_RIGHTS, *fds)
+                                               SOL_SOCKET, SCM_RIGHTS, *fds)
             except struct.error:
                 raise _fd_array_error(fds) from None
             space = CMSG_SPACE(4 * count)
@@ -359,8 +354,8 @@ def _all_plain(state: _RecvBatch, got: int, added: int, bufsize: int) -> List[Re
         end = step * got
         ctrl_i = state.ctrl_i
         if (ctrl_i[0:end:step] != _filled("i", _LEN1, got)
-                or ctrl_i[2:end:step] != _filled("i", _SOL_SOCKET, got)
-                or ctrl_i[3:end:step] != _filled("i", _SCM_RIGHTS, got)):
+                or ctrl_i[2:end:step] != _filled("i", SOL_SOCKET, got)
+                or ctrl_i[3:end:step] != _filled("i", SCM_RIGHTS, got)):
             return None
         ones: List[int] | None = ctrl_i[_FD1_I : _FD1_I + end : step].tolist()
     elif used == _filled("Q", 0, got):
@@ -398,10 +393,10 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
     count = min(count, _UIO_MAXIOV)
     if count == 0:
         return []
-    added = _CLOEXEC if cloexec and not flags & _CLOEXEC else 0
+    added = MSG_CMSG_CLOEXEC if cloexec and not flags & MSG_CMSG_CLOEXEC else 0
     flags |= added
     if wait_for_one:
-        flags |= _WAITFORONE
+        flags |= MSG_WAITFORONE
     room = CMSG_LEN(4 * maxfds)
     key = (count, bufsize, room)
     pool = _RECV_POOL.get(key)
@@ -437,8 +432,8 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
             start = i * stride
             if used:
                 cmsg_len, level, ctype, first = rights1(ctrl, start)
-                if cmsg_len == _LEN1 and used <= 24 and ctype == _SCM_RIGHTS and (
-                        level == _SOL_SOCKET):
+                if cmsg_len == _LEN1 and used <= 24 and ctype == SCM_RIGHTS and (
+                        level == SOL_SOCKET):
                     fds = [first]
                 else:
                     fds = collect_fds(memoryview(ctrl)[start : start + used], used)
@@ -452,7 +447,7 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
                 address = decode_address(bytes(names[name_at : name_at + namelen]))
             else:
                 address = None
-            if msg_flags & _CTRUNC and truncated < 0:
+            if msg_flags & MSG_CTRUNC and truncated < 0:
                 truncated = i
             results.append((data, fds, msg_flags, address))
         if truncated >= 0:

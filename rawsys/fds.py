@@ -65,11 +65,6 @@ _recvmsg = LIBC["recvmsg"]
 _sendmsg_fast = LIBC_FAST["sendmsg"]
 _recvmsg_fast = LIBC_FAST["recvmsg"]
 _get_errno = ctypes.get_errno
-# socket's constants are IntFlag members; plain ints keep the hot path off enum.__or__.
-_CLOEXEC = int(MSG_CMSG_CLOEXEC)
-_CTRUNC = int(MSG_CTRUNC)
-_SOL_SOCKET = int(SOL_SOCKET)
-_SCM_RIGHTS = int(SCM_RIGHTS)
 
 _DATA_CAP = 65536  # pooled states keep data buffers up to this size
 _CTRL_CAP = CMSG_SPACE(4 * (SCM_MAX_FD + 1)) + CMSG_SPACE(12) + CMSG_SPACE(4)
@@ -82,7 +77,7 @@ _SocketType = _socket.socket
 _PySocketType = _pysocket.socket  # what socket.socket() and socketpair() return
 _raw_family = _socket.socket.family.__get__  # the C getter: an int, no enum conversion
 # Families whose generic SOL_SOCKET handler accepts SCM_RIGHTS and drops it.
-_NO_RIGHTS = frozenset((int(AF_INET), int(AF_INET6)))
+_NO_RIGHTS = frozenset((AF_INET, AF_INET6))
 # CPython sizes the control buffer CMSG_LEN(maxfds * sizeof(int)): the kernel
 # then installs at most maxfds fds.  recv_fds does the same.
 _RECV_ROOM = [CMSG_LEN(4 * n) for n in range(SCM_MAX_FD + 1)]
@@ -187,7 +182,7 @@ class _State:
 
     def layout_one(self) -> None:
         """A one-fd SCM_RIGHTS header in ``send_ctrl``; the fd goes in ``send_fd``."""
-        _pack_rights1(self.send_ctrl, 0, _LEN_RIGHTS1, _SOL_SOCKET, _SCM_RIGHTS, -1)
+        _pack_rights1(self.send_ctrl, 0, _LEN_RIGHTS1, SOL_SOCKET, SCM_RIGHTS, -1)
         self.send_msg.msg_controllen = _SPACE_RIGHTS1
         self.send_layout = 1
 
@@ -210,17 +205,17 @@ _RESULT_AT = _NAMELEN_AT
 if _CONTROLLEN_AT % 8 or _FLAGS_AT != _CONTROLLEN_AT + 8:  # pragma: no cover
     raise ImportError("unexpected struct msghdr layout")
 _FD1_I = HDR_SIZE // 4  # int index of the fd in a one-fd control message
-_NOT_CLOEXEC = ~_CLOEXEC
+_NOT_CLOEXEC = ~MSG_CMSG_CLOEXEC
 
 
 def _plain_result(msg_ba: bytearray, controllen: int) -> bytes:
     result = bytearray(msg_ba[_NAMELEN_AT : _FLAGS_AT + 4])  # the pointers stay as they are
     struct.pack_into("=I", result, 0, 0)
-    struct.pack_into("=Qi", result, _CONTROLLEN_AT - _NAMELEN_AT, controllen, _CLOEXEC)
+    struct.pack_into("=Qi", result, _CONTROLLEN_AT - _NAMELEN_AT, controllen, MSG_CMSG_CLOEXEC)
     return bytes(result)
 
 
-_HDR_RIGHTS1 = _RIGHTS1.pack(_LEN_RIGHTS1, _SOL_SOCKET, _SCM_RIGHTS, 0)[:HDR_SIZE]
+_HDR_RIGHTS1 = _RIGHTS1.pack(_LEN_RIGHTS1, SOL_SOCKET, SCM_RIGHTS, 0)[:HDR_SIZE]
 
 
 _POOL: List[_State] = [_State() for _ in range(2)]
@@ -293,7 +288,7 @@ def send_fds(sock: Any, buffers: Iterable[Any], fds: Iterable[int], flags: int =
         elif nfds:
             try:
                 rights_struct(nfds).pack_into(state.send_ctrl, 0, HDR_SIZE + 4 * nfds,
-                                              _SOL_SOCKET, _SCM_RIGHTS, *fds)
+                                              SOL_SOCKET, SCM_RIGHTS, *fds)
             except struct.error:
                 raise _fd_array_error(fds) from None
             state.send_msg.msg_controllen = _SEND_SPACE[nfds]
@@ -337,7 +332,7 @@ def _send_fds_general(sock: Any, buffers: Iterable[Any], fds: Iterable[int], fla
         iov.iov_len = len(data)
         if nfds == 1:
             try:
-                _pack_rights1(state.send_ctrl, 0, _LEN_RIGHTS1, _SOL_SOCKET, _SCM_RIGHTS, fds[0])
+                _pack_rights1(state.send_ctrl, 0, _LEN_RIGHTS1, SOL_SOCKET, SCM_RIGHTS, fds[0])
             except struct.error:
                 raise _fd_array_error(fds) from None
             msg.msg_controllen = _SPACE_RIGHTS1
@@ -346,7 +341,7 @@ def _send_fds_general(sock: Any, buffers: Iterable[Any], fds: Iterable[int], fla
         elif nfds <= SCM_MAX_FD + 1:
             try:
                 rights_struct(nfds).pack_into(state.send_ctrl, 0, HDR_SIZE + 4 * nfds,
-                                              _SOL_SOCKET, _SCM_RIGHTS, *fds)
+                                              SOL_SOCKET, SCM_RIGHTS, *fds)
             except struct.error:
                 raise _fd_array_error(fds) from None
             msg.msg_controllen = _SEND_SPACE[nfds]
@@ -395,7 +390,7 @@ def _send_big_control(fd: int, sock: Any, data: bytes, fds: Any, flags: int,
     nfds = len(fds)
     ctrl = bytearray(CMSG_SPACE(4 * nfds))
     try:
-        rights_struct(nfds).pack_into(ctrl, 0, CMSG_LEN(4 * nfds), _SOL_SOCKET, _SCM_RIGHTS,
+        rights_struct(nfds).pack_into(ctrl, 0, CMSG_LEN(4 * nfds), SOL_SOCKET, SCM_RIGHTS,
                                       *fds)
     except struct.error:
         raise _fd_array_error(fds) from None
@@ -419,7 +414,7 @@ def collect_fds(ctrl: Any, used: int, close_pidfds: bool = True) -> List[int]:
     when *close_pidfds* is true.
     """
     cmsg_len, level, ctype, first = _RIGHTS1.unpack_from(ctrl, 0)
-    if cmsg_len == _LEN_RIGHTS1 and used <= 24 and ctype == _SCM_RIGHTS and level == _SOL_SOCKET:
+    if cmsg_len == _LEN_RIGHTS1 and used <= 24 and ctype == SCM_RIGHTS and level == SOL_SOCKET:
         return [first]
     fds: List[int] = []
     pidfds: List[int] = []
@@ -469,9 +464,9 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
         fd = sock
     else:
         return _recv_fds_general(sock, bufsize, maxfds, flags, cloexec)
-    if cloexec and not flags & _CLOEXEC:
-        added = _CLOEXEC
-        flags |= _CLOEXEC
+    if cloexec and not flags & MSG_CMSG_CLOEXEC:
+        added = MSG_CMSG_CLOEXEC
+        flags |= MSG_CMSG_CLOEXEC
     else:
         added = 0
     try:
@@ -516,7 +511,7 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
         else:
             data = state.view[: received if received <= bufsize else bufsize].tobytes()
         address = decode_address(bytes(state.name[:namelen])) if namelen else None
-        if msg_flags & _CTRUNC:
+        if msg_flags & MSG_CTRUNC:
             raise ControlTruncatedError([(data, fds, msg_flags, address)])
         return data, fds, msg_flags, address
     except ControlTruncatedError:
@@ -543,7 +538,7 @@ def _recv_fds_general(sock: Any, bufsize: int, maxfds: int, flags: int,
             0 <= maxfds <= SCM_MAX_FD) or bufsize < 0:
         _check_recv_args(bufsize, maxfds)
         maxfds = min(maxfds, SCM_MAX_FD)  # the kernel never sends more in one message
-    added = _CLOEXEC if cloexec and not flags & _CLOEXEC else 0
+    added = MSG_CMSG_CLOEXEC if cloexec and not flags & MSG_CMSG_CLOEXEC else 0
     flags |= added
     if bufsize > _DATA_CAP:
         state = _State(bufsize)  # one-off, not pooled
@@ -571,8 +566,8 @@ def _recv_fds_general(sock: Any, bufsize: int, maxfds: int, flags: int,
         if used:
             ctrl = state.ctrl
             cmsg_len, level, ctype, first = _unpack_rights1(ctrl, 0)
-            if cmsg_len == _LEN_RIGHTS1 and used <= 24 and ctype == _SCM_RIGHTS and (
-                    level == _SOL_SOCKET):
+            if cmsg_len == _LEN_RIGHTS1 and used <= 24 and ctype == SCM_RIGHTS and (
+                    level == SOL_SOCKET):
                 fds = [first]
             else:
                 fds = collect_fds(ctrl, used)
@@ -582,7 +577,7 @@ def _recv_fds_general(sock: Any, bufsize: int, maxfds: int, flags: int,
         data = state.view[: received if received <= bufsize else bufsize].tobytes()
         namelen = msg.msg_namelen
         address = decode_address(bytes(state.name[:namelen])) if namelen else None
-        if msg_flags & _CTRUNC:
+        if msg_flags & MSG_CTRUNC:
             raise ControlTruncatedError([(data, fds, msg_flags, address)])
         return data, fds, msg_flags, address
     except ControlTruncatedError:

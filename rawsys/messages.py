@@ -118,7 +118,7 @@ def recv_message(sock: Any, bufsize: int, maxfds: int = 0, flags: int = 0, *,
         raise ValueError("negative buffer size in recv_message()")
     if maxfds < 0 or extra_control < 0:
         raise OverflowError("recv_message() maxfds/extra_control out of range")
-    added = int(MSG_CMSG_CLOEXEC) if cloexec and not flags & MSG_CMSG_CLOEXEC else 0
+    added = MSG_CMSG_CLOEXEC if cloexec and not flags & MSG_CMSG_CLOEXEC else 0
     flags |= added
     room = control_space(maxfds, credentials=credentials, pidfd=pidfd, extra=extra_control)
     data_c = (c_char * max(bufsize, 1))()
