@@ -28,6 +28,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import shutil
 import socket
@@ -40,12 +41,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
 import rawsys
-from rawsys import (
-    CMSG_DATA,
-    CMSG_LEN,
-    iovec,
-    msghdr,
-)
+from rawsys.c import CMSG_DATA, CMSG_LEN, iovec, msghdr
 from rawsys.c.constants import SCM_RIGHTS, SOL_SOCKET
 
 BATCH = 64
@@ -195,10 +191,10 @@ def loop_literal(a: socket.socket, b: socket.socket, fd: int, n: int) -> None:
     sa, sb, close = a.fileno(), b.fileno(), os.close
     for _ in range(n):
         if literal_send_fd(sa, fd) != 1:
-            raise OSError(rawsys.get_errno(), "sendmsg failed")
+            raise OSError(ctypes.get_errno(), "sendmsg failed")
         got = literal_recv_fd(sb)
         if got < 0:
-            raise OSError(rawsys.get_errno(), "recvmsg failed")
+            raise OSError(ctypes.get_errno(), "recvmsg failed")
         close(got)
 
 

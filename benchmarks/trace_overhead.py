@@ -148,7 +148,7 @@ def one_run(exe: Path, tmp: Path, count: int) -> dict[str, float]:
     with open(out_path, "wb") as out:
         t0 = time.monotonic()
         tracer = subprocess.Popen(
-            [sys.executable, "-m", "tracing", "--json", "-p", str(pid)],
+            [sys.executable, "-m", "rawsys.trace", "--json", "-p", str(pid)],
             stdout=out, stderr=subprocess.PIPE, cwd=ROOT,
         )
         wait_for_tracing(tracer)

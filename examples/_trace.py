@@ -1,8 +1,8 @@
 """The ``--trace`` option every example shares.
 
 ``traced(enabled)`` is a context manager: with ``enabled`` true, and when the
-tracer can run here (root, the distribution's bcc, ``tracing.session``), the
-body runs under a ``tracing.session.Session`` filtered (in the kernel) on
+tracer can run here (root, the distribution's bcc, ``rawsys.trace.session``), the
+body runs under a ``rawsys.trace.session.Session`` filtered (in the kernel) on
 this process and the children it forks through ``trace.fork()``.  When the
 body ends, the kernel-side events are printed after the example's normal
 output: a ``--- kernel events (N) ---`` line, one line per event, then one
@@ -39,13 +39,13 @@ def why_untraceable() -> str | None:
     if os.geteuid() != 0:
         return "--trace needs root (eBPF probes)"
     try:
-        import tracing.session  # noqa: F401
+        import rawsys.trace.session  # noqa: F401
     except ImportError as exc:
-        return f"--trace needs the tracer, tracing.session, which is not available ({exc})"
+        return f"--trace needs the tracer, rawsys.trace.session, which is not available ({exc})"
     try:
-        from tracing.bccloader import BccUnavailable, load_bcc
+        from rawsys.trace.bccloader import BccUnavailable, load_bcc
     except ImportError as exc:
-        return f"--trace needs tracing.bccloader ({exc})"
+        return f"--trace needs rawsys.trace.bccloader ({exc})"
     try:
         load_bcc()
     except (BccUnavailable, ImportError, OSError) as exc:
@@ -88,7 +88,7 @@ class Trace:
 
 
 def format_event(event: Any) -> str:
-    """One line for one kernel event (``tracing.events.SendEvent``/``RecvEvent``)."""
+    """One line for one kernel event (``rawsys.trace.events.SendEvent``/``RecvEvent``)."""
     flags = ",".join(sorted(event.flags)) or "-"
     result = "ok" if event.ok else errno.errorcode.get(event.errno, str(event.errno))
     files = " ".join(f.label for f in event.files)
@@ -151,7 +151,7 @@ def traced(enabled: bool) -> Iterator[Trace]:
         _say(reason)
         yield Trace()
         return
-    from tracing.session import Session
+    from rawsys.trace.session import Session
 
     owner = os.getpid()
     session = Session(pids=[owner])

@@ -23,7 +23,7 @@ from typing import List
 
 from _trace import add_trace_argument, traced
 
-from rawsys import (
+from rawsys.c import (
     AF_INET,
     CMSG_DATA,
     CMSG_FIRSTHDR,

@@ -37,7 +37,7 @@ from typing import List
 
 from _trace import add_trace_argument, traced
 
-from rawsys import (
+from rawsys.c import (
     AF_UNIX,
     NULL,
     SOCK_DGRAM,
@@ -52,8 +52,8 @@ from rawsys import (
     sizeof,
     socketpair,
     syscall,
+    syscalls,
 )
-from rawsys.c import syscalls
 
 WAIT_LIMIT_SECONDS = 10.0  # how long to wait for the reader thread to block
 

@@ -28,7 +28,7 @@ from typing import List
 
 from _trace import Trace, add_trace_argument, traced
 
-from rawsys import (
+from rawsys.c import (
     AF_UNIX,
     CMSG_DATA,
     CMSG_LEN,

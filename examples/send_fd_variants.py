@@ -29,7 +29,7 @@ from typing import Callable, List
 from _trace import add_trace_argument, traced
 from send_fd_fork import recv_fd, send_fd
 
-from rawsys import (
+from rawsys.c import (
     AF_UNIX,
     CMSG_DATA,
     CMSG_FIRSTHDR,

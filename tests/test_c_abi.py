@@ -125,9 +125,9 @@ def test_every_constant_is_checked(c_facts: CFacts) -> None:
 
 def test_star_import_gives_the_constants_and_structs() -> None:
     namespace: dict[str, Any] = {}
-    exec("from rawsys import *", namespace)
+    exec("from rawsys.c import *", namespace)
     for name in [*constants.__all__, *STRUCTS]:
-        assert namespace[name] is getattr(rawsys, name)
+        assert namespace[name] is getattr(rawsys.c, name)
 
 
 # --- constants pinned against the kernel ------------------------------------------------

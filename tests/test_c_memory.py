@@ -309,7 +309,7 @@ def test_wrong_types_raise(dgram: tuple[int, int], case: str) -> None:
 NASTY_SCRIPT = r"""
 import ctypes, gc, os, sys
 from ctypes import *
-from rawsys import *
+from rawsys.c import *
 from rawsys.c.buffers import buffer_pointer
 
 sv = (c_int * 2)()

@@ -11,8 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rawsys import (
-    CMSG_LEN,
-    CMSG_SPACE,
     ControlDataError,
     ControlMessage,
     IpTtl,
@@ -25,6 +23,7 @@ from rawsys import (
     fds_in,
     parse_control,
 )
+from rawsys.c import CMSG_LEN, CMSG_SPACE
 
 INT32 = st.integers(-(2**31), 2**31 - 1)
 UINT32 = st.integers(0, 2**32 - 1)

@@ -10,13 +10,7 @@ from typing import Any, List, Tuple
 
 import pytest
 
-from rawsys import (
-    ControlTruncatedError,
-    recv_fds,
-    recv_fds_batch,
-    send_fds,
-    send_fds_batch,
-)
+from rawsys import ControlTruncatedError, recv_fds, recv_fds_batch, send_fds, send_fds_batch
 
 pytestmark = pytest.mark.usefixtures("fd_leak_check")
 

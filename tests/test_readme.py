@@ -15,7 +15,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def _readme_send_fd() -> Callable[[int, int], int]:
     text = README.read_text()
-    blocks = re.findall(r"```python\n(from rawsys import \*\n.*?)```", text, re.S)
+    blocks = re.findall(r"```python\n(from rawsys.c import \*\n.*?)```", text, re.S)
     assert blocks, "the README lost its rawsys port of send_fd"
     namespace: dict[str, Any] = {}
     exec(compile(blocks[0], str(README), "exec"), namespace)

@@ -1,5 +1,6 @@
-"""tracing: watch each fd transfer from the kernel side, live, with bcc.
+"""rawsys.trace: watch each fd transfer from the kernel side, live, with bcc.
 
-See tracing/README.md. ``Session`` (tracing.session) is the Python API;
-``rawsys-trace`` (tracing.cli) the command line.
+The repository keeps it in its own top-level folder, ``tracing/``; it is
+installed as ``rawsys.trace``.  ``Session`` (``rawsys.trace.session``) is the
+Python API; ``rawsys-trace`` (``rawsys.trace.cli``) the command line.
 """

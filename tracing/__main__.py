@@ -1,7 +1,7 @@
-"""``python -m tracing``: the same as the ``rawsys-trace`` command."""
+"""``python -m rawsys.trace``: the same as the ``rawsys-trace`` command."""
 
 import sys
 
-from tracing.cli import main
+from rawsys.trace.cli import main
 
 sys.exit(main())

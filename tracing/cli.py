@@ -19,7 +19,7 @@
 # struct file, every cmsghdr is walked (not only the first), user memory is
 # read with bpf_probe_read_user, sendmmsg/recvmmsg are covered, PIDs are typed
 # ints filtered in the kernel, and it works without kprobes.
-"""Command line of the fd-transfer tracer: ``rawsys-trace`` / ``python -m tracing``."""
+"""Command line of the fd-transfer tracer: ``rawsys-trace`` / ``python -m rawsys.trace``."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ import time
 from types import FrameType
 from typing import Callable, Sequence, TextIO
 
-from tracing.events import TraceEvent, Transfer
-from tracing.program import BACKENDS, PID_MAX_LIMIT
+from rawsys.trace.events import TraceEvent, Transfer
+from rawsys.trace.program import BACKENDS, PID_MAX_LIMIT
 
 __all__ = ["main", "format_transfer", "HEADER"]
 
@@ -174,7 +174,7 @@ def _install_signal_handlers() -> None:
 
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from tracing.session import Session, SessionError
+    from rawsys.trace.session import Session, SessionError
 
     session = Session(
         pids=args.pid,
@@ -255,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``rawsys-trace``; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] in ("doctor", "setup"):
-        from tracing.cli_admin import doctor_main, setup_main
+        from rawsys.trace.cli_admin import doctor_main, setup_main
 
         sub = doctor_main if args_list[0] == "doctor" else setup_main
         return sub(args_list[1:])

@@ -22,7 +22,12 @@ __all__ = ["doctor_main", "setup_main"]
 
 
 def doctor_main(argv: Sequence[str] | None = None) -> int:
-    from tracing.doctor import BACKEND_PREFERENCE, choose_backend, format_report, probe_capabilities
+    from rawsys.trace.doctor import (
+        BACKEND_PREFERENCE,
+        choose_backend,
+        format_report,
+        probe_capabilities,
+    )
 
     parser = argparse.ArgumentParser(
         prog="rawsys-trace doctor",
@@ -56,7 +61,7 @@ def doctor_main(argv: Sequence[str] | None = None) -> int:
 
 
 def setup_main(argv: Sequence[str] | None = None) -> int:
-    from tracing.setup import SetupError, setup_steps
+    from rawsys.trace.setup import SetupError, setup_steps
 
     parser = argparse.ArgumentParser(
         prog="rawsys-trace setup",

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
-from tracing.events import FileIdentity, RecvEvent, SendEvent, TraceEvent, Transfer
+from rawsys.trace.events import FileIdentity, RecvEvent, SendEvent, TraceEvent, Transfer
 
 __all__ = ["Matcher"]
 

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from rawsys.c import constants
 from rawsys.c.cmsg import CMSG_ALIGN, CMSG_LEN, CMSG_SPACE
 from rawsys.c.structs import cmsghdr, mmsghdr, msghdr
-from tracing import events
+from rawsys.trace import events
 
 __all__ = [
     "BACKENDS",
@@ -173,7 +173,7 @@ def c_struct(struct: type[ctypes.Structure], name: str) -> str:
     lines.append("};")
     lines.append(
         f'_Static_assert(sizeof(struct {name}) == {ctypes.sizeof(struct)}, '
-        f'"struct {name} differs from tracing.events.{struct.__name__}");'
+        f'"struct {name} differs from rawsys.trace.events.{struct.__name__}");'
     )
     return "\n".join(lines)
 
@@ -217,7 +217,7 @@ def _constant_defines() -> dict[str, int]:
         "CMSG_SPACE_ONE_FD": CMSG_SPACE(ctypes.sizeof(ctypes.c_int)),
         "CMSG_ALIGN_MASK": CMSG_ALIGN(1) - 1,
         "FD_BYTES": ctypes.sizeof(ctypes.c_int),
-        # Event layout, from tracing.events.
+        # Event layout, from rawsys.trace.events.
         "EV_SEND": int(events.EventKind.SEND),
         "EV_RECV": int(events.EventKind.RECV),
         "SYS_SENDMSG": int(events.Syscall.SENDMSG),
@@ -447,7 +447,7 @@ def _backend_source(backend: str, facts: Any) -> str:
 
 
 def _source(name: str) -> str:
-    return resources.files("tracing").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("rawsys.trace").joinpath(name).read_text(encoding="utf-8")
 
 
 def kprobe_attachments(facts: Any) -> list[tuple[str, str, str]]:

@@ -2,7 +2,7 @@
 
 ::
 
-    from tracing.session import Session
+    from rawsys.trace.session import Session
 
     with Session(pids=[os.getpid()]) as s:
         ...                                  # pass some fds
@@ -29,9 +29,9 @@ from collections import deque
 from types import TracebackType
 from typing import Any, Callable, Iterable, Iterator
 
-from tracing import program
-from tracing.events import TraceEvent, Transfer, decode_event
-from tracing.matcher import Matcher
+from rawsys.trace import program
+from rawsys.trace.events import TraceEvent, Transfer, decode_event
+from rawsys.trace.matcher import Matcher
 
 __all__ = ["Session", "SessionError", "cached_choice"]
 
@@ -70,7 +70,7 @@ def cached_choice(*, use_cache: bool = True) -> tuple[str, str]:
                 return str(obj["backend"]), f"{obj['reason']} (cached)"
         except (OSError, ValueError, KeyError, TypeError):
             pass
-    from tracing.doctor import choose_backend, probe_capabilities
+    from rawsys.trace.doctor import choose_backend, probe_capabilities
 
     backend, reason = choose_backend(probe_capabilities())
     if key["boot_id"]:
@@ -141,12 +141,12 @@ class Session:
     def program_text(self) -> str:
         """The BPF C this session loads (``--ebpf`` prints it)."""
         backend = self.choose_backend()
-        from tracing.btf import kernel_facts
+        from rawsys.trace.btf import kernel_facts
 
         facts = kernel_facts()
         extra: dict[str, int] = {}
         if backend != "tracepoint":
-            from tracing.btf import kernel_btf
+            from rawsys.trace.btf import kernel_btf
 
             extra = program.kernel_msghdr_offsets(kernel_btf())
         return program.render_program(
@@ -158,7 +158,7 @@ class Session:
         if self._bpf is not None:
             return self
         t0 = time.monotonic()
-        from tracing.bccloader import BccUnavailable, load_bcc
+        from rawsys.trace.bccloader import BccUnavailable, load_bcc
 
         try:
             bcc = load_bcc()
@@ -225,7 +225,7 @@ class Session:
     def _attach(self, bcc: Any) -> None:
         """Attach what the BPF constructor did not (tracepoints attach themselves)."""
         if self.backend == "kprobe":
-            from tracing.btf import kernel_facts
+            from rawsys.trace.btf import kernel_facts
 
             for kind, target, fn in program.kprobe_attachments(kernel_facts()):
                 if kind == "kprobe":

@@ -209,7 +209,7 @@ def setup_steps(*, install: bool = True, run: Runner = _run) -> list[StepResult]
     else:
         results.append(StepResult("install bcc and kernel headers", "skipped", "--no-install"))
 
-    from tracing import bccloader
+    from rawsys.trace import bccloader
 
     try:
         bccloader.find_distribution_bcc()
@@ -236,7 +236,7 @@ def setup_steps(*, install: bool = True, run: Runner = _run) -> list[StepResult]
     else:
         results.append(StepResult("point bcc at kernel headers", "failed", info.reason))
 
-    from tracing import btf
+    from rawsys.trace import btf
 
     try:
         facts = btf.kernel_facts()

@@ -7,7 +7,7 @@ from typing import Iterator
 import pytest
 from scm_support import close_all, dgram_pair
 
-from rawsys import c_int, pipe2
+from rawsys.c import c_int, pipe2
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from ctypes import Array, c_ubyte
 from dataclasses import dataclass, field
 from typing import List, Sequence, Tuple
 
-from rawsys import (
+from rawsys.c import (
     AF_INET,
     AF_UNIX,
     CMSG_DATA,

@@ -1,7 +1,7 @@
 """The conformance cases again, seen from the kernel side through the tracer.
 
 The same branches as ``test_sendmsg_kernel.py`` and ``test_recvmsg_kernel.py``
-(seeds 001 and 000), run under one ``tracing.session.Session`` filtered on
+(seeds 001 and 000), run under one ``rawsys.trace.session.Session`` filtered on
 this process; each test asserts what the probes report for its own transfer:
 the fds and kernel files sent and installed, truncation (``CTRUNC``, how many
 fds fit), close-on-exec on install, ``PEEK`` clones, failed sends reported as
@@ -32,7 +32,7 @@ from scm_support import (
     udp_loopback,
 )
 
-from rawsys import (
+from rawsys.c import (
     AF_INET,
     AF_NETLINK,
     AF_UNIX,
@@ -61,8 +61,8 @@ def _start_session() -> object:
     if os.geteuid() != 0:
         pytest.skip("kernel events need root: loading eBPF programs needs CAP_BPF and "
                     "CAP_PERFMON (or CAP_SYS_ADMIN)")
-    from tracing.bccloader import BccUnavailable, load_bcc
-    from tracing.session import Session, SessionError
+    from rawsys.trace.bccloader import BccUnavailable, load_bcc
+    from rawsys.trace.session import Session, SessionError
 
     try:
         load_bcc()
@@ -72,7 +72,7 @@ def _start_session() -> object:
     try:
         session.start()
     except SessionError as exc:
-        from tracing.doctor import probe_capabilities
+        from rawsys.trace.doctor import probe_capabilities
 
         caps = probe_capabilities()
         if not (caps.kprobes.ok or caps.fentry.ok or caps.tracepoints.ok):

@@ -26,7 +26,7 @@ from scm_support import (
     send_fds,
 )
 
-from rawsys import (
+from rawsys.c import (
     CMSG_LEN,
     CMSG_SPACE,
     MSG_CMSG_CLOEXEC,

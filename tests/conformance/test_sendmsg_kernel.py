@@ -29,7 +29,7 @@ from scm_support import (
     udp_loopback,
 )
 
-from rawsys import (
+from rawsys.c import (
     AF_INET,
     AF_NETLINK,
     AF_UNIX,

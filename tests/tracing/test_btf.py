@@ -1,4 +1,4 @@
-"""tracing.btf: the BTF reader against bpftool and hand-built BTF, and the facts cache."""
+"""rawsys.trace.btf: the BTF reader against bpftool and hand-built BTF, and the facts cache."""
 
 from __future__ import annotations
 
@@ -15,8 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracing import btf as btfmod
-from tracing.btf import BTF, BTFFormatError, BTFLookupError, KernelFacts, kernel_btf, kernel_facts
+from rawsys.trace import btf as btfmod
+from rawsys.trace.btf import (
+    BTF,
+    BTFFormatError,
+    BTFLookupError,
+    KernelFacts,
+    kernel_btf,
+    kernel_facts,
+)
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
 HAVE_VMLINUX = os.path.exists(VMLINUX)

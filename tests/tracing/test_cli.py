@@ -1,4 +1,4 @@
-"""``rawsys-trace`` / ``python -m tracing``: arguments, --ebpf, and live runs.
+"""``rawsys-trace`` / ``python -m rawsys.trace``: arguments, --ebpf, and live runs.
 
 Live runs start the tracer as a separate process, wait for its ``Tracing``
 line on stderr, make transfers in a helper process (Python) or in seed 003's
@@ -32,9 +32,9 @@ from tracing_helpers import (
     wait_gone,
 )
 
-from tracing.cli import HEADER, build_parser, format_transfer, main
+from rawsys.trace.cli import HEADER, build_parser, format_transfer, main
 
-TRACER = [sys.executable, "-m", "tracing"]
+TRACER = [sys.executable, "-m", "rawsys.trace"]
 JSON_KEYS = {"event", "pid", "tid", "comm", "sock", "fds", "files", "flags", "backend"}
 
 HELPER = r"""

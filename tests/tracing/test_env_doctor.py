@@ -1,4 +1,4 @@
-"""tracing.doctor and tracing.cli_admin.doctor_main: the capability table and backend choice."""
+"""rawsys.trace.doctor and cli_admin.doctor_main: the capability table and backend choice."""
 
 from __future__ import annotations
 
@@ -13,8 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tracing import cli_admin, doctor
-from tracing.doctor import Capabilities, Check, choose_backend, format_report, probe_capabilities
+from rawsys.trace import cli_admin, doctor
+from rawsys.trace.doctor import (
+    Capabilities,
+    Check,
+    choose_backend,
+    format_report,
+    probe_capabilities,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 IS_ROOT = os.geteuid() == 0
@@ -111,7 +117,7 @@ def test_trivial_programs_load_through_the_verifier() -> None:
 @needs_root
 def test_tracepoints_attach_here(caps: Capabilities) -> None:
     if not os.path.exists("/sys/kernel/tracing/events/syscalls"):
-        from tracing.setup import mount_tracefs
+        from rawsys.trace.setup import mount_tracefs
 
         mount_tracefs()
         caps = probe_capabilities()
@@ -123,7 +129,7 @@ def test_tracepoints_attach_here(caps: Capabilities) -> None:
 
 @needs_root
 def test_fentry_row_reports_the_real_outcome(caps: Capabilities) -> None:
-    from tracing.btf import kernel_btf
+    from rawsys.trace.btf import kernel_btf
 
     btf_id = kernel_btf().function_id("scm_detach_fds")
     fd, err = doctor.load_trivial_program(
@@ -188,7 +194,7 @@ def test_really_unprivileged_process() -> None:
     root = Path(tempfile.mkdtemp(prefix="rawsys-nobody-"))
     try:
         os.chmod(root, 0o755)
-        for package in ("tracing", "rawsys"):
+        for package in ("rawsys",):  # rawsys/trace, a link to tracing/, is copied whole
             shutil.copytree(REPO / package, root / "src" / package,
                             ignore=shutil.ignore_patterns("__pycache__"))
         cache = root / "cache"
@@ -200,7 +206,7 @@ def test_really_unprivileged_process() -> None:
             [
                 python,
                 "-c",
-                "from tracing.cli_admin import doctor_main; raise SystemExit(doctor_main([]))",
+                "from rawsys.trace.cli_admin import doctor_main; raise SystemExit(doctor_main([]))",
             ],
             capture_output=True,
             text=True,

@@ -38,8 +38,8 @@ from rawsys.c.cmsg import CMSG_DATA, CMSG_FIRSTHDR, CMSG_LEN, CMSG_NXTHDR, CMSG_
 from rawsys.c.constants import MSG_CMSG_CLOEXEC, MSG_CTRUNC, MSG_PEEK, SCM_RIGHTS, SOL_SOCKET
 from rawsys.c.libc import recvmmsg, recvmsg, sendmmsg, sendmsg
 from rawsys.c.structs import iovec, mmsghdr, msghdr
-from tracing.events import RecvEvent, SendEvent, TraceEvent
-from tracing.session import Session
+from rawsys.trace.events import RecvEvent, SendEvent, TraceEvent
+from rawsys.trace.session import Session
 
 pytestmark = pytest.mark.usefixtures("fd_leak_check")
 
@@ -529,7 +529,7 @@ def test_clean_stop_leaves_no_program() -> None:
 
 
 def test_bad_filters_raise_clear_errors() -> None:
-    from tracing.program import ProgramError
+    from rawsys.trace.program import ProgramError
 
     with pytest.raises(ProgramError, match="PID must be an int"):
         Session(pids=["1"])  # type: ignore[list-item]
@@ -546,7 +546,7 @@ def test_forced_backend_attaches_or_fails_cleanly(backend: str) -> None:
     """Where the kernel refuses a backend, starting it fails with a clear error and
     leaves nothing loaded; where it allows it, it starts and stops cleanly."""
     require_live_tracing()
-    from tracing.doctor import probe_capabilities
+    from rawsys.trace.doctor import probe_capabilities
 
     caps = probe_capabilities()
     allowed = {"kprobe": caps.kprobes.ok, "fentry": caps.fentry.ok}[backend]
