@@ -308,6 +308,7 @@ def test_tracepoint_programs_load_and_attach() -> None:
         b.cleanup()
 
 
+@pytest.mark.kernel_verifier
 def test_kprobe_programs_load_through_the_verifier() -> None:
     """Every kprobe/kretprobe program loads; attaching needs CONFIG_KPROBES (not here)."""
     require_live_tracing()
@@ -323,6 +324,7 @@ def test_kprobe_programs_load_through_the_verifier() -> None:
         b.cleanup()
 
 
+@pytest.mark.kernel_verifier
 def test_fentry_programs_compile_and_load_or_eperm() -> None:
     """fentry/fexit programs: compiled by bcc, then loaded through the verifier.
 
