@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -103,24 +104,79 @@ def junit_summary(path: Path) -> dict[str, Any]:
     return {"counts": counts, "tests": tests}
 
 
+def warm_imports(scratch: Path) -> None:
+    """Import pytest, bcc and the tracer once, before the per-backend runs fork.
+
+    Under emulation, over the VM's 9p root, a new Python takes about a
+    minute to import pytest and the tracer: each backend's run is a fork of
+    this process instead of a new one.  Best effort: a failed import is left
+    to the run, which reports it.
+    """
+    os.environ.update(child_env(scratch))
+    os.chdir(ROOT)
+    try:
+        import pytest  # noqa: F401
+
+        import rawsys.trace.session  # noqa: F401
+        from rawsys.trace.bccloader import load_bcc
+
+        load_bcc()
+    except Exception as e:  # the forked runs import again and fail with the details
+        print(f"kernels/guest.py: warm-up import failed: {e!r}", file=sys.stderr)
+
+
 def run_tests(backend: str, mode: str, out: Path, scratch: Path, timeout: float) -> dict[str, Any]:
+    """pytest's run of the backend's tests, in a forked child (see warm_imports)."""
     xml = out / f"{backend}.xml"
-    cmd = [
-        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-m", TESTS[mode],
+    args = [
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-q", "-m", TESTS[mode],
         f"tests/tracing/{TEST_FILES[mode]}", f"--junitxml={xml}", "-o", "junit_family=xunit2",
         f"--basetemp={scratch / ('pytest-' + backend)}",
     ]
     if mode == "verifier":
-        cmd += ["-k", backend]  # test_kprobe_programs_..., test_fentry_programs_...
+        args += ["-k", backend]  # test_kprobe_programs_..., test_fentry_programs_...
     start = time.monotonic()
-    with open(out / f"{backend}.log", "w") as log:
+    log_path = out / f"{backend}.log"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: pytest, then _exit with its status
+        status = 70
         try:
-            rc = subprocess.run(cmd, cwd=ROOT, env=child_env(scratch, backend), stdout=log,
-                                stderr=subprocess.STDOUT, timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            rc = -1
-            log.write(f"\nkernels/guest.py: pytest timed out after {timeout:.0f} s\n")
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.environ.update(child_env(scratch, backend))
+            import pytest
+
+            status = int(pytest.main(args))
+        except BaseException as e:
+            print(f"kernels/guest.py: pytest did not run: {e!r}", flush=True)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    rc = wait_child(pid, timeout)
+    if rc is None:
+        with open(log_path, "a") as log:
+            log.write(f"\nkernels/guest.py: pytest killed after {timeout:.0f} s\n")
+        rc = -1
     return {"rc": rc, "seconds": round(time.monotonic() - start, 2), **junit_summary(xml)}
+
+
+def wait_child(pid: int, timeout: float) -> int | None:
+    """The child's exit status (negative: killed by that signal), or None when it
+    ran past timeout and was killed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return None
+        time.sleep(0.2)
 
 
 def run_overhead(backend: str, out: Path, scratch: Path, count: int,
@@ -161,6 +217,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rawsys-kernels-") as d:
         scratch = Path(d)
         report = doctor(scratch)
+        warm_imports(scratch)
         write_json(out / "kernel.json", {
             "release": platform.release(),
             "uptime_at_start": started,
