@@ -1,6 +1,6 @@
 """``rawsys-trace doctor`` and ``rawsys-trace setup``: entry points returning exit codes.
 
-The main CLI (``tracing.cli``) hands its remaining arguments here::
+The main CLI (``rawsys.trace.cli``) hands its remaining arguments here::
 
     rawsys-trace doctor [--backend NAME] [--json]
     rawsys-trace setup [--no-install]
@@ -61,7 +61,7 @@ def doctor_main(argv: Sequence[str] | None = None) -> int:
 
 
 def setup_main(argv: Sequence[str] | None = None) -> int:
-    from rawsys.trace.setup import SetupError, setup_steps
+    from rawsys.trace.system.provision import SetupError, setup_steps
 
     parser = argparse.ArgumentParser(
         prog="rawsys-trace setup",

@@ -1,7 +1,7 @@
 """Events the probes report, as the kernel writes them and as Python sees them.
 
 The wire layout is defined once, here, as ctypes structures (``RawEvent``
-header followed by ``RawFile`` records); ``tracing.program`` renders the BPF
+header followed by ``RawFile`` records); ``rawsys.trace.bpf.program`` renders the BPF
 C ``struct`` declarations from these same definitions, so the two sides
 cannot drift.  :func:`decode_event` is a pure function over bytes.
 

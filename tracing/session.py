@@ -10,7 +10,7 @@
             print(ev)
         print(s.lost)
 
-The backend is chosen by ``tracing.doctor.choose_backend`` from what the
+The backend is chosen by ``rawsys.trace.doctor.choose_backend`` from what the
 running kernel allows, unless ``backend=`` forces one.  Filters (``pids``,
 ``tids``, ``comm``) are applied in the kernel.  Everything the session
 attached (programs, the ring buffer, maps) is released by :meth:`close`,
@@ -29,7 +29,7 @@ from collections import deque
 from types import TracebackType
 from typing import Any, Callable, Iterable, Iterator
 
-from rawsys.trace import program
+from rawsys.trace.bpf import program
 from rawsys.trace.events import TraceEvent, Transfer, decode_event
 from rawsys.trace.matcher import Matcher
 
@@ -54,7 +54,7 @@ def _boot_id() -> str:
 
 
 def cached_choice(*, use_cache: bool = True) -> tuple[str, str]:
-    """``tracing.doctor.choose_backend(probe_capabilities())``, kept for this boot.
+    """``rawsys.trace.doctor.choose_backend(probe_capabilities())``, kept for this boot.
 
     The cache file names the boot (``/proc/sys/kernel/random/boot_id``) and
     the kernel release; anything else, or an unreadable file, means asking
@@ -141,12 +141,12 @@ class Session:
     def program_text(self) -> str:
         """The BPF C this session loads (``--ebpf`` prints it)."""
         backend = self.choose_backend()
-        from rawsys.trace.btf import kernel_facts
+        from rawsys.trace.kernel.btf import kernel_facts
 
         facts = kernel_facts()
         extra: dict[str, int] = {}
         if backend != "tracepoint":
-            from rawsys.trace.btf import kernel_btf
+            from rawsys.trace.kernel.btf import kernel_btf
 
             extra = program.kernel_msghdr_offsets(kernel_btf())
         return program.render_program(
@@ -158,7 +158,7 @@ class Session:
         if self._bpf is not None:
             return self
         t0 = time.monotonic()
-        from rawsys.trace.bccloader import BccUnavailable, load_bcc
+        from rawsys.trace.system.bccloader import BccUnavailable, load_bcc
 
         try:
             bcc = load_bcc()
@@ -225,7 +225,7 @@ class Session:
     def _attach(self, bcc: Any) -> None:
         """Attach what the BPF constructor did not (tracepoints attach themselves)."""
         if self.backend == "kprobe":
-            from rawsys.trace.btf import kernel_facts
+            from rawsys.trace.kernel.btf import kernel_facts
 
             for kind, target, fn in program.kprobe_attachments(kernel_facts()):
                 if kind == "kprobe":

@@ -1,4 +1,4 @@
-"""rawsys.trace.btf: the BTF reader against bpftool and hand-built BTF, and the facts cache."""
+"""The BTF reader against bpftool and hand-built BTF, and the kernel facts cache."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rawsys.trace import btf as btfmod
-from rawsys.trace.btf import (
+from rawsys.trace.kernel import btf as btfmod
+from rawsys.trace.kernel.btf import (
     BTF,
     BTFFormatError,
     BTFLookupError,

@@ -1,4 +1,4 @@
-"""rawsys.trace.bccloader: bcc from the distribution, never PyPI's 'bcc'; kernel headers for bcc."""
+"""bcc from the distribution, never PyPI's 'bcc'; kernel headers for bcc."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rawsys.trace import bccloader
-from rawsys.trace.bccloader import BccUnavailable, HeadersInfo, kernel_headers, load_bcc
+from rawsys.trace.system import bccloader
+from rawsys.trace.system.bccloader import BccUnavailable, HeadersInfo, kernel_headers, load_bcc
 
 REPO = Path(__file__).resolve().parents[2]
 IS_ROOT = os.geteuid() == 0
@@ -81,7 +81,7 @@ def test_running_in_the_project_venv_without_dist_packages_on_path() -> None:
         import sys
         assert not any(p.rstrip('/').endswith(('dist-packages', 'site-packages')) and
                        p.startswith('/usr/lib') for p in sys.path), sys.path
-        from rawsys.trace.bccloader import load_bcc
+        from rawsys.trace.system.bccloader import load_bcc
         bcc = load_bcc()
         assert not any(p.startswith('/usr/lib/python3') and 'packages' in p for p in sys.path)
         import bcc as again
@@ -106,7 +106,7 @@ def test_fake_pypi_bcc_is_refused(tmp_path: Path, import_first: bool) -> None:
             import sys
             for name in [k for k in sys.modules if k == 'bcc' or k.startswith('bcc.')]:
                 del sys.modules[name]
-        import rawsys.trace.bccloader as L
+        import rawsys.trace.system.bccloader as L
         real = L.load_bcc()
         import bcc as again
         print(real.__file__)
@@ -126,7 +126,7 @@ def test_fake_bcc_alone_gives_actionable_error(
     make_fake_pypi_bcc(tmp_path)
     result = run_python(
         """
-        import rawsys.trace.bccloader as L
+        import rawsys.trace.system.bccloader as L
         L.distribution_bcc_dirs = lambda: []          # as on a machine without python3-bpfcc
         try:
             L.load_bcc(configure_headers=False)
@@ -276,7 +276,7 @@ def test_this_machines_headers_are_usable() -> None:
 def ensure_tracefs() -> None:
     if os.path.exists("/sys/kernel/tracing/events/syscalls"):
         return
-    from rawsys.trace.setup import mount_tracefs
+    from rawsys.trace.system.provision import mount_tracefs
 
     mount_tracefs()
 
@@ -327,7 +327,7 @@ def test_missing_headers_make_load_bcc_fail_clearly(tmp_path: Path) -> None:
         f"""
         import os
         os.environ["BCC_KERNEL_SOURCE"] = {str(tmp_path)!r}   # no headers in there
-        import rawsys.trace.bccloader as L
+        import rawsys.trace.system.bccloader as L
         try:
             L.load_bcc()
         except L.BccUnavailable as e:
@@ -346,13 +346,13 @@ def test_missing_headers_make_load_bcc_fail_clearly(tmp_path: Path) -> None:
 def test_startup_path_is_fast() -> None:
     """Cached kernel facts plus the distribution's bcc, from a fresh interpreter."""
     distribution_bcc_or_skip()
-    run_python("from rawsys.trace.btf import kernel_facts; kernel_facts()")  # warm the cache
+    run_python("from rawsys.trace.kernel.btf import kernel_facts; kernel_facts()")  # warm the cache
     result = run_python(
         """
         import time
         start = time.monotonic()
-        from rawsys.trace.btf import kernel_facts
-        from rawsys.trace.bccloader import load_bcc
+        from rawsys.trace.kernel.btf import kernel_facts
+        from rawsys.trace.system.bccloader import load_bcc
         facts = kernel_facts()
         load_bcc()
         print(time.monotonic() - start, facts.from_cache)

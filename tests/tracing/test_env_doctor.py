@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rawsys.trace import cli_admin, doctor
+from rawsys.trace import cli_admin
 from rawsys.trace.doctor import (
     Capabilities,
     Check,
@@ -21,6 +21,7 @@ from rawsys.trace.doctor import (
     format_report,
     probe_capabilities,
 )
+from rawsys.trace.doctor import checks as doctor
 
 REPO = Path(__file__).resolve().parents[2]
 IS_ROOT = os.geteuid() == 0
@@ -117,7 +118,7 @@ def test_trivial_programs_load_through_the_verifier() -> None:
 @needs_root
 def test_tracepoints_attach_here(caps: Capabilities) -> None:
     if not os.path.exists("/sys/kernel/tracing/events/syscalls"):
-        from rawsys.trace.setup import mount_tracefs
+        from rawsys.trace.system.provision import mount_tracefs
 
         mount_tracefs()
         caps = probe_capabilities()
@@ -129,7 +130,7 @@ def test_tracepoints_attach_here(caps: Capabilities) -> None:
 
 @needs_root
 def test_fentry_row_reports_the_real_outcome(caps: Capabilities) -> None:
-    from rawsys.trace.btf import kernel_btf
+    from rawsys.trace.kernel.btf import kernel_btf
 
     btf_id = kernel_btf().function_id("scm_detach_fds")
     fd, err = doctor.load_trivial_program(

@@ -1,4 +1,4 @@
-"""rawsys.trace.setup and tracing.cli_admin.setup_main: idempotent machine set-up."""
+"""rawsys.trace.system.provision and tracing.cli_admin.setup_main: idempotent machine set-up."""
 
 from __future__ import annotations
 
@@ -11,8 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from rawsys.trace import cli_admin, setup
-from rawsys.trace.setup import PackagePlan, SetupError, StepResult, package_plan, run_setup
+from rawsys.trace import cli_admin
+from rawsys.trace.system import provision as setup
+from rawsys.trace.system.provision import (
+    PackagePlan,
+    SetupError,
+    StepResult,
+    package_plan,
+    run_setup,
+)
 
 pytestmark = pytest.mark.usefixtures("fd_leak_check")
 

@@ -19,8 +19,9 @@ import pytest
 from tracing_helpers import TRACEPOINT_PROGRAMS, require_live_tracing
 
 from rawsys.c import constants
-from rawsys.trace import events, program
-from rawsys.trace.btf import MemberFact, kernel_facts
+from rawsys.trace import events
+from rawsys.trace.bpf import program
+from rawsys.trace.bpf.program import Filters, ProgramError, render_program
 from rawsys.trace.events import (
     FileIdentity,
     RawEvent,
@@ -30,21 +31,21 @@ from rawsys.trace.events import (
     file_kind,
     refs_from_raw,
 )
+from rawsys.trace.kernel.btf import MemberFact, kernel_facts
 from rawsys.trace.matcher import Matcher
-from rawsys.trace.program import Filters, ProgramError, render_program
 
 C_SOURCES = [
-    "probe_common.h.c",
-    "probe_walk.c",
-    "probe_scm.c",
-    "probe_tracepoint.c",
-    "probe_kprobe.c",
-    "probe_fentry.c",
+    "maps.bpf.h",
+    "cmsg.bpf.h",
+    "scm.bpf.h",
+    "tracepoint.bpf.c",
+    "kprobe.bpf.c",
+    "fentry.bpf.c",
 ]
 
 
 def msghdr_offsets() -> dict[str, int]:
-    from rawsys.trace.btf import kernel_btf
+    from rawsys.trace.kernel.btf import kernel_btf
 
     return program.kernel_msghdr_offsets(kernel_btf())
 
@@ -58,7 +59,7 @@ def render(backend: str, filters: Filters | None = None, facts: object = None) -
 @pytest.mark.parametrize("name", C_SOURCES)
 def test_c_sources_define_no_constant_themselves(name: str) -> None:
     """Every constant is a generated #define; the sources add only helper macros."""
-    src = resources.files("rawsys.trace").joinpath(name).read_text()
+    src = resources.files("rawsys.trace.bpf").joinpath(name).read_text()
     assert set(re.findall(r"#\s*define\s+(\w+)", src)) <= {"OPAQUE", "SPAN_GET"}
     for literal in ("253", "0x40000000", "1073741824", "bpf_probe_read(", "->f_inode"):
         assert literal not in src, f"{name} hard-codes {literal!r}"
@@ -119,7 +120,7 @@ def test_receive_fd_name_is_resolved_on_this_kernel() -> None:
 
 def test_receive_fd_before_6_8_is_dunder() -> None:
     """Kernels before 6.8 call it __receive_fd: the probes follow the facts."""
-    from rawsys.trace.btf import FunctionFact
+    from rawsys.trace.kernel.btf import FunctionFact
 
     facts = kernel_facts()
     functions = dict(facts.functions)
@@ -295,7 +296,7 @@ def test_same_file_sent_twice_is_matched_in_order() -> None:
 # ------------------------------------------------------------ the verifier
 def test_tracepoint_programs_load_and_attach() -> None:
     require_live_tracing()
-    from rawsys.trace.bccloader import load_bcc
+    from rawsys.trace.system.bccloader import load_bcc
 
     bcc = load_bcc()
     b = bcc.BPF(text=render("tracepoint").encode())
@@ -311,7 +312,7 @@ def test_tracepoint_programs_load_and_attach() -> None:
 def test_kprobe_programs_load_through_the_verifier() -> None:
     """Every kprobe/kretprobe program loads; attaching needs CONFIG_KPROBES (not here)."""
     require_live_tracing()
-    from rawsys.trace.bccloader import load_bcc
+    from rawsys.trace.system.bccloader import load_bcc
 
     bcc = load_bcc()
     b = bcc.BPF(text=render("kprobe").encode())  # its syscall tracepoints attach themselves
@@ -331,7 +332,7 @@ def test_fentry_programs_compile_and_load_or_eperm() -> None:
     fentry is allowed, every program must load.
     """
     require_live_tracing()
-    from rawsys.trace.bccloader import load_bcc
+    from rawsys.trace.system.bccloader import load_bcc
 
     bcc = load_bcc()
     text = render("fentry")
@@ -353,7 +354,7 @@ def test_syscall_argument_registers_come_from_btf_per_arch() -> None:
     per architecture; any other architecture is refused with a clear error."""
     import os
 
-    from rawsys.trace.btf import kernel_btf
+    from rawsys.trace.kernel.btf import kernel_btf
 
     facts = kernel_facts()
     machine = os.uname().machine

@@ -529,7 +529,7 @@ def test_clean_stop_leaves_no_program() -> None:
 
 
 def test_bad_filters_raise_clear_errors() -> None:
-    from rawsys.trace.program import ProgramError
+    from rawsys.trace.bpf.program import ProgramError
 
     with pytest.raises(ProgramError, match="PID must be an int"):
         Session(pids=["1"])  # type: ignore[list-item]

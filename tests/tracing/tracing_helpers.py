@@ -24,7 +24,7 @@ TRACEFS_EVENTS = "/sys/kernel/tracing/events/syscalls/sys_enter_sendmsg"
 def require_live_tracing() -> None:
     if os.geteuid() != 0:
         pytest.skip("live tracing needs root (CAP_BPF/CAP_PERFMON); CI runs as root")
-    from rawsys.trace.bccloader import BccUnavailable, load_bcc
+    from rawsys.trace.system.bccloader import BccUnavailable, load_bcc
 
     try:
         load_bcc()

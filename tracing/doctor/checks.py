@@ -286,7 +286,7 @@ def _config_says(config: dict[str, str], key: str) -> str:
 
 
 def _check_bcc() -> tuple[Check, str | None]:
-    from rawsys.trace import bccloader
+    from rawsys.trace.system import bccloader
 
     try:
         bcc = bccloader.load_bcc(configure_headers=False)
@@ -298,7 +298,7 @@ def _check_bcc() -> tuple[Check, str | None]:
 
 
 def _check_headers() -> Check:
-    from rawsys.trace import bccloader
+    from rawsys.trace.system import bccloader
 
     info = bccloader.configure_kernel_headers()
     value = {
@@ -330,7 +330,7 @@ def _check_bcc_compile(bcc_ok: bool, root: bool) -> Check:
 
 
 def _check_tracefs() -> Check:
-    from rawsys.trace.setup import tracefs_mounted
+    from rawsys.trace.system.provision import tracefs_mounted
 
     d = _tracefs_dir()
     if d is not None:
@@ -347,7 +347,7 @@ def _check_tracefs() -> Check:
 
 
 def _check_btf() -> Check:
-    from rawsys.trace import btf
+    from rawsys.trace.kernel import btf
 
     if not os.path.exists(btf.VMLINUX_BTF):
         return Check("BTF", False, "missing", f"no {btf.VMLINUX_BTF} (CONFIG_DEBUG_INFO_BTF)")
@@ -364,7 +364,7 @@ def _check_btf() -> Check:
 
 def _probe_targets() -> tuple[Check, tuple[str, ...], tuple[str, ...], int]:
     """Which probe targets kprobes (kallsyms) and fentry (BTF) can name; a BTF id for fentry."""
-    from rawsys.trace import btf
+    from rawsys.trace.kernel import btf
 
     facts = btf.kernel_facts()
     recv = facts.receive_fd_function or "receive_fd"

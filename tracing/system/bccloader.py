@@ -18,7 +18,7 @@ headers; ``-common``: the rest), which bcc only joins when they are under
 tree of symlinks joining the two is made in the cache directory and
 ``BCC_KERNEL_SOURCE`` names it (bcc then runs clang in that one directory:
 ``src/cc/frontends/clang/loader.cc``, ``kbuild_helper.cc``).  No struct
-layout from these headers is used: offsets come from BTF (``tracing.btf``).
+layout from these headers is used: offsets come from BTF (``rawsys.trace.kernel.btf``).
 """
 
 from __future__ import annotations

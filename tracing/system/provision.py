@@ -7,9 +7,9 @@ Steps, each reported as ``done``, ``already`` or ``failed``:
    (Debian/Ubuntu: ``apt-get install python3-bpfcc linux-headers-...``;
    Fedora: ``dnf install python3-bcc kernel-devel``), plus ``bpftool``;
 3. point bcc at headers: when the running kernel's are missing, join the
-   nearest version's directories once (``tracing.bccloader``) so every later
+   nearest version's directories once (``rawsys.trace.system.bccloader``) so every later
    run finds them ready;
-4. cache the kernel facts from BTF (``tracing.btf``).
+4. cache the kernel facts from BTF (``rawsys.trace.kernel.btf``).
 
 Running it twice changes nothing the second time.
 """
@@ -209,7 +209,7 @@ def setup_steps(*, install: bool = True, run: Runner = _run) -> list[StepResult]
     else:
         results.append(StepResult("install bcc and kernel headers", "skipped", "--no-install"))
 
-    from rawsys.trace import bccloader
+    from rawsys.trace.system import bccloader
 
     try:
         bccloader.find_distribution_bcc()
@@ -236,7 +236,7 @@ def setup_steps(*, install: bool = True, run: Runner = _run) -> list[StepResult]
     else:
         results.append(StepResult("point bcc at kernel headers", "failed", info.reason))
 
-    from rawsys.trace import btf
+    from rawsys.trace.kernel import btf
 
     try:
         facts = btf.kernel_facts()
