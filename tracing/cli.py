@@ -33,7 +33,8 @@ import time
 from types import FrameType
 from typing import Callable, Sequence, TextIO
 
-from rawsys.trace.bpf.program import BACKENDS, PID_MAX_LIMIT
+from rawsys.trace.bpf.prelude import PID_MAX_LIMIT
+from rawsys.trace.bpf.program import BACKENDS
 from rawsys.trace.events import TraceEvent, Transfer
 
 __all__ = ["main", "format_transfer", "HEADER"]

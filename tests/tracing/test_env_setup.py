@@ -187,6 +187,31 @@ def test_run_setup_is_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @needs_root
+def test_first_setup_is_done_and_the_second_already(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh machine (empty cache): the first set-up makes the header tree and
+    the kernel facts (``done``), the second finds them (``already``) -- in one
+    process, as ``./dev test`` runs them."""
+    from rawsys.trace.kernel import facts
+    from rawsys.trace.system import headers
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("BCC_KERNEL_SOURCE", raising=False)
+    monkeypatch.setattr(headers, "_configured", None)  # as in a new process
+    monkeypatch.setattr(facts, "_facts", None)
+    joins = headers.kernel_headers().match == "nearest"
+    first = {r.step: r for r in setup.setup_steps(install=False)}
+    second = {r.step: r for r in setup.setup_steps(install=False)}
+    assert first["kernel facts from BTF"].status == "done"
+    if joins:
+        assert first["point bcc at kernel headers"].status == "done"
+    assert list(first) == list(second)
+    for r in second.values():
+        assert r.status in ("already", "skipped"), r
+
+
+@needs_root
 def test_setup_main_no_install(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_admin.setup_main(["--no-install"]) == 0
     out = capsys.readouterr().out

@@ -1,1 +1,2 @@
-"""placeholder"""
+"""This machine: the distribution's bcc (:mod:`.bccloader`), kernel headers for it
+(:mod:`.headers`), ``rawsys-trace setup`` (:mod:`.provision`) and the cache (:mod:`.cache`)."""

@@ -1,0 +1,408 @@
+"""The generated prelude of every BPF program: its ``#define``s, structs and filters.
+
+Each backend's C source starts with ``#include "prelude.bpf.h"``; this
+module writes that text, so nothing is written twice in C: socket constants
+come from ``rawsys.c.constants``, user-space ABI layouts (``msghdr``,
+``mmsghdr``, ``cmsghdr``) from ``rawsys.c.structs``, the event layout from
+``rawsys.trace.events``, and kernel struct offsets and function names from
+the running kernel (:mod:`rawsys.trace.kernel.facts`).  Only the offsets and
+function names a program's own sources use are defined, checked against the
+sizes the probes read.  The C never dereferences a kernel struct by header
+layout: the headers bcc compiles against may describe another kernel.
+
+Filters are typed: :class:`Filters` validates PIDs/TIDs as ints and the
+command name as at most 15 bytes, and renders them as C comparisons, so the
+kernel drops unwanted events before they reach the ring buffer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from rawsys.c import constants
+from rawsys.c.cmsg import CMSG_ALIGN, CMSG_LEN, CMSG_SPACE
+from rawsys.c.structs import cmsghdr, mmsghdr, msghdr
+from rawsys.trace import events
+from rawsys.trace.kernel.facts import FUNCTIONS, READS, SYSCALL_ARG_REGS, KernelFacts
+
+__all__ = [
+    "Filters",
+    "PID_MAX_LIMIT",
+    "ProgramError",
+    "RING_PAGES_DEFAULT",
+    "c_struct",
+    "render_defines",
+    "render_prelude",
+    "syscall_arg_defines",
+]
+
+# Bounds of the in-kernel loops (the verifier needs every loop bounded).
+MAX_CMSGS = 16  # control messages walked per msghdr
+MAX_MMSG = 8  # messages of one sendmmsg/recvmmsg vector examined
+# fds resolved per message of a sendmmsg/recvmmsg vector (the nested loops must
+# stay within the verifier's budget); more are counted in fds_seen and the
+# event is flagged EV_FLAG_FDS_DROPPED.
+MMSG_FD_SLOTS = 32
+RING_PAGES_DEFAULT = 16384  # 64 MiB with 4 KiB pages: a burst of ~450k events waits there
+RING_WAKEUP_EVENTS = 256  # events per CPU between two wake-ups of the reader
+MAX_INFLIGHT = 4096  # threads inside a traced syscall at the same time
+MAX_SENDING = 1024  # of which inside sendmsg with fds (4 KiB of fd/file slots each)
+USER_WINDOW_LEN = 256  # bytes around a user msghdr read at once (a power of two)
+MAX_FILTER_IDS = 1024  # PIDs (and TIDs) one session can filter on
+PID_MAX_LIMIT = 1 << 22  # include/linux/threads.h, PID_MAX_LIMIT on 64-bit
+
+
+class ProgramError(ValueError):
+    """A filter, backend or kernel the program cannot be rendered for."""
+
+
+# --------------------------------------------------------------------- filters
+def _check_id(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProgramError(f"{what} must be an int, got {type(value).__name__}: {value!r}")
+    if not 0 < value < PID_MAX_LIMIT:
+        raise ProgramError(f"{what} {value} is out of range 1..{PID_MAX_LIMIT - 1}")
+    return value
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What to trace: process ids, thread ids, command name; empty means everything."""
+
+    pids: tuple[int, ...] = ()
+    tids: tuple[int, ...] = ()
+    comm: str | None = None
+    comm_bytes: bytes = field(init=False, repr=False, default=b"")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pids", tuple(_check_id(p, "PID") for p in self.pids))
+        object.__setattr__(self, "tids", tuple(_check_id(t, "TID") for t in self.tids))
+        for what, ids in (("PIDs", self.pids), ("TIDs", self.tids)):
+            if len(set(ids)) > MAX_FILTER_IDS:
+                raise ProgramError(f"at most {MAX_FILTER_IDS} {what} can be filtered on")
+        if self.comm is not None:
+            if not isinstance(self.comm, str):
+                raise ProgramError(f"comm must be a str, got {type(self.comm).__name__}")
+            raw = self.comm.encode()
+            if not raw or b"\0" in raw:
+                raise ProgramError(f"comm {self.comm!r} must be non-empty without NUL bytes")
+            if len(raw) >= events.COMM_LEN:
+                raise ProgramError(
+                    f"comm {self.comm!r} is longer than the kernel keeps "
+                    f"({events.COMM_LEN - 1} bytes, TASK_COMM_LEN)"
+                )
+            object.__setattr__(self, "comm_bytes", raw)
+
+    @classmethod
+    def of(
+        cls, pids: Iterable[int] = (), tids: Iterable[int] = (), comm: str | None = None
+    ) -> Filters:
+        return cls(tuple(pids), tuple(tids), comm)
+
+    def c_source(self) -> str:
+        """The filter functions: hash-map look-ups of typed ints, byte compares of the name.
+
+        The PID/TID sets live in maps (``pid_filter``, ``tid_filter``) that
+        :meth:`map_entries` fills after loading, so a session can add a pid
+        (a forked child) while it runs.
+        """
+        # Compare every byte up to and including the terminating NUL.
+        comm_test = " && ".join(
+            f"comm[{i}] == {b}" for i, b in enumerate(self.comm_bytes + b"\0")
+        ) or "1"
+        return (
+            f"BPF_HASH(pid_filter, u32, u8, {MAX_FILTER_IDS});\n"
+            f"BPF_HASH(tid_filter, u32, u8, {MAX_FILTER_IDS});\n"
+            "static __always_inline int pid_wanted(u32 tgid) "
+            "{ return pid_filter.lookup(&tgid) != 0; }\n"
+            "static __always_inline int tid_wanted(u32 tid) "
+            "{ return tid_filter.lookup(&tid) != 0; }\n"
+            "static __always_inline int comm_wanted(const unsigned char *comm) { return "
+            + comm_test
+            + "; }\n"
+        )
+
+    def map_entries(self) -> dict[str, tuple[int, ...]]:
+        """What to put in the filter maps once the program is loaded."""
+        return {"pid_filter": self.pids, "tid_filter": self.tids}
+
+
+
+# --------------------------------------------------------------------- structs
+_CTYPE_NAMES: Mapping[Any, str] = {
+    ctypes.c_uint64: "u64",
+    ctypes.c_int64: "s64",
+    ctypes.c_uint32: "u32",
+    ctypes.c_int32: "s32",
+    ctypes.c_uint16: "u16",
+    ctypes.c_int16: "s16",
+    ctypes.c_uint8: "u8",
+    ctypes.c_char: "char",
+}
+
+_STRUCT_NAMES: Mapping[Any, str] = {
+    events.RawFile: "fd_file",
+    events.RawEvent: "fd_event",
+}
+
+
+def c_struct(struct: type[ctypes.Structure], name: str) -> str:
+    """A C ``struct`` declaration with the layout of a ctypes structure, size asserted."""
+    lines = [f"struct {name} {{"]
+    for fname, ftype in struct._fields_:  # type: ignore[misc]
+        length = getattr(ftype, "_length_", None)
+        base = getattr(ftype, "_type_", None) if length is not None else ftype
+        if base in _STRUCT_NAMES:
+            ctype = f"struct {_STRUCT_NAMES[base]}"
+        elif base in _CTYPE_NAMES:
+            ctype = _CTYPE_NAMES[base]
+        else:
+            raise ProgramError(f"no C spelling for {ftype!r} in {struct.__name__}.{fname}")
+        suffix = f"[{length}]" if length is not None else ""
+        lines.append(f"    {ctype} {fname}{suffix};")
+    lines.append("};")
+    lines.append(
+        f'_Static_assert(sizeof(struct {name}) == {ctypes.sizeof(struct)}, '
+        f'"struct {name} differs from rawsys.trace.events.{struct.__name__}");'
+    )
+    return "\n".join(lines)
+
+
+
+# --------------------------------------------------------------------- defines
+def _offset(struct: type[ctypes.Structure], member: str) -> int:
+    offset: int = getattr(struct, member).offset
+    return offset
+
+
+def _constant_defines() -> dict[str, int]:
+    return {
+        "SOL_SOCKET": constants.SOL_SOCKET,
+        "SCM_RIGHTS": constants.SCM_RIGHTS,
+        "SCM_MAX_FD": constants.SCM_MAX_FD,
+        "MSG_PEEK": constants.MSG_PEEK,
+        "MSG_CTRUNC": constants.MSG_CTRUNC,
+        "MSG_CMSG_CLOEXEC": constants.MSG_CMSG_CLOEXEC,
+        "O_CLOEXEC": constants.O_CLOEXEC,
+        # <sys/stat.h>, from Python's stat module.
+        "S_IFMT": stat.S_IFMT(0o777777),
+        "S_IFIFO": stat.S_IFIFO,
+        "S_IFSOCK": stat.S_IFSOCK,
+        # User-space ABI, from the ctypes structures of rawsys.c.
+        "USER_MSGHDR_CONTROL": _offset(msghdr, "msg_control"),
+        "USER_MSGHDR_CONTROLLEN": _offset(msghdr, "msg_controllen"),
+        "USER_MSGHDR_FLAGS": _offset(msghdr, "msg_flags"),
+        # msg_control, msg_controllen and msg_flags are read in one go.
+        "USER_MSGHDR_SPAN_LEN": _offset(msghdr, "msg_flags") + ctypes.sizeof(ctypes.c_int)
+        - _offset(msghdr, "msg_control"),
+        # One user read of the msghdr's page-bounded neighbourhood also gets a
+        # control buffer kept next to it (C programs keep both on the stack).
+        "USER_PAGE_SIZE": mmap.PAGESIZE,
+        "USER_WINDOW_LEN": USER_WINDOW_LEN,
+        "USER_WINDOW_BEFORE": USER_WINDOW_LEN // 2,
+        "USER_MMSGHDR_SIZE": ctypes.sizeof(mmsghdr),
+        "USER_MMSGHDR_LEN": _offset(mmsghdr, "msg_len"),
+        "CMSG_HDR_LEN": CMSG_LEN(0),
+        "CMSG_HDR_SIZE": ctypes.sizeof(cmsghdr),
+        "CMSG_LEN_ONE_FD": CMSG_LEN(ctypes.sizeof(ctypes.c_int)),
+        "CMSG_SPACE_ONE_FD": CMSG_SPACE(ctypes.sizeof(ctypes.c_int)),
+        "CMSG_ALIGN_MASK": CMSG_ALIGN(1) - 1,
+        "FD_BYTES": ctypes.sizeof(ctypes.c_int),
+        # Event layout, from rawsys.trace.events.
+        "EV_SEND": int(events.EventKind.SEND),
+        "EV_RECV": int(events.EventKind.RECV),
+        "SYS_SENDMSG": int(events.Syscall.SENDMSG),
+        "SYS_SENDMMSG": int(events.Syscall.SENDMMSG),
+        "SYS_RECVMSG": int(events.Syscall.RECVMSG),
+        "SYS_RECVMMSG": int(events.Syscall.RECVMMSG),
+        "FD_FLAG_CLOEXEC": events.FD_FLAG_CLOEXEC,
+        "EV_FLAG_FDS_DROPPED": events.EV_FLAG_FDS_DROPPED,
+        "EV_FLAG_REF_IS_FILE_REF": events.EV_FLAG_REF_IS_FILE_REF,
+        "NAME_LEN": events.NAME_LEN,
+        "FD_SLOTS": events.FD_SLOTS,
+        "EVENT_HEADER_SIZE": events.HEADER_SIZE,
+        "FILE_RECORD_SIZE": events.FILE_RECORD_SIZE,
+        # Loop bounds and map sizes.
+        "MAX_CMSGS": MAX_CMSGS,
+        "MAX_MMSG": MAX_MMSG,
+        "MMSG_FD_SLOTS": MMSG_FD_SLOTS,
+        "MAX_INFLIGHT": MAX_INFLIGHT,
+        "MAX_SENDING": MAX_SENDING,
+        **_fd_scratch_defines(events.FD_SLOTS, ctypes.sizeof(ctypes.c_int)),
+    }
+
+
+def _fd_scratch_defines(slots: int, fd_bytes: int) -> dict[str, int]:
+    """Bounds of the fd numbers collected before resolution (``struct fd_scratch``).
+
+    The verifier accepts a variable index or length only under a mask: the
+    slots rounded up to a power of two give the index mask and the byte
+    length mask, and the array is twice that, so a masked index plus a
+    masked length always stays inside.
+    """
+    rounded = 1 << (slots - 1).bit_length()
+    return {
+        "FD_INDEX_MASK": rounded - 1,
+        "FD_READ_MASK": rounded * fd_bytes - 1,
+        "FD_ARRAY_LEN": 2 * rounded,
+    }
+
+
+# Members read together: one bpf_probe_read_kernel() of the span that holds
+# them all is cheaper than one per member (the traced program pays for each).
+_SPANS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
+    ("FILE", (("file.f_inode", 8), ("file.f_count", 8), ("file.f_path.dentry", 8))),
+    ("INODE", (("inode.i_ino", 8), ("inode.i_mode", 2))),
+    ("FDTABLE", (("fdtable.max_fds", 4), ("fdtable.fd", 8), ("fdtable.close_on_exec", 8))),
+)
+MAX_SPAN = 512  # bytes of per-CPU scratch per span
+
+
+def _span_defines(facts: KernelFacts) -> dict[str, int]:
+    out: dict[str, int] = {"MAX_SPAN": MAX_SPAN}
+    for name, members in _SPANS:
+        lo = min(int(facts.offset(f)) for f, _ in members) & ~7
+        hi = max(int(facts.offset(f)) + size for f, size in members)
+        length = (hi - lo + 7) & ~7
+        if length > MAX_SPAN:
+            raise ProgramError(
+                f"the {name.lower()} members the probes read span {length} bytes on this "
+                f"kernel, more than {MAX_SPAN}"
+            )
+        out[f"SPAN_{name}_LO"] = lo
+        out[f"SPAN_{name}_LEN"] = length
+    return out
+
+
+# ---------------------------------------------------------------------- kernel
+_READS_BY_DEFINE = {read.define: read for read in READS}
+
+
+def used_names(source: str, prefix: str) -> set[str]:
+    """The identifiers starting with *prefix* that C *source* uses, comments aside."""
+    code = re.sub(r"/\*.*?\*/|//[^\n]*", " ", source, flags=re.S)
+    return set(re.findall(rf"\b{prefix}[A-Z0-9_]+\b", code))
+
+
+def kernel_offset_defines(facts: KernelFacts, names: Iterable[str]) -> dict[str, int]:
+    """``OFF_*`` for each of *names*, from the facts, after checking the sizes the probes read."""
+    out: dict[str, int] = {}
+    for name in sorted(names):
+        read = _READS_BY_DEFINE.get(name)
+        if read is None:
+            raise ProgramError(f"{name} is used by the probes but no kernel fact lists it")
+        if read.size:
+            got = facts.size(read.fact)
+            if got != read.size:
+                raise ProgramError(
+                    f"kernel {read.fact} is {got} bytes on this kernel, the probes read {read.size}"
+                )
+        out[name] = facts.offset(read.fact)
+    return out
+
+
+def syscall_arg_defines(facts: KernelFacts, machine: str | None = None) -> dict[str, int]:
+    """``SYSCALL_ARG0``..``SYSCALL_ARG3``: byte offsets of a syscall's arguments
+    in the kernel's ``struct pt_regs`` on *machine* (default: this one)."""
+    machine = machine or os.uname().machine
+    regs = SYSCALL_ARG_REGS.get(machine)
+    if regs is None:
+        raise ProgramError(
+            f"the tracepoint backend reads syscall arguments from the saved registers and "
+            f"knows them only on {', '.join(SYSCALL_ARG_REGS)}, not on {machine}"
+        )
+    out: dict[str, int] = {}
+    for i, (fact, extra) in enumerate(regs):
+        if fact not in facts.members:
+            raise ProgramError(f"kernel struct pt_regs has no {fact.split('.', 1)[1]} on {machine}")
+        size = facts.size(fact)
+        if size and extra + 8 > size:
+            raise ProgramError(f"kernel {fact} is {size} bytes, the probes read 8 at +{extra}")
+        out[f"SYSCALL_ARG{i}"] = facts.offset(fact) + extra
+    return out
+
+
+def function_name_defines(facts: KernelFacts, names: Iterable[str]) -> dict[str, str]:
+    """``FN_<ROLE>``: the running kernel's name for each :data:`FUNCTIONS` role used."""
+    out: dict[str, str] = {}
+    for name in sorted(names):
+        role = name[len("FN_"):].lower()
+        if role not in FUNCTIONS:
+            raise ProgramError(f"{name} is used by the probes but names no kernel function role")
+        out[name] = kernel_function(facts, role)
+    return out
+
+
+def kernel_function(facts: KernelFacts, role: str) -> str:
+    """The running kernel's name for a :data:`FUNCTIONS` role; ProgramError if it has none."""
+    found = facts.function(role)
+    if found is None:
+        raise ProgramError(f"this kernel has none of {' or '.join(FUNCTIONS[role])}")
+    return found
+
+
+def _kernel_defines(facts: KernelFacts, source: str) -> dict[str, int | str]:
+    out: dict[str, int | str] = {}
+    out.update(kernel_offset_defines(facts, used_names(source, "OFF_")))
+    out.update(_span_defines(facts))
+    if used_names(source, "SYSCALL_ARG"):
+        out.update(syscall_arg_defines(facts))
+    out.update(function_name_defines(facts, used_names(source, "FN_")))
+    member = facts.members["file.f_count"]
+    out["FILE_REF_T"] = 1 if "file_ref" in member.type or member.member == "f_ref" else 0
+    return out
+
+
+def render_defines(defines: Mapping[str, int | str]) -> str:
+    """``#define NAME VALUE`` lines; a value is an int or a C identifier (a function name)."""
+    lines = []
+    for name, value in defines.items():
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
+            raise ProgramError(f"bad #define name {name!r}")
+        if isinstance(value, str):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+                raise ProgramError(f"#define {name}: {value!r} is not a C identifier")
+        elif isinstance(value, bool) or not isinstance(value, int):
+            raise ProgramError(f"#define {name} must be an int, got {value!r}")
+        lines.append(f"#define {name} {value}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------- prelude
+def render_prelude(
+    backend: str,
+    facts: KernelFacts,
+    source: str,
+    filters: Filters | None = None,
+    *,
+    ring_pages: int = RING_PAGES_DEFAULT,
+) -> str:
+    """The prelude of *backend*'s program whose other C text is *source*.
+
+    *source* decides which kernel offsets (``OFF_*``), syscall argument
+    offsets (``SYSCALL_ARG*``) and function names (``FN_*``) are defined:
+    those it uses, each checked on this kernel.
+    """
+    if ring_pages <= 0 or ring_pages & (ring_pages - 1):
+        raise ProgramError(f"ring_pages must be a power of two, got {ring_pages}")
+    filters = filters or Filters()
+    defines: dict[str, int | str] = {}
+    defines.update(_constant_defines())
+    defines.update(_kernel_defines(facts, source))
+    defines["RING_PAGES"] = ring_pages
+    defines["RING_WAKEUP_EVENTS"] = RING_WAKEUP_EVENTS
+    defines["FILTER_PID"] = int(bool(filters.pids))
+    defines["FILTER_TID"] = int(bool(filters.tids))
+    defines["FILTER_COMM"] = int(filters.comm is not None)
+    return "\n\n".join((
+        render_defines(defines),
+        c_struct(events.RawFile, "fd_file"),
+        c_struct(events.RawEvent, "fd_event"),
+        filters.c_source(),
+    ))
