@@ -407,3 +407,23 @@ def test_syscall_argument_registers_come_from_btf_per_arch() -> None:
         assert "SYSCALL_ARG3" in render("tracepoint")
     with pytest.raises(ProgramError, match="s390x"):
         prelude.syscall_arg_defines(facts, "s390x")
+
+
+# ------------------------------------------------------------ layout checks
+def test_layout_checks_survive_python_O() -> None:
+    """A decoding format that misreads the layout stops the import, even under -O."""
+    import subprocess
+    import sys
+
+    code = (
+        "import struct, rawsys.trace.events as e\n"
+        "e._FILE_STRUCT = struct.Struct('<QQQHHi32s')  # fd and mode swapped\n"
+        "e._HEADER_STRUCT = struct.Struct('<QqII16siIIIBBBBHHHH')  # 4 bytes short\n"
+        "print(e._layout_problems())\n"
+    )
+    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "RawFile.fd" in out and "RawEventHeader is 72 bytes" in out
+    source = resources.files("rawsys.trace").joinpath("events.py").read_text()
+    assert not re.search(r"^assert ", source, re.M)
+    assert "raise ImportError" in source
