@@ -111,7 +111,7 @@ def wait_gone(ids: set[int], timeout: float = 5.0) -> set[int]:
 
 
 def build_fdpass(build_c: Callable[..., Path], dest_dir: Path) -> Path:
-    """seed 003's send_fd/recv_fd program, built with gcc, as ``dest_dir/fdpass``.
+    """The classic send_fd/recv_fd pair (cmsg(3)) in C, built with gcc, as ``dest_dir/fdpass``.
 
     Copied to that name so its comm is ``fdpass`` (the ``-n`` filter).
     """
