@@ -101,16 +101,25 @@ static __always_inline void scm_send_done(u64 kmsg, u64 scm, s64 ret)
         count_lost(1);
 }
 
+/* The arguments scm_on_enter() kept for thread tid, taken out of `calls`
+ * into *a: 0 when there are none. */
+static __always_inline int take_call_args(u32 tid, struct call_args *a)
+{
+    struct call_args *p = calls.lookup(&tid);
+    if (!p)
+        return 0;
+    __builtin_memcpy(a, p, sizeof(*a));
+    calls.delete(&tid);
+    return 1;
+}
+
 /* sys_exit_sendmsg: the result decides; the files were kept by scm_send_done. */
 static __always_inline int scm_exit_sendmsg(s64 ret)
 {
     struct call_args a;
     u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct call_args *p = calls.lookup(&tid);
-    if (!p)
+    if (!take_call_args(tid, &a))
         return 0;
-    __builtin_memcpy(&a, p, sizeof(a));
-    calls.delete(&tid);
     struct sent_files *sf = sent.lookup(&tid);
     if (!sf)
         return 0;
@@ -205,11 +214,8 @@ static __always_inline int scm_exit_recv(s64 ret, int mmsg)
 {
     struct call_args a;
     u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct call_args *p = calls.lookup(&tid);
-    if (!p)
+    if (!take_call_args(tid, &a))
         return 0;
-    __builtin_memcpy(&a, p, sizeof(a));
-    calls.delete(&tid);
     if (mmsg || ret < 0 || a.scm_files)
         return 0;
     u32 msg_flags = 0;
