@@ -37,9 +37,11 @@ __all__ = [
     "ProgramError",
     "RING_PAGES_DEFAULT",
     "c_struct",
+    "kernel_function",
     "render_defines",
     "render_prelude",
     "syscall_arg_defines",
+    "used_names",
 ]
 
 # Bounds of the in-kernel loops (the verifier needs every loop bounded).
@@ -174,8 +176,11 @@ def c_struct(struct: type[ctypes.Structure], name: str) -> str:
     return "\n".join(lines)
 
 
-
 # --------------------------------------------------------------------- defines
+_READS_BY_DEFINE = {read.define: read for read in READS}
+_READS_BY_FACT = {read.fact: read for read in READS}
+
+
 def _offset(struct: type[ctypes.Structure], member: str) -> int:
     offset: int = getattr(struct, member).offset
     return offset
@@ -256,10 +261,10 @@ def _fd_scratch_defines(slots: int, fd_bytes: int) -> dict[str, int]:
 
 # Members read together: one bpf_probe_read_kernel() of the span that holds
 # them all is cheaper than one per member (the traced program pays for each).
-_SPANS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
-    ("FILE", (("file.f_inode", 8), ("file.f_count", 8), ("file.f_path.dentry", 8))),
-    ("INODE", (("inode.i_ino", 8), ("inode.i_mode", 2))),
-    ("FDTABLE", (("fdtable.max_fds", 4), ("fdtable.fd", 8), ("fdtable.close_on_exec", 8))),
+_SPANS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("FILE", ("file.f_inode", "file.f_count", "file.f_path.dentry")),
+    ("INODE", ("inode.i_ino", "inode.i_mode")),
+    ("FDTABLE", ("fdtable.max_fds", "fdtable.fd", "fdtable.close_on_exec")),
 )
 MAX_SPAN = 512  # bytes of per-CPU scratch per span
 
@@ -267,8 +272,8 @@ MAX_SPAN = 512  # bytes of per-CPU scratch per span
 def _span_defines(facts: KernelFacts) -> dict[str, int]:
     out: dict[str, int] = {"MAX_SPAN": MAX_SPAN}
     for name, members in _SPANS:
-        lo = min(int(facts.offset(f)) for f, _ in members) & ~7
-        hi = max(int(facts.offset(f)) + size for f, size in members)
+        lo = min(facts.offset(fact) for fact in members) & ~7
+        hi = max(facts.offset(fact) + _READS_BY_FACT[fact].size for fact in members)
         length = (hi - lo + 7) & ~7
         if length > MAX_SPAN:
             raise ProgramError(
@@ -281,7 +286,6 @@ def _span_defines(facts: KernelFacts) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------- kernel
-_READS_BY_DEFINE = {read.define: read for read in READS}
 
 
 def used_names(source: str, prefix: str) -> set[str]:
