@@ -11,8 +11,8 @@
         print(s.lost)
 
 The backend is chosen by doctor (:mod:`rawsys.trace.doctor.choice`) from
-what the running kernel allows, unless ``backend=`` forces one.  Filters (``pids``,
-``tids``, ``comm``) are applied in the kernel.  Everything the session
+what the running kernel allows, unless ``backend=`` forces one.  Filters
+(``pids``, ``tids``, ``comm``) are applied in the kernel.  Everything the session
 attached (programs, the ring buffer, maps) is released by :meth:`close`,
 which ``with`` calls.  A session is not thread-safe; use it from one thread.
 """
