@@ -280,8 +280,8 @@ class FdStreamReader:
         pending.clear()
         return fds
 
-    def _connection_closing(self) -> None:
-        """The writer is about to close the socket: stop waiting on it, close held fds."""
+    def _connection_closing(self) -> List[int]:
+        """The writer is about to close the socket: stop waiting on it; hand over held fds."""
         self._closed = True
         future, waiting_on = self._waiting, self._waiting_on
         if future is not None and waiting_on is not None:
@@ -289,11 +289,7 @@ class FdStreamReader:
             forget(waiting_on[0], waiting_on[1], False, future)
             if not future.done():
                 future.set_result(None)
-        held = self._held()
-        if held:
-            warnings.warn(f"closing {len(held)} received fd(s) that were never taken "
-                          f"(FdStreamReader.take_fds)", ResourceWarning, stacklevel=3)
-            _close_all(held)
+        return self._held()
 
     def __del__(self) -> None:
         _close_all(self._held())
@@ -530,11 +526,14 @@ class FdStreamWriter:
         if self._closed.done():
             return
         self._drop_queue()
-        if self._reader is not None:
-            self._reader._connection_closing()
+        held = self._reader._connection_closing() if self._reader is not None else []
         self._sock.close()
         self._closed.set_result(None)
         self._wake_drainers()
+        _close_all(held)
+        if held:  # last: a warnings filter may turn this into an exception
+            warnings.warn(f"closed {len(held)} received fd(s) that were never taken "
+                          f"(FdStreamReader.take_fds)", ResourceWarning, stacklevel=3)
 
     def is_closing(self) -> bool:
         return self._closing
