@@ -72,6 +72,27 @@ def test_cancelled_receive_takes_nothing_and_loses_nothing(loop_kind: str, recei
     run(loop_kind, main)
 
 
+def test_a_message_left_queued_is_dropped_with_the_socket(loop_kind: str) -> None:
+    """Where a cancelled receive leaves a message: the kernel holds its fds, then drops them."""
+    async def main(loop: Any) -> None:
+        a, b = pair()
+        r, w = os.pipe()
+        task = asyncio.ensure_future(aio.recv_fds(b, 8, 1))
+        await until(lambda: loop.watched(b.fileno()))
+        loop.cancel_at_wakeup(task, 1, b.fileno())
+        await aio.send_fds(a, [b"m"], [w])
+        os.close(w)  # the message's copy is the only write end left
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        os.set_blocking(r, False)
+        with pytest.raises(BlockingIOError):  # a writer exists: the one in flight
+            os.read(r, 1)
+        close(a, b)
+        assert os.read(r, 1) == b""  # EOF: the kernel dropped it with the socket
+        os.close(r)
+    run(loop_kind, main)
+
+
 def test_closing_a_suspended_coroutine_unregisters(loop_kind: str) -> None:
     """A coroutine closed without cancellation (garbage collection) cleans up too."""
     async def main(loop: Any) -> None:

@@ -101,6 +101,11 @@ def test_the_kernel_glues_plain_bytes_before_fds_but_nothing_after(loop_kind: st
         assert (msg, len(fds)) == (b"plain\nwith\n", 1)  # one read, fds of the 2nd write
         assert rawsys.recv_fds(b, 100, 4)[:2] == (b"after\n", [])
         os.close(fds[0])
+        rawsys.send_fds(a, [b"split"], [w])  # a partial read gets them with its first part
+        first = rawsys.recv_fds(b, 2, 4)
+        assert (first[0], len(first[1])) == (b"sp", 1)
+        assert rawsys.recv_fds(b, 100, 4)[:2] == (b"lit", [])
+        os.close(first[1][0])
 
         ra, wa, rb, wb = await streams()
         wa.write(b"plain\n")
