@@ -61,27 +61,32 @@ class _Tracking:
         if self._on_register is not None:
             self._on_register(fd)
 
-    def add_reader(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None:
+    def _add(self, writing: bool, fd: Any, callback: Callable[..., Any], args: Any) -> None:
         fd = fd if isinstance(fd, int) else fd.fileno()
-        super().add_reader(fd, self._wrap(fd, callback, args))  # type: ignore[misc]
-        self.readers.add(fd)
+        base = super()
+        add = base.add_writer if writing else base.add_reader  # type: ignore[attr-defined]
+        add(fd, self._wrap(fd, callback, args))
+        (self.writers if writing else self.readers).add(fd)
         self._registered(fd)
+
+    def _remove(self, writing: bool, fd: Any) -> bool:
+        fd = fd if isinstance(fd, int) else fd.fileno()
+        (self.writers if writing else self.readers).discard(fd)
+        base = super()
+        remove = base.remove_writer if writing else base.remove_reader  # type: ignore[attr-defined]
+        return bool(remove(fd))
+
+    def add_reader(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None:
+        self._add(False, fd, callback, args)
 
     def remove_reader(self, fd: Any) -> bool:
-        fd = fd if isinstance(fd, int) else fd.fileno()
-        self.readers.discard(fd)
-        return bool(super().remove_reader(fd))  # type: ignore[misc]
+        return self._remove(False, fd)
 
     def add_writer(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None:
-        fd = fd if isinstance(fd, int) else fd.fileno()
-        super().add_writer(fd, self._wrap(fd, callback, args))  # type: ignore[misc]
-        self.writers.add(fd)
-        self._registered(fd)
+        self._add(True, fd, callback, args)
 
     def remove_writer(self, fd: Any) -> bool:
-        fd = fd if isinstance(fd, int) else fd.fileno()
-        self.writers.discard(fd)
-        return bool(super().remove_writer(fd))  # type: ignore[misc]
+        return self._remove(True, fd)
 
     def cancel_at_registration(self, task: asyncio.Task[Any], n: int, fd: int) -> None:
         """At the n-th registration for *fd*, cancel *task* (which then parks on it)."""
