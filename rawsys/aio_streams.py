@@ -683,6 +683,7 @@ class FdServer:
                     continue
                 raise
             self._connection_made(conn)
+            await asyncio.sleep(0)  # let the handler start; a flood cannot starve the loop
 
     def _connection_made(self, conn: socket.socket) -> None:
         try:
