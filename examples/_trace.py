@@ -43,9 +43,9 @@ def why_untraceable() -> str | None:
     except ImportError as exc:
         return f"--trace needs the tracer, rawsys.trace.session, which is not available ({exc})"
     try:
-        from rawsys.trace.bccloader import BccUnavailable, load_bcc
+        from rawsys.trace.system.bccloader import BccUnavailable, load_bcc
     except ImportError as exc:
-        return f"--trace needs rawsys.trace.bccloader ({exc})"
+        return f"--trace needs rawsys.trace.system.bccloader ({exc})"
     try:
         load_bcc()
     except (BccUnavailable, ImportError, OSError) as exc:

@@ -51,7 +51,7 @@ def test_every_example_is_tested() -> None:
     """A new example must get its test here (and a line in examples/README.md)."""
     tested = {
         "ip_ttl.py", "recv_to_kernel.py", "send_fd_array.py", "send_fd_fork.py",
-        "send_fd_variants.py", "sendmsg_recvmsg_walk.py",
+        "send_fd_variants.py", "sendmsg_recvmsg_walk.py", "aio_fd_server.py",
     }
     assert set(SCRIPTS) == tested
     readme = (EXAMPLES / "README.md").read_text()
@@ -278,6 +278,21 @@ def test_sendmsg_recvmsg_walk() -> None:
     assert "cmsg_len 15: sendmsg = -1, errno EINVAL" in out
 
 
+# --- asyncio: aio_fd_server.py -------------------------------------------------------
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_aio_fd_server(loop: str) -> None:
+    if loop == "uvloop":
+        pytest.importorskip("uvloop", reason="uvloop is not installed (pip install uvloop)")
+    out = run("aio_fd_server.py", "-n", "6", *(["--uvloop"] if loop == "uvloop" else [])).stdout
+    lines = out.splitlines()
+    for i in range(6):
+        assert lines[i] == (f"client {i}: OPEN file{i}.txt -> OK file{i}.txt: "
+                            f"contents of file {i}, read through a passed descriptor")
+    assert lines[6] == "client 6: OPEN missing.txt -> ERR missing.txt"
+    assert lines[7] == "6 files served through 6 passed descriptors, 0 failure(s)"
+
+
 # --- --trace ----------------------------------------------------------------------------
 
 EVENT_LINE = re.compile(
@@ -364,6 +379,17 @@ def test_trace_sendmsg_recvmsg_walk() -> None:
     assert [e["result"] for e in sends if e["result"] != "ok"] == ["EBADF", "EINVAL"]
 
 
+def test_trace_aio_fd_server() -> None:
+    """One process: each file's send by the server linked to its receive by a client."""
+    _, events, section = traced_run("aio_fd_server.py", "-n", "3")
+    sends = [e for e in events if e["kind"] == "send"]
+    recvs = [e for e in events if e["kind"] == "recv" and fds_of(e)]
+    assert len(sends) == len(recvs) == 3
+    assert all("DONTWAIT" in e["flags"].split(",") for e in sends + recvs)
+    names = sorted(m[4] for m in TRANSFER_LINE.findall(section))
+    assert names == ["file0.txt", "file1.txt", "file2.txt"]
+
+
 @pytest.mark.parametrize("script", ["ip_ttl.py", "recv_to_kernel.py"])
 def test_trace_without_fds_reports_nothing(script: str) -> None:
     """No SCM_RIGHTS travels in these: the tracer, which reports fd transfers, stays silent."""
@@ -374,7 +400,7 @@ def test_trace_without_fds_reports_nothing(script: str) -> None:
 def test_every_example_is_traced() -> None:
     traced_tests = {
         "send_fd_fork.py", "send_fd_array.py", "send_fd_variants.py",
-        "sendmsg_recvmsg_walk.py", "ip_ttl.py", "recv_to_kernel.py",
+        "sendmsg_recvmsg_walk.py", "ip_ttl.py", "recv_to_kernel.py", "aio_fd_server.py",
     }
     assert traced_tests == set(SCRIPTS)
 

@@ -33,8 +33,9 @@ import time
 from types import FrameType
 from typing import Callable, Sequence, TextIO
 
+from rawsys.trace.bpf.prelude import PID_MAX_LIMIT
+from rawsys.trace.bpf.program import BACKENDS
 from rawsys.trace.events import TraceEvent, Transfer
-from rawsys.trace.program import BACKENDS, PID_MAX_LIMIT
 
 __all__ = ["main", "format_transfer", "HEADER"]
 

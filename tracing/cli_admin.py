@@ -1,6 +1,6 @@
 """``rawsys-trace doctor`` and ``rawsys-trace setup``: entry points returning exit codes.
 
-The main CLI (``tracing.cli``) hands its remaining arguments here::
+The main CLI (``rawsys.trace.cli``) hands its remaining arguments here::
 
     rawsys-trace doctor [--backend NAME] [--json]
     rawsys-trace setup [--no-install]
@@ -13,7 +13,6 @@ root; 2 for bad arguments (argparse).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from typing import Sequence
@@ -27,6 +26,7 @@ def doctor_main(argv: Sequence[str] | None = None) -> int:
         choose_backend,
         format_report,
         probe_capabilities,
+        report_json,
     )
 
     parser = argparse.ArgumentParser(
@@ -41,27 +41,19 @@ def doctor_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
     caps = probe_capabilities()
-    backend, why = choose_backend(caps, args.backend)
+    backend, _why = choose_backend(caps, args.backend)
     usable = {"kprobe": caps.kprobes, "fentry": caps.fentry, "tracepoint": caps.tracepoints}[
         backend
     ].ok
     if args.json:
-        obj = {
-            "kernel": caps.kernel,
-            "root": caps.root,
-            "checks": [dataclasses.asdict(c) for c in caps.rows()],
-            "backend": backend,
-            "reason": why,
-            "elapsed": round(caps.elapsed, 3),
-        }
-        print(json.dumps(obj))
+        print(json.dumps(report_json(caps, args.backend)))
     else:
         print(format_report(caps, args.backend))
     return 0 if usable else 1
 
 
 def setup_main(argv: Sequence[str] | None = None) -> int:
-    from rawsys.trace.setup import SetupError, setup_steps
+    from rawsys.trace.system.provision import SetupError, setup_steps
 
     parser = argparse.ArgumentParser(
         prog="rawsys-trace setup",

@@ -1,7 +1,7 @@
 """Events the probes report, as the kernel writes them and as Python sees them.
 
 The wire layout is defined once, here, as ctypes structures (``RawEvent``
-header followed by ``RawFile`` records); ``tracing.program`` renders the BPF
+header followed by ``RawFile`` records); ``rawsys.trace.bpf.program`` renders the BPF
 C ``struct`` declarations from these same definitions, so the two sides
 cannot drift.  :func:`decode_event` is a pure function over bytes.
 
@@ -112,7 +112,6 @@ class RawEvent(ctypes.Structure):
 
 
 HEADER_SIZE: int = ctypes.sizeof(RawEventHeader)
-assert HEADER_SIZE == RawEvent.files.offset
 FILE_RECORD_SIZE: int = ctypes.sizeof(RawFile)
 
 
@@ -344,20 +343,40 @@ _HEADER_STRUCT = struct.Struct("<QqII16siIIIBBBBHHHHI")
 _FILE_STRUCT = struct.Struct("<QQQiHH32s")
 
 
-def _check_mirror() -> None:
-    probe = RawEventHeader()
-    for i, (name, _t) in enumerate(_HEADER_FIELDS):
-        if name.startswith("pad"):
+def _layout_problems() -> list[str]:
+    """Where the decoding formats disagree with the layouts the probes write (none, normally).
+
+    Each field of a sample record gets its own value; the format must read
+    every one back from its own place.
+    """
+    problems = []
+    if HEADER_SIZE != RawEvent.files.offset:
+        problems.append(f"the header is {HEADER_SIZE} bytes, files start at "
+                        f"{RawEvent.files.offset}")
+    for layout, fmt in ((RawEventHeader, _HEADER_STRUCT), (RawFile, _FILE_STRUCT)):
+        if fmt.size != ctypes.sizeof(layout):
+            problems.append(f"{layout.__name__} is {ctypes.sizeof(layout)} bytes, "
+                            f"its format {fmt.format!r} {fmt.size}")
             continue
-        setattr(probe, name, b"c" if name == "comm" else i + 1)
-    values = _HEADER_STRUCT.unpack(bytes(probe))
-    assert _HEADER_STRUCT.size == HEADER_SIZE and _FILE_STRUCT.size == FILE_RECORD_SIZE
-    for (name, _t), value in zip(_HEADER_FIELDS, values):
-        if not name.startswith("pad"):
-            assert value == getattr(probe, name) or name == "comm", name
+        sample = layout()
+        names = [field[0] for field in layout._fields_]
+        for i, name in enumerate(names, 1):
+            if not name.startswith("pad"):
+                text = isinstance(getattr(sample, name), bytes)
+                setattr(sample, name, str(i).encode() if text else i)
+        for name, value in zip(names, fmt.unpack(bytes(sample))):
+            want = getattr(sample, name)
+            got = value.rstrip(b"\0") if isinstance(value, bytes) else value
+            if not name.startswith("pad") and got != want:
+                problems.append(f"{layout.__name__}.{name}: the format reads {got!r}, "
+                                f"the layout holds {want!r}")
+    return problems
 
 
-_check_mirror()
+# Raised, not asserted: python -O must not load a decoder that misreads events.
+if _layout_problems():  # pragma: no cover
+    raise ImportError("rawsys.trace.events: the decoding formats do not match the event "
+                      "layout: " + "; ".join(_layout_problems()))
 
 
 def decode_event(data: bytes, backend: str = "tracepoint") -> TraceEvent:

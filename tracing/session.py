@@ -10,9 +10,9 @@
             print(ev)
         print(s.lost)
 
-The backend is chosen by ``tracing.doctor.choose_backend`` from what the
-running kernel allows, unless ``backend=`` forces one.  Filters (``pids``,
-``tids``, ``comm``) are applied in the kernel.  Everything the session
+The backend is chosen by doctor (:mod:`rawsys.trace.doctor.choice`) from
+what the running kernel allows, unless ``backend=`` forces one.  Filters
+(``pids``, ``tids``, ``comm``) are applied in the kernel.  Everything the session
 attached (programs, the ring buffer, maps) is released by :meth:`close`,
 which ``with`` calls.  A session is not thread-safe; use it from one thread.
 """
@@ -21,68 +21,21 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
-import os
-import platform
 import time
 from collections import deque
 from types import TracebackType
 from typing import Any, Callable, Iterable, Iterator
 
-from rawsys.trace import program
+from rawsys.trace.bpf import program
+from rawsys.trace.bpf.prelude import RING_PAGES_DEFAULT, Filters
 from rawsys.trace.events import TraceEvent, Transfer, decode_event
 from rawsys.trace.matcher import Matcher
 
-__all__ = ["Session", "SessionError", "cached_choice"]
+__all__ = ["Session", "SessionError"]
 
 
 class SessionError(RuntimeError):
     """The probes could not be loaded or attached; the message says why."""
-
-
-def _choice_cache_path() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "rawsys", "backend-choice.json")
-
-
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def cached_choice(*, use_cache: bool = True) -> tuple[str, str]:
-    """``tracing.doctor.choose_backend(probe_capabilities())``, kept for this boot.
-
-    The cache file names the boot (``/proc/sys/kernel/random/boot_id``) and
-    the kernel release; anything else, or an unreadable file, means asking
-    doctor again.  The reason of a cached verdict ends with ``(cached)``.
-    """
-    key = {"boot_id": _boot_id(), "release": platform.release(), "euid": os.geteuid()}
-    path = _choice_cache_path()
-    if use_cache and key["boot_id"]:
-        try:
-            with open(path, encoding="utf-8") as f:
-                obj = json.load(f)
-            if all(obj.get(k) == v for k, v in key.items()) and obj["backend"] in program.BACKENDS:
-                return str(obj["backend"]), f"{obj['reason']} (cached)"
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    from rawsys.trace.doctor import choose_backend, probe_capabilities
-
-    backend, reason = choose_backend(probe_capabilities())
-    if key["boot_id"]:
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.{os.getpid()}"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump({**key, "backend": backend, "reason": reason}, f)
-            os.replace(tmp, path)
-        except OSError:
-            pass
-    return backend, reason
 
 
 def _why(e: BaseException) -> str:
@@ -104,10 +57,10 @@ class Session:
         comm: str | None = None,
         backend: str | None = None,
         *,
-        ring_pages: int = program.RING_PAGES_DEFAULT,
+        ring_pages: int = RING_PAGES_DEFAULT,
         grace: float = 2.0,
     ) -> None:
-        self.filters = program.Filters.of(pids, tids, comm)
+        self.filters = Filters.of(pids, tids, comm)
         if backend is not None and backend not in program.BACKENDS:
             choices = ", ".join(program.BACKENDS)
             raise ValueError(f"unknown backend {backend!r}; choose from {choices}")
@@ -129,28 +82,23 @@ class Session:
         """Resolve the backend (once): the forced one, else doctor's choice.
 
         Doctor's probes take about half a second; their verdict cannot change
-        until the next boot, so it is kept per boot (:func:`cached_choice`).
+        until the next boot, so it is kept per boot (``cached_choice``).
         """
         if self.backend is None:
             if self.requested_backend is not None:
                 self.backend, self.backend_reason = self.requested_backend, "forced"
             else:
+                from rawsys.trace.doctor.choice import cached_choice
+
                 self.backend, self.backend_reason = cached_choice(use_cache=use_cache)
         return self.backend
 
     def program_text(self) -> str:
         """The BPF C this session loads (``--ebpf`` prints it)."""
-        backend = self.choose_backend()
-        from rawsys.trace.btf import kernel_facts
+        from rawsys.trace.kernel.facts import kernel_facts
 
-        facts = kernel_facts()
-        extra: dict[str, int] = {}
-        if backend != "tracepoint":
-            from rawsys.trace.btf import kernel_btf
-
-            extra = program.kernel_msghdr_offsets(kernel_btf())
         return program.render_program(
-            backend, facts, self.filters, ring_pages=self.ring_pages, extra_defines=extra
+            self.choose_backend(), kernel_facts(), self.filters, ring_pages=self.ring_pages
         )
 
     def start(self) -> Session:
@@ -158,7 +106,7 @@ class Session:
         if self._bpf is not None:
             return self
         t0 = time.monotonic()
-        from rawsys.trace.bccloader import BccUnavailable, load_bcc
+        from rawsys.trace.system.bccloader import BccUnavailable, load_bcc
 
         try:
             bcc = load_bcc()
@@ -225,7 +173,7 @@ class Session:
     def _attach(self, bcc: Any) -> None:
         """Attach what the BPF constructor did not (tracepoints attach themselves)."""
         if self.backend == "kprobe":
-            from rawsys.trace.btf import kernel_facts
+            from rawsys.trace.kernel.facts import kernel_facts
 
             for kind, target, fn in program.kprobe_attachments(kernel_facts()):
                 if kind == "kprobe":
@@ -235,7 +183,7 @@ class Session:
 
     def add_pid(self, pid: int) -> None:
         """Trace one more process (e.g. a forked child); only with a PID filter in force."""
-        program.Filters.of(pids=[pid])  # validates
+        Filters.of(pids=[pid])  # validates
         if not self.filters.pids:
             return  # every process is traced already
         self._require()[b"pid_filter"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)

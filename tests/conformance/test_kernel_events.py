@@ -61,8 +61,8 @@ def _start_session() -> object:
     if os.geteuid() != 0:
         pytest.skip("kernel events need root: loading eBPF programs needs CAP_BPF and "
                     "CAP_PERFMON (or CAP_SYS_ADMIN)")
-    from rawsys.trace.bccloader import BccUnavailable, load_bcc
     from rawsys.trace.session import Session, SessionError
+    from rawsys.trace.system.bccloader import BccUnavailable, load_bcc
 
     try:
         load_bcc()

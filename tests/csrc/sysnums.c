@@ -13,7 +13,7 @@ int main(void)
     NR(read); NR(write); NR(close); NR(getpid); NR(socket); NR(socketpair); NR(bind);
     NR(connect); NR(listen); NR(accept); NR(accept4); NR(shutdown); NR(getsockname);
     NR(getpeername); NR(sendto); NR(recvfrom); NR(sendmsg); NR(recvmsg); NR(sendmmsg);
-    NR(recvmmsg); NR(setsockopt); NR(getsockopt); NR(pipe2);
+    NR(recvmmsg); NR(setsockopt); NR(getsockopt); NR(pipe2); NR(bpf); NR(perf_event_open);
 
     SUB(SYS_SOCKET); SUB(SYS_BIND); SUB(SYS_CONNECT); SUB(SYS_LISTEN); SUB(SYS_ACCEPT);
     SUB(SYS_GETSOCKNAME); SUB(SYS_GETPEERNAME); SUB(SYS_SOCKETPAIR); SUB(SYS_SEND);

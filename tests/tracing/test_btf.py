@@ -1,8 +1,7 @@
-"""rawsys.trace.btf: the BTF reader against bpftool and hand-built BTF, and the facts cache."""
+"""The BTF reader against bpftool and hand-built BTF, and the kernel facts cache."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -15,15 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rawsys.trace import btf as btfmod
-from rawsys.trace.btf import (
-    BTF,
-    BTFFormatError,
-    BTFLookupError,
-    KernelFacts,
-    kernel_btf,
-    kernel_facts,
-)
+from rawsys.trace.kernel import btf as btfmod
+from rawsys.trace.kernel.btf import BTF, BTFFormatError, BTFLookupError, kernel_btf
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
 HAVE_VMLINUX = os.path.exists(VMLINUX)
@@ -226,22 +218,6 @@ def test_offsets_agree_with_bpftool(
 
 
 @needs_vmlinux
-def test_scm_fp_list_fp_matches_bpftool_and_kernel_version(
-    bpftool_dump: dict[str, tuple[int, dict[str, tuple[int, int]]]],
-) -> None:
-    facts = kernel_facts(use_cache=False)
-    _, members = bpftool_dump["scm_fp_list"]
-    assert facts.offset("scm_fp_list.fp") == members["fp"][0] // 8
-    assert facts.offset("scm_fp_list.count") == members["count"][0] // 8
-    assert facts.offset("scm_fp_list.max") == members["max"][0] // 8
-    assert facts.offset("scm_cookie.fp") == bpftool_dump["scm_cookie"][1]["fp"][0] // 8
-    # Independent of bpftool: fp[] moved from 16 to 40 in 6.10.
-    major, minor = (int(x) for x in re.findall(r"\d+", os.uname().release)[:2])
-    assert facts.offset("scm_fp_list.fp") == (40 if (major, minor) >= (6, 10) else 16)
-    assert facts.size("scm_fp_list.fp") == 253 * 8  # SCM_MAX_FD pointers
-
-
-@needs_vmlinux
 def test_dotted_paths_through_anonymous_unions(
     bpftool_dump: dict[str, tuple[int, dict[str, tuple[int, int]]]],
 ) -> None:
@@ -256,37 +232,6 @@ def test_dotted_paths_through_anonymous_unions(
 
 
 @needs_vmlinux
-def test_kernel_facts_values() -> None:
-    b = kernel_btf()
-    facts = kernel_facts(use_cache=False)
-    for fact, m in facts.members.items():
-        struct_name = "struct " + fact.split(".", 1)[0]
-        assert b.offsetof(struct_name, m.member) == m.offset, fact
-        assert b.member_size(struct_name, m.member) == m.size, fact
-    assert facts.size("file.f_count") == 8  # atomic_long_t or file_ref_t: 8 bytes either way
-    assert facts.size("struct scm_fp_list") == b.sizeof("struct scm_fp_list")
-    assert facts.receive_fd_function in ("receive_fd", "__receive_fd")
-    assert facts.functions[facts.receive_fd_function].btf
-    assert facts.functions["scm_detach_fds"].btf
-    for name, fn in facts.functions.items():
-        assert fn.btf_id == (b.function_id(name) if fn.btf else 0), name
-    defines = facts.c_defines()
-    assert defines["OFF_SCM_FP_LIST_FP"] == facts.offset("scm_fp_list.fp")
-    assert defines["SIZEOF_FILE"] == b.sizeof("struct file")
-
-
-@needs_vmlinux
-def test_function_presence_matches_kallsyms() -> None:
-    facts = kernel_facts(use_cache=False)
-    with open("/proc/kallsyms") as f:
-        symbols = {line.split()[2] for line in f if len(line.split()) == 3}
-    for name, fn in facts.functions.items():
-        assert fn.kallsyms == (name in symbols), name
-        assert fn.btf == kernel_btf().has_function(name)
-    assert not kernel_btf().has_function("surely_no_such_kernel_function_xyz")
-
-
-@needs_vmlinux
 def test_base_type_spellings() -> None:
     b = kernel_btf()
     assert b.sizeof("unsigned long") == b.sizeof("long unsigned int") == 8
@@ -294,8 +239,9 @@ def test_base_type_spellings() -> None:
     assert b.sizeof("short unsigned int") == b.sizeof("unsigned short") == 2
     assert b.sizeof("struct file *") == 8
     assert b.sizeof("size_t") == 8
-    assert b.has_type("struct file") and b.has_type("file_ref_t") or b.has_type("atomic_long_t")
-    assert not b.has_type("struct surely_no_such_struct")
+    assert b.find_type("struct file") and b.find_type("int")
+    with pytest.raises(BTFLookupError, match="surely_no_such_struct"):
+        b.find_type("struct surely_no_such_struct")
 
 
 @needs_vmlinux
@@ -345,10 +291,8 @@ def test_bad_names_on_the_kernel() -> None:
         b.offsetof("struct not_a_struct_xyz", "x")
     with pytest.raises(BTFLookupError, match="pointer"):
         b.offsetof("struct file", "f_inode.i_ino")
-    assert not b.has_function("not_a_function_xyz")
-    facts = kernel_facts(use_cache=False)
-    with pytest.raises(BTFLookupError, match="nope.nothing"):
-        facts.offset("nope.nothing")
+    with pytest.raises(BTFLookupError, match="not_a_function_xyz"):
+        b.function_id("not_a_function_xyz")
 
 
 # -------------------------------------------------------- hand-built BTF
@@ -374,8 +318,10 @@ def test_sample_btf_layout(endian: str) -> None:
     assert b.member_type("struct outer", "ptrs") == "struct inner *[3]"
     assert b.sizeof("enum color") == 4 and b.sizeof("enum big") == 8
     assert b.sizeof("double") == 8
-    assert b.has_function("my_func") and not b.has_function("outer")
-    assert b.has_type("struct opaque") and not b.has_type("union outer")
+    assert b.function_id("my_func") > 0
+    assert b.find_type("struct opaque") > 0
+    with pytest.raises(BTFLookupError):
+        b.find_type("union outer")
 
 
 def test_typedef_loop_is_a_format_error() -> None:
@@ -458,88 +404,10 @@ def test_fuzzed_btf_never_crashes(edits: list[tuple[int, int]]) -> None:
         b.sizeof("struct outer")
         b.offsetof("outer_t", "nested.b")
         b.member_size("struct outer", "ptrs")
-        b.has_function("my_func")
+        b.function_id("my_func")
         b.type_name(10)
     except (BTFFormatError, BTFLookupError):
         pass
-
-
-# ---------------------------------------------------------------- the cache
-
-
-@needs_vmlinux
-def test_cache_round_trip(tmp_path: Path) -> None:
-    cache = tmp_path / "facts.json"
-    first = kernel_facts(cache_path=str(cache))
-    assert not first.from_cache and cache.exists()
-    second = kernel_facts(cache_path=str(cache))
-    assert second.from_cache
-    assert second == first
-    assert json.loads(cache.read_text())["key"] == btfmod.kernel_build_key()
-    start = time.monotonic()
-    kernel_facts(cache_path=str(cache))
-    assert time.monotonic() - start < 0.5  # the start-up path: no BTF walk
-
-
-@needs_vmlinux
-def test_cache_invalidated_by_kernel_build_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cache = tmp_path / "facts.json"
-    kernel_facts(cache_path=str(cache))
-    real_key = btfmod.kernel_build_key
-    monkeypatch.setattr(btfmod, "kernel_build_key", lambda path=VMLINUX: real_key(path) + "-other")
-    facts = kernel_facts(cache_path=str(cache))
-    assert not facts.from_cache and facts.key.endswith("-other")
-    assert kernel_facts(cache_path=str(cache)).from_cache
-
-
-@needs_vmlinux
-def test_kernel_build_key_changes_with_btf(tmp_path: Path) -> None:
-    copy = tmp_path / "vmlinux"
-    data = bytearray(Path(VMLINUX).read_bytes())
-    copy.write_bytes(data)
-    key = btfmod.kernel_build_key(str(copy))
-    assert key == btfmod.kernel_build_key(VMLINUX)
-    data[-2] ^= 1
-    copy.write_bytes(data)
-    assert btfmod.kernel_build_key(str(copy)) != key
-
-
-@needs_vmlinux
-@pytest.mark.parametrize("content", ["", "{not json", '{"format": 1}', '{"format": 99}', "[]"])
-def test_corrupt_cache_is_recomputed(content: str, tmp_path: Path) -> None:
-    cache = tmp_path / "facts.json"
-    cache.write_text(content)
-    facts = kernel_facts(cache_path=str(cache))
-    assert not facts.from_cache
-    assert KernelFacts.from_json(json.loads(cache.read_text())) == facts
-
-
-@needs_vmlinux
-def test_unwritable_cache_falls_back_silently(tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    facts = kernel_facts(cache_path=str(blocker / "sub" / "facts.json"))
-    assert facts.offset("scm_fp_list.fp") > 0
-
-
-@needs_vmlinux
-def test_default_cache_location_honours_xdg(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert btfmod._cache_path() == str(tmp_path / "rawsys" / "kernel-facts.json")
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert btfmod._cache_path() == str(
-        tmp_path / "home" / ".cache" / "rawsys" / "kernel-facts.json"
-    )
-
-
-def test_facts_from_btf_without_kernel_structs_name_what_is_missing() -> None:
-    with pytest.raises(BTFLookupError, match="task_struct"):
-        btfmod.compute_facts(BTF(sample_btf()))
 
 
 def test_function_id() -> None:

@@ -1,9 +1,9 @@
 """``rawsys-trace`` / ``python -m rawsys.trace``: arguments, --ebpf, and live runs.
 
 Live runs start the tracer as a separate process, wait for its ``Tracing``
-line on stderr, make transfers in a helper process (Python) or in seed 003's
-C program, then stop the tracer with SIGTERM or SIGINT (or let ``-d`` end
-it) and check stdout field by field.
+line on stderr, make transfers in a helper process (Python) or in a C program
+(the classic send_fd/recv_fd pair of cmsg(3)), then stop the tracer with
+SIGTERM or SIGINT (or let ``-d`` end it) and check stdout field by field.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def test_live_view_links_c_sender_and_receiver_across_fork(
 ) -> None:
     require_live_tracing()
     exe = build_fdpass(build_c, tmp_path)
-    data = tmp_path / "seed003.txt"
+    data = tmp_path / "passed.txt"
     data.write_text("passed")
     tracer = _start_tracer("-n", "fdpass", "-T")
     try:
@@ -225,7 +225,7 @@ def test_live_view_links_c_sender_and_receiver_across_fork(
     spid, sfd = roles["sender"]
     rpid, rfd = roles["receiver"]
     assert cols[1:7] == [str(spid), "fdpass", str(sfd), str(rpid), "fdpass", str(rfd)]
-    assert cols[7] == "seed003.txt" and cols[8] == str(data.stat().st_ino)
+    assert cols[7] == "passed.txt" and cols[8] == str(data.stat().st_ino)
     assert cols[9] == "-"
     assert len(row) < 80
     assert "Lost events: 0" in err

@@ -1,4 +1,4 @@
-"""rawsys.trace.bccloader: bcc from the distribution, never PyPI's 'bcc'; kernel headers for bcc."""
+"""bcc from the distribution, never PyPI's 'bcc'; kernel headers for bcc."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from rawsys.trace import bccloader
-from rawsys.trace.bccloader import BccUnavailable, HeadersInfo, kernel_headers, load_bcc
+from rawsys.trace.system import bccloader, headers
+from rawsys.trace.system.bccloader import BccUnavailable, load_bcc
+from rawsys.trace.system.headers import HeadersInfo, kernel_headers
 
 REPO = Path(__file__).resolve().parents[2]
 IS_ROOT = os.geteuid() == 0
@@ -81,7 +82,7 @@ def test_running_in_the_project_venv_without_dist_packages_on_path() -> None:
         import sys
         assert not any(p.rstrip('/').endswith(('dist-packages', 'site-packages')) and
                        p.startswith('/usr/lib') for p in sys.path), sys.path
-        from rawsys.trace.bccloader import load_bcc
+        from rawsys.trace.system.bccloader import load_bcc
         bcc = load_bcc()
         assert not any(p.startswith('/usr/lib/python3') and 'packages' in p for p in sys.path)
         import bcc as again
@@ -106,7 +107,7 @@ def test_fake_pypi_bcc_is_refused(tmp_path: Path, import_first: bool) -> None:
             import sys
             for name in [k for k in sys.modules if k == 'bcc' or k.startswith('bcc.')]:
                 del sys.modules[name]
-        import rawsys.trace.bccloader as L
+        import rawsys.trace.system.bccloader as L
         real = L.load_bcc()
         import bcc as again
         print(real.__file__)
@@ -126,7 +127,7 @@ def test_fake_bcc_alone_gives_actionable_error(
     make_fake_pypi_bcc(tmp_path)
     result = run_python(
         """
-        import rawsys.trace.bccloader as L
+        import rawsys.trace.system.bccloader as L
         L.distribution_bcc_dirs = lambda: []          # as on a machine without python3-bpfcc
         try:
             L.load_bcc(configure_headers=False)
@@ -197,14 +198,15 @@ def test_nearest_debian_headers_are_joined(tmp_path: Path, monkeypatch: pytest.M
     assert "6.2.0" in info61.reason and info61.path is None
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    tree = Path(bccloader._joined_tree(bccloader._HeaderSet(info61.version or "", info61.parts)))
+    hs = headers._HeaderSet(info61.version or "", info61.parts)
+    tree = Path(headers._make_joined_tree(hs)[0])
     assert (tree / "include/linux/kconfig.h").is_file()
     assert (tree / "include/generated/autoconf.h").is_file()
     assert (tree / "arch/x86/include/asm/ptrace.h").is_file()
     assert (tree / "arch/x86/include/generated/asm").is_dir()
     assert (tree / ".config").is_file() and (tree / "arch/arm64/include").is_dir()
     assert str(tree).startswith(str(tmp_path / "cache" / "rawsys"))
-    again = bccloader._joined_tree(bccloader._HeaderSet(info61.version or "", info61.parts))
+    again = headers._make_joined_tree(hs)[0]
     assert again == str(tree)  # reused
 
 
@@ -256,7 +258,7 @@ def test_user_bcc_kernel_source_is_respected(
     info = kernel_headers()
     assert info.match == "none" and "autoconf.h" in info.reason  # half a split set
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    whole = bccloader._joined_tree(bccloader._HeaderSet("6.1.0-1", (str(arch), str(common))))
+    whole = headers._make_joined_tree(headers._HeaderSet("6.1.0-1", (str(arch), str(common))))[0]
     monkeypatch.setenv("BCC_KERNEL_SOURCE", whole)
     assert kernel_headers() == HeadersInfo(
         "environment", None, whole, (whole,), "BCC_KERNEL_SOURCE is set"
@@ -276,7 +278,7 @@ def test_this_machines_headers_are_usable() -> None:
 def ensure_tracefs() -> None:
     if os.path.exists("/sys/kernel/tracing/events/syscalls"):
         return
-    from rawsys.trace.setup import mount_tracefs
+    from rawsys.trace.system.provision import mount_tracefs
 
     mount_tracefs()
 
@@ -327,7 +329,7 @@ def test_missing_headers_make_load_bcc_fail_clearly(tmp_path: Path) -> None:
         f"""
         import os
         os.environ["BCC_KERNEL_SOURCE"] = {str(tmp_path)!r}   # no headers in there
-        import rawsys.trace.bccloader as L
+        import rawsys.trace.system.bccloader as L
         try:
             L.load_bcc()
         except L.BccUnavailable as e:
@@ -346,13 +348,13 @@ def test_missing_headers_make_load_bcc_fail_clearly(tmp_path: Path) -> None:
 def test_startup_path_is_fast() -> None:
     """Cached kernel facts plus the distribution's bcc, from a fresh interpreter."""
     distribution_bcc_or_skip()
-    run_python("from rawsys.trace.btf import kernel_facts; kernel_facts()")  # warm the cache
+    run_python("from rawsys.trace.kernel.facts import kernel_facts; kernel_facts()")  # warm up
     result = run_python(
         """
         import time
         start = time.monotonic()
-        from rawsys.trace.btf import kernel_facts
-        from rawsys.trace.bccloader import load_bcc
+        from rawsys.trace.kernel.facts import kernel_facts
+        from rawsys.trace.system.bccloader import load_bcc
         facts = kernel_facts()
         load_bcc()
         print(time.monotonic() - start, facts.from_cache)

@@ -1,4 +1,4 @@
-"""rawsys.trace.doctor and cli_admin.doctor_main: the capability table and backend choice."""
+"""doctor: the raw bpf(2) loads, the capability table, the backend choice, the report."""
 
 from __future__ import annotations
 
@@ -13,14 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from rawsys.trace import cli_admin, doctor
+from rawsys.trace import cli_admin
 from rawsys.trace.doctor import (
     Capabilities,
     Check,
+    bpfcalls,
+    choice,
     choose_backend,
     format_report,
     probe_capabilities,
 )
+from rawsys.trace.doctor import checks as doctor
 
 REPO = Path(__file__).resolve().parents[2]
 IS_ROOT = os.geteuid() == 0
@@ -87,8 +90,10 @@ def test_btf_and_probe_targets(caps: Capabilities) -> None:
     if caps.btf.ok:
         assert caps.functions.value in ("receive_fd", "__receive_fd")
         with open("/proc/kallsyms") as f:
-            inlined = not any(line.split()[2] == "scm_fp_copy" for line in f)
-        assert ("scm_fp_copy: inlined" in caps.functions.detail) is inlined
+            symbols = {line.split()[2] for line in f}
+        for name in ("__scm_send", "scm_detach_fds", caps.functions.value):
+            has = f"{name}: symbol" in caps.functions.detail
+            assert has is (name in symbols), caps.functions.detail
 
 
 def test_kprobes_row_agrees_with_the_kernel(caps: Capabilities) -> None:
@@ -106,18 +111,18 @@ def test_kprobes_row_agrees_with_the_kernel(caps: Capabilities) -> None:
 
 @needs_root
 def test_trivial_programs_load_through_the_verifier() -> None:
-    for prog_type in (doctor.BPF_PROG_TYPE_KPROBE, doctor.BPF_PROG_TYPE_TRACEPOINT):
-        fd, err = doctor.load_trivial_program(prog_type)
+    for prog_type in (bpfcalls.BPF_PROG_TYPE_KPROBE, bpfcalls.BPF_PROG_TYPE_TRACEPOINT):
+        fd, err = bpfcalls.load_trivial_program(prog_type)
         assert fd >= 0, os.strerror(err)
         os.close(fd)
-    fd, err = doctor.load_trivial_program(12345)  # no such program type
+    fd, err = bpfcalls.load_trivial_program(12345)  # no such program type
     assert fd == -1 and err != 0
 
 
 @needs_root
 def test_tracepoints_attach_here(caps: Capabilities) -> None:
     if not os.path.exists("/sys/kernel/tracing/events/syscalls"):
-        from rawsys.trace.setup import mount_tracefs
+        from rawsys.trace.system.provision import mount_tracefs
 
         mount_tracefs()
         caps = probe_capabilities()
@@ -129,12 +134,12 @@ def test_tracepoints_attach_here(caps: Capabilities) -> None:
 
 @needs_root
 def test_fentry_row_reports_the_real_outcome(caps: Capabilities) -> None:
-    from rawsys.trace.btf import kernel_btf
+    from rawsys.trace.kernel.btf import kernel_btf
 
     btf_id = kernel_btf().function_id("scm_detach_fds")
-    fd, err = doctor.load_trivial_program(
-        doctor.BPF_PROG_TYPE_TRACING,
-        expected_attach_type=doctor.BPF_TRACE_FENTRY,
+    fd, err = bpfcalls.load_trivial_program(
+        bpfcalls.BPF_PROG_TYPE_TRACING,
+        expected_attach_type=bpfcalls.BPF_TRACE_FENTRY,
         attach_btf_id=btf_id,
     )
     if fd >= 0:
@@ -279,7 +284,7 @@ def test_format_report(caps: Capabilities) -> None:
 def test_doctor_main_json(capsys: pytest.CaptureFixture[str]) -> None:
     code = cli_admin.doctor_main(["--json"])
     obj = json.loads(capsys.readouterr().out)
-    assert obj["backend"] in doctor.BACKEND_PREFERENCE
+    assert obj["backend"] in choice.BACKEND_PREFERENCE
     assert {c["name"] for c in obj["checks"]} >= {"bcc", "kprobes", "fentry", "lockdown"}
     usable = {c["name"]: c["ok"] for c in obj["checks"]}
     row = {"kprobe": "kprobes", "fentry": "fentry", "tracepoint": "syscall tracepoints"}

@@ -1,4 +1,4 @@
-"""rawsys.trace.setup and tracing.cli_admin.setup_main: idempotent machine set-up."""
+"""rawsys.trace.system.provision and tracing.cli_admin.setup_main: idempotent machine set-up."""
 
 from __future__ import annotations
 
@@ -11,8 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from rawsys.trace import cli_admin, setup
-from rawsys.trace.setup import PackagePlan, SetupError, StepResult, package_plan, run_setup
+from rawsys.trace import cli_admin
+from rawsys.trace.system import provision as setup
+from rawsys.trace.system.provision import (
+    PackagePlan,
+    SetupError,
+    StepResult,
+    package_plan,
+    run_setup,
+)
 
 pytestmark = pytest.mark.usefixtures("fd_leak_check")
 
@@ -177,6 +184,31 @@ def test_run_setup_is_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
     assert any(line.startswith("mount tracefs") for line in lines)
     assert any("skipped (--no-install)" in line for line in lines)
     assert not any(": failed" in line for line in lines), lines
+
+
+@needs_root
+def test_first_setup_is_done_and_the_second_already(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh machine (empty cache): the first set-up makes the header tree and
+    the kernel facts (``done``), the second finds them (``already``) -- in one
+    process, as ``./dev test`` runs them."""
+    from rawsys.trace.kernel import facts
+    from rawsys.trace.system import headers
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("BCC_KERNEL_SOURCE", raising=False)
+    monkeypatch.setattr(headers, "_configured", None)  # as in a new process
+    monkeypatch.setattr(facts, "_facts", None)
+    joins = headers.kernel_headers().match == "nearest"
+    first = {r.step: r for r in setup.setup_steps(install=False)}
+    second = {r.step: r for r in setup.setup_steps(install=False)}
+    assert first["kernel facts from BTF"].status == "done"
+    if joins:
+        assert first["point bcc at kernel headers"].status == "done"
+    assert list(first) == list(second)
+    for r in second.values():
+        assert r.status in ("already", "skipped"), r
 
 
 @needs_root

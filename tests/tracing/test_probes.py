@@ -19,8 +19,10 @@ import pytest
 from tracing_helpers import TRACEPOINT_PROGRAMS, require_live_tracing
 
 from rawsys.c import constants
-from rawsys.trace import events, program
-from rawsys.trace.btf import MemberFact, kernel_facts
+from rawsys.trace import events
+from rawsys.trace.bpf import prelude, program
+from rawsys.trace.bpf.prelude import Filters, ProgramError
+from rawsys.trace.bpf.program import render_program
 from rawsys.trace.events import (
     FileIdentity,
     RawEvent,
@@ -30,38 +32,71 @@ from rawsys.trace.events import (
     file_kind,
     refs_from_raw,
 )
+from rawsys.trace.kernel.facts import (
+    READS,
+    SYSCALL_ARG_REGS,
+    FunctionFact,
+    MemberFact,
+    kernel_facts,
+)
 from rawsys.trace.matcher import Matcher
-from rawsys.trace.program import Filters, ProgramError, render_program
 
-C_SOURCES = [
-    "probe_common.h.c",
-    "probe_walk.c",
-    "probe_scm.c",
-    "probe_tracepoint.c",
-    "probe_kprobe.c",
-    "probe_fentry.c",
-]
-
-
-def msghdr_offsets() -> dict[str, int]:
-    from rawsys.trace.btf import kernel_btf
-
-    return program.kernel_msghdr_offsets(kernel_btf())
+BPF_DIR = resources.files("rawsys.trace.bpf")
+C_SOURCES = sorted(p.name for p in BPF_DIR.iterdir() if p.name.endswith((".bpf.c", ".bpf.h")))
+# Helper macros of the C itself; every shared constant is generated.
+C_MACROS = {"OPAQUE", "SPAN_GET", "FENTRY", "FEXIT"}
 
 
 def render(backend: str, filters: Filters | None = None, facts: object = None) -> str:
-    extra = msghdr_offsets() if backend != "tracepoint" else None
-    return render_program(backend, facts or kernel_facts(), filters, extra_defines=extra)
+    return render_program(backend, facts or kernel_facts(), filters)  # type: ignore[arg-type]
+
+
+def source(name: str) -> str:
+    return BPF_DIR.joinpath(name).read_text()
 
 
 # ------------------------------------------------------------------ rendering
+def test_the_sources_are_the_bpf_files() -> None:
+    assert C_SOURCES == ["cmsg.bpf.h", "fentry.bpf.c", "files.bpf.h", "kprobe.bpf.c",
+                         "maps.bpf.h", "scm.bpf.h", "tracepoint.bpf.c"]
+
+
 @pytest.mark.parametrize("name", C_SOURCES)
 def test_c_sources_define_no_constant_themselves(name: str) -> None:
     """Every constant is a generated #define; the sources add only helper macros."""
-    src = resources.files("rawsys.trace").joinpath(name).read_text()
-    assert set(re.findall(r"#\s*define\s+(\w+)", src)) <= {"OPAQUE", "SPAN_GET"}
-    for literal in ("253", "0x40000000", "1073741824", "bpf_probe_read(", "->f_inode"):
+    src = source(name)
+    assert set(re.findall(r"#\s*define\s+(\w+)", src)) <= C_MACROS
+    for literal in ("253", "0x40000000", "1073741824", "bpf_probe_read(", "->f_inode", "@"):
         assert literal not in src, f"{name} hard-codes {literal!r}"
+
+
+def test_kernel_reads_are_derived_from_the_probes() -> None:
+    """READS lists exactly the offsets the BPF C reads: none missing, none unread."""
+    used: set[str] = set()
+    for name in C_SOURCES:
+        used |= prelude.used_names(source(name), "OFF_")
+    listed = {read.define for read in READS if read.struct != "pt_regs"}
+    assert used == listed
+    # pt_regs members are read through SYSCALL_ARG*, per architecture.
+    regs = {fact for table in SYSCALL_ARG_REGS.values() for fact, _ in table}
+    assert regs == {read.fact for read in READS if read.struct == "pt_regs"}
+
+
+@pytest.mark.parametrize("backend", program.BACKENDS)
+def test_each_backend_defines_only_the_offsets_it_reads(backend: str) -> None:
+    text = render(backend)
+    defined = set(re.findall(r"^#define (OFF_\w+) ", text, re.M))
+    body = text.split("/* ---- maps.bpf.h ---- */", 1)[1]
+    assert defined == prelude.used_names(body, "OFF_")
+    assert ("OFF_SCM_FP_LIST_FP" in defined) == (backend != "tracepoint")
+
+
+def test_one_placeholder_mechanism() -> None:
+    """Each backend includes its files by name; only the prelude is generated."""
+    text = render("kprobe")
+    assert '#include "' not in text and "@" not in text
+    for name in ("prelude.bpf.h", "maps.bpf.h", "files.bpf.h", "cmsg.bpf.h", "scm.bpf.h"):
+        assert text.count(f"/* ---- {name} ---- */") == 1
 
 
 @pytest.mark.parametrize("backend", program.BACKENDS)
@@ -78,6 +113,17 @@ def test_defines_come_from_python(backend: str) -> None:
     # One definition each: no name defined twice.
     names = re.findall(r"^#define (\w+)", text, re.M)
     assert len(names) == len(set(names))
+
+
+def test_fd_scratch_masks_follow_fd_slots() -> None:
+    """FD_SLOTS rounded up to a power of two: index and byte masks, array twice that."""
+    assert prelude._fd_scratch_defines(253, 4) == {
+        "FD_INDEX_MASK": 255, "FD_READ_MASK": 1023, "FD_ARRAY_LEN": 512}
+    assert prelude._fd_scratch_defines(256, 4) == {
+        "FD_INDEX_MASK": 255, "FD_READ_MASK": 1023, "FD_ARRAY_LEN": 512}
+    assert prelude._fd_scratch_defines(257, 4)["FD_ARRAY_LEN"] == 1024
+    text = render("tracepoint")
+    assert f"#define FD_ARRAY_LEN {2 * 256}\n" in text
 
 
 def test_kprobe_offsets_follow_btf_not_headers() -> None:
@@ -109,9 +155,9 @@ def test_wrong_member_size_is_refused() -> None:
 
 
 def test_receive_fd_name_is_resolved_on_this_kernel() -> None:
-    name = kernel_facts().receive_fd_function
+    name = kernel_facts().function("receive_fd")
     assert name in ("receive_fd", "__receive_fd")
-    assert f"KRETFUNC_PROBE({name}," in render("fentry")
+    assert f"#define FN_RECEIVE_FD {name}\n" in render("fentry")
     attach = program.kprobe_attachments(kernel_facts())
     assert ("kprobe", name, "kp_receive_fd") in attach
     assert ("kretprobe", "scm_detach_fds", "kretp_scm_detach_fds") in attach
@@ -119,17 +165,15 @@ def test_receive_fd_name_is_resolved_on_this_kernel() -> None:
 
 def test_receive_fd_before_6_8_is_dunder() -> None:
     """Kernels before 6.8 call it __receive_fd: the probes follow the facts."""
-    from rawsys.trace.btf import FunctionFact
-
     facts = kernel_facts()
     functions = dict(facts.functions)
     functions["receive_fd"] = FunctionFact(btf=False, kallsyms=False)
     functions["__receive_fd"] = FunctionFact(btf=True, kallsyms=True)
     old = dataclasses.replace(facts, functions=functions)
-    assert "KRETFUNC_PROBE(__receive_fd," in render("fentry", facts=old)
+    assert "#define FN_RECEIVE_FD __receive_fd\n" in render("fentry", facts=old)
     assert ("kretprobe", "__receive_fd", "kretp_receive_fd") in program.kprobe_attachments(old)
     functions["__receive_fd"] = FunctionFact(btf=False, kallsyms=False)
-    with pytest.raises(ProgramError, match="neither receive_fd nor __receive_fd"):
+    with pytest.raises(ProgramError, match="none of receive_fd or __receive_fd"):
         program.kprobe_attachments(dataclasses.replace(facts, functions=functions))
 
 
@@ -138,8 +182,6 @@ def test_unknown_backend_and_bad_ring() -> None:
         render_program("dtrace", kernel_facts())
     with pytest.raises(ProgramError, match="power of two"):
         render_program("tracepoint", kernel_facts(), ring_pages=1000)
-    with pytest.raises(ProgramError, match="needs OFF_KMSGHDR"):
-        render_program("kprobe", kernel_facts())
 
 
 # -------------------------------------------------------------------- filters
@@ -174,7 +216,7 @@ def test_filter_source_compares_bytes_and_uses_maps() -> None:
 
 # ---------------------------------------------------------------- event layout
 def test_c_struct_matches_ctypes() -> None:
-    decl = program.c_struct(events.RawFile, "fd_file")
+    decl = prelude.c_struct(events.RawFile, "fd_file")
     assert "s32 fd;" in decl and "char name[32];" in decl
     assert f"sizeof(struct fd_file) == {ctypes.sizeof(events.RawFile)}" in decl
     assert events.HEADER_SIZE % 8 == 0 and events.FILE_RECORD_SIZE == 64
@@ -295,7 +337,7 @@ def test_same_file_sent_twice_is_matched_in_order() -> None:
 # ------------------------------------------------------------ the verifier
 def test_tracepoint_programs_load_and_attach() -> None:
     require_live_tracing()
-    from rawsys.trace.bccloader import load_bcc
+    from rawsys.trace.system.bccloader import load_bcc
 
     bcc = load_bcc()
     b = bcc.BPF(text=render("tracepoint").encode())
@@ -312,7 +354,7 @@ def test_tracepoint_programs_load_and_attach() -> None:
 def test_kprobe_programs_load_through_the_verifier() -> None:
     """Every kprobe/kretprobe program loads; attaching needs CONFIG_KPROBES (not here)."""
     require_live_tracing()
-    from rawsys.trace.bccloader import load_bcc
+    from rawsys.trace.system.bccloader import load_bcc
 
     bcc = load_bcc()
     b = bcc.BPF(text=render("kprobe").encode())  # its syscall tracepoints attach themselves
@@ -333,7 +375,7 @@ def test_fentry_programs_compile_and_load_or_eperm() -> None:
     fentry is allowed, every program must load.
     """
     require_live_tracing()
-    from rawsys.trace.bccloader import load_bcc
+    from rawsys.trace.system.bccloader import load_bcc
 
     bcc = load_bcc()
     text = render("fentry")
@@ -355,15 +397,35 @@ def test_syscall_argument_registers_come_from_btf_per_arch() -> None:
     per architecture; any other architecture is refused with a clear error."""
     import os
 
-    from rawsys.trace.btf import kernel_btf
+    from rawsys.trace.kernel.btf import kernel_btf
 
     facts = kernel_facts()
     machine = os.uname().machine
     if machine == "x86_64":
         btf = kernel_btf()
         want = [btf.offsetof("struct pt_regs", r) for r in ("di", "si", "dx", "r10")]
-        got = program.syscall_arg_defines(facts)
+        got = prelude.syscall_arg_defines(facts)
         assert [got[f"SYSCALL_ARG{i}"] for i in range(4)] == want
         assert "SYSCALL_ARG3" in render("tracepoint")
     with pytest.raises(ProgramError, match="s390x"):
-        program.syscall_arg_defines(facts, "s390x")
+        prelude.syscall_arg_defines(facts, "s390x")
+
+
+# ------------------------------------------------------------ layout checks
+def test_layout_checks_survive_python_O() -> None:
+    """A decoding format that misreads the layout stops the import, even under -O."""
+    import subprocess
+    import sys
+
+    code = (
+        "import struct, rawsys.trace.events as e\n"
+        "e._FILE_STRUCT = struct.Struct('<QQQHHi32s')  # fd and mode swapped\n"
+        "e._HEADER_STRUCT = struct.Struct('<QqII16siIIIBBBBHHHH')  # 4 bytes short\n"
+        "print(e._layout_problems())\n"
+    )
+    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "RawFile.fd" in out and "RawEventHeader is 72 bytes" in out
+    source = resources.files("rawsys.trace").joinpath("events.py").read_text()
+    assert not re.search(r"^assert ", source, re.M)
+    assert "raise ImportError" in source

@@ -473,10 +473,10 @@ def test_pid_filter_is_applied_in_the_kernel(s: Session, pipe: tuple[int, int]) 
 
 @pytest.mark.kernel_matrix
 def test_c_program_across_fork(build_c: Callable[..., Path], tmp_path: Path) -> None:
-    """seed 003's program: the child sends an open file, the parent receives it."""
+    """The classic send_fd/recv_fd pair of cmsg(3) in C: the child sends an open file."""
     require_live_tracing()
     exe = build_fdpass(build_c, tmp_path)
-    data = tmp_path / "seed003.txt"
+    data = tmp_path / "passed.txt"
     data.write_text("file passed by the child")
     with Session(comm="fdpass", backend=forced_backend()) as s:
         out = subprocess.run([str(exe), "fork", str(data)], capture_output=True, text=True,
@@ -493,7 +493,7 @@ def test_c_program_across_fork(build_c: Callable[..., Path], tmp_path: Path) -> 
     assert (recv.pid, recv.comm, recv.fds) == (receiver_pid, "fdpass", (receiver_fd,))
     assert send.files[0].address == recv.files[0].address
     assert send.files[0].inode == recv.files[0].inode == data.stat().st_ino
-    assert recv.files[0].name == "seed003.txt"
+    assert recv.files[0].name == "passed.txt"
     (t,) = transfers
     assert t.matched and t.send is send and t.recv is recv
     assert (t.send_fd, t.recv_fd) == (sender_fd, receiver_fd)
@@ -573,7 +573,7 @@ def test_clean_stop_leaves_no_program() -> None:
 
 
 def test_bad_filters_raise_clear_errors() -> None:
-    from rawsys.trace.program import ProgramError
+    from rawsys.trace.bpf.program import ProgramError
 
     with pytest.raises(ProgramError, match="PID must be an int"):
         Session(pids=["1"])  # type: ignore[list-item]

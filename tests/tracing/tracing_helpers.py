@@ -38,7 +38,7 @@ def forced_backend() -> str | None:
 def require_live_tracing() -> None:
     if os.geteuid() != 0:
         pytest.skip("live tracing needs root (CAP_BPF/CAP_PERFMON); CI runs as root")
-    from rawsys.trace.bccloader import BccUnavailable, load_bcc
+    from rawsys.trace.system.bccloader import BccUnavailable, load_bcc
 
     try:
         load_bcc()
@@ -155,7 +155,7 @@ def wait_gone(ids: set[int], timeout: float = 5.0) -> set[int]:
 
 
 def build_fdpass(build_c: Callable[..., Path], dest_dir: Path) -> Path:
-    """seed 003's send_fd/recv_fd program, built with gcc, as ``dest_dir/fdpass``.
+    """The classic send_fd/recv_fd pair (cmsg(3)) in C, built with gcc, as ``dest_dir/fdpass``.
 
     Copied to that name so its comm is ``fdpass`` (the ``-n`` filter).
     """

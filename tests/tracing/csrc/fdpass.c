@@ -1,9 +1,9 @@
 /*
- * Seed 003's send_fd/recv_fd, as the tracer's tests run them.
+ * The classic send_fd/recv_fd pair of cmsg(3), as the tracer's tests run them.
  *
  *   fdpass fork PATH   the child opens PATH and sends the fd over an AF_UNIX
  *                      SOCK_DGRAM socketpair; the parent receives it, reads
- *                      it and prints "I got fd N" (seed 003's main).
+ *                      it and prints "I got fd N".
  *   fdpass loop COUNT  one process sends one pipe fd COUNT times to itself and
  *                      closes every fd it receives.
  * Each side prints "<role> pid P fd F" so the tests can compare with the trace.

@@ -1,9 +1,15 @@
 /*
  * Backend "kprobe": kprobes/kretprobes on __scm_send, scm_detach_fds and the
- * receive-fd function (its name is resolved on the running kernel and the
- * probes attached by tracing.session).  Entry arguments are kept per thread
- * for the return probes.
+ * receive-fd function (their names are resolved on the running kernel, and
+ * the probes attached by the session: rawsys.trace.bpf.program's
+ * kprobe_attachments).  Entry arguments are kept per thread for the return
+ * probes.
  */
+#include "prelude.bpf.h"
+#include "maps.bpf.h"
+#include "files.bpf.h"
+#include "cmsg.bpf.h"
+#include "scm.bpf.h"
 
 int kp_scm_send(struct pt_regs *ctx)
 {

@@ -1,13 +1,14 @@
-"""Render the BPF C of each backend, with every constant generated from Python.
+"""The generated prelude of every BPF program: its ``#define``s, structs and filters.
 
-Nothing numeric is written twice: socket constants come from
-``rawsys.c.constants``, user-space ABI layouts (``msghdr``, ``mmsghdr``,
-``cmsghdr``) from ``rawsys.c.structs``, the event layout from
-``tracing.events``, and kernel struct offsets from the running kernel's BTF
-(``tracing.btf.kernel_facts``).  The C sources (``probe_*.c`` next to this
-file) only use the ``#define``s rendered here; they never dereference a
-kernel struct by header layout, since the headers bcc compiles against may
-describe another kernel.
+Each backend's C source starts with ``#include "prelude.bpf.h"``; this
+module writes that text, so nothing is written twice in C: socket constants
+come from ``rawsys.c.constants``, user-space ABI layouts (``msghdr``,
+``mmsghdr``, ``cmsghdr``) from ``rawsys.c.structs``, the event layout from
+``rawsys.trace.events``, and kernel struct offsets and function names from
+the running kernel (:mod:`rawsys.trace.kernel.facts`).  Only the offsets and
+function names a program's own sources use are defined, checked against the
+sizes the probes read.  The C never dereferences a kernel struct by header
+layout: the headers bcc compiles against may describe another kernel.
 
 Filters are typed: :class:`Filters` validates PIDs/TIDs as ints and the
 command name as at most 15 bytes, and renders them as C comparisons, so the
@@ -22,25 +23,26 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
-from importlib import resources
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 from rawsys.c import constants
 from rawsys.c.cmsg import CMSG_ALIGN, CMSG_LEN, CMSG_SPACE
 from rawsys.c.structs import cmsghdr, mmsghdr, msghdr
 from rawsys.trace import events
+from rawsys.trace.kernel.facts import FUNCTIONS, READS, SYSCALL_ARG_REGS, KernelFacts
 
 __all__ = [
-    "BACKENDS",
     "Filters",
+    "PID_MAX_LIMIT",
     "ProgramError",
-    "kernel_msghdr_offsets",
-    "probe_function_names",
-    "render_program",
+    "RING_PAGES_DEFAULT",
     "c_struct",
+    "kernel_function",
+    "render_defines",
+    "render_prelude",
+    "syscall_arg_defines",
+    "used_names",
 ]
-
-BACKENDS: tuple[str, ...] = ("tracepoint", "kprobe", "fentry")
 
 # Bounds of the in-kernel loops (the verifier needs every loop bounded).
 MAX_CMSGS = 16  # control messages walked per msghdr
@@ -57,17 +59,12 @@ USER_WINDOW_LEN = 256  # bytes around a user msghdr read at once (a power of two
 MAX_FILTER_IDS = 1024  # PIDs (and TIDs) one session can filter on
 PID_MAX_LIMIT = 1 << 22  # include/linux/threads.h, PID_MAX_LIMIT on 64-bit
 
-_SOURCES = {
-    "tracepoint": "probe_tracepoint.c",
-    "kprobe": "probe_kprobe.c",
-    "fentry": "probe_fentry.c",
-}
-
 
 class ProgramError(ValueError):
-    """A filter or backend the program cannot be rendered for."""
+    """A filter, backend or kernel the program cannot be rendered for."""
 
 
+# --------------------------------------------------------------------- filters
 def _check_id(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ProgramError(f"{what} must be an int, got {type(value).__name__}: {value!r}")
@@ -138,6 +135,7 @@ class Filters:
         return {"pid_filter": self.pids, "tid_filter": self.tids}
 
 
+
 # --------------------------------------------------------------------- structs
 _CTYPE_NAMES: Mapping[Any, str] = {
     ctypes.c_uint64: "u64",
@@ -179,6 +177,10 @@ def c_struct(struct: type[ctypes.Structure], name: str) -> str:
 
 
 # --------------------------------------------------------------------- defines
+_READS_BY_DEFINE = {read.define: read for read in READS}
+_READS_BY_FACT = {read.fact: read for read in READS}
+
+
 def _offset(struct: type[ctypes.Structure], member: str) -> int:
     offset: int = getattr(struct, member).offset
     return offset
@@ -237,50 +239,41 @@ def _constant_defines() -> dict[str, int]:
         "MMSG_FD_SLOTS": MMSG_FD_SLOTS,
         "MAX_INFLIGHT": MAX_INFLIGHT,
         "MAX_SENDING": MAX_SENDING,
-        # fd numbers collected before resolution: FD_SLOTS rounded up to a power
-        # of two, doubled so a masked index plus a masked length stays inside.
-        "FD_INDEX_MASK": 255,
-        "FD_READ_MASK": 1023,
-        "FD_ARRAY_LEN": 512,
+        **_fd_scratch_defines(events.FD_SLOTS, ctypes.sizeof(ctypes.c_int)),
     }
 
 
-# Kernel facts every backend reads, with the byte size each read uses.
-_KERNEL_READS: tuple[tuple[str, int], ...] = (
-    ("task_struct.files", 8),
-    ("files_struct.fdt", 8),
-    ("fdtable.max_fds", 4),
-    ("fdtable.fd", 8),
-    ("fdtable.close_on_exec", 8),
-    ("file.f_inode", 8),
-    ("file.f_count", 8),
-    ("file.f_path.dentry", 8),
-    ("inode.i_ino", 8),
-    ("inode.i_mode", 2),
-    ("dentry.d_name.name", 8),
-)
-_KPROBE_READS: tuple[tuple[str, int], ...] = (
-    ("scm_cookie.fp", 8),
-    ("scm_fp_list.count", 2),
-    ("scm_fp_list.fp", 0),  # array: its size depends on SCM_MAX_FD
-)
+def _fd_scratch_defines(slots: int, fd_bytes: int) -> dict[str, int]:
+    """Bounds of the fd numbers collected before resolution (``struct fd_scratch``).
+
+    The verifier accepts a variable index or length only under a mask: the
+    slots rounded up to a power of two give the index mask and the byte
+    length mask, and the array is twice that, so a masked index plus a
+    masked length always stays inside.
+    """
+    rounded = 1 << (slots - 1).bit_length()
+    return {
+        "FD_INDEX_MASK": rounded - 1,
+        "FD_READ_MASK": rounded * fd_bytes - 1,
+        "FD_ARRAY_LEN": 2 * rounded,
+    }
 
 
 # Members read together: one bpf_probe_read_kernel() of the span that holds
 # them all is cheaper than one per member (the traced program pays for each).
-_SPANS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
-    ("FILE", (("file.f_inode", 8), ("file.f_count", 8), ("file.f_path.dentry", 8))),
-    ("INODE", (("inode.i_ino", 8), ("inode.i_mode", 2))),
-    ("FDTABLE", (("fdtable.max_fds", 4), ("fdtable.fd", 8), ("fdtable.close_on_exec", 8))),
+_SPANS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("FILE", ("file.f_inode", "file.f_count", "file.f_path.dentry")),
+    ("INODE", ("inode.i_ino", "inode.i_mode")),
+    ("FDTABLE", ("fdtable.max_fds", "fdtable.fd", "fdtable.close_on_exec")),
 )
 MAX_SPAN = 512  # bytes of per-CPU scratch per span
 
 
-def _span_defines(facts: Any) -> dict[str, int]:
+def _span_defines(facts: KernelFacts) -> dict[str, int]:
     out: dict[str, int] = {"MAX_SPAN": MAX_SPAN}
     for name, members in _SPANS:
-        lo = min(int(facts.offset(f)) for f, _ in members) & ~7
-        hi = max(int(facts.offset(f)) + size for f, size in members)
+        lo = min(facts.offset(fact) for fact in members) & ~7
+        hi = max(facts.offset(fact) + _READS_BY_FACT[fact].size for fact in members)
         length = (hi - lo + 7) & ~7
         if length > MAX_SPAN:
             raise ProgramError(
@@ -292,57 +285,33 @@ def _span_defines(facts: Any) -> dict[str, int]:
     return out
 
 
-def _ident(fact: str) -> str:
-    return re.sub(r"\W", "_", fact).upper()
+# ---------------------------------------------------------------------- kernel
 
 
-def kernel_msghdr_offsets(btf: Any) -> dict[str, int]:
-    """Offsets in the kernel's ``struct msghdr`` the kprobe/fentry backends read.
+def used_names(source: str, prefix: str) -> set[str]:
+    """The identifiers starting with *prefix* that C *source* uses, comments aside."""
+    code = re.sub(r"/\*.*?\*/|//[^\n]*", " ", source, flags=re.S)
+    return set(re.findall(rf"\b{prefix}[A-Z0-9_]+\b", code))
 
-    ``tracing.btf.kernel_facts`` does not list them; they come from the same
-    BTF API (``btf.offsetof``/``btf.member_size``), checked for the sizes read.
-    """
+
+def kernel_offset_defines(facts: KernelFacts, names: Iterable[str]) -> dict[str, int]:
+    """``OFF_*`` for each of *names*, from the facts, after checking the sizes the probes read."""
     out: dict[str, int] = {}
-    for member, size in (("msg_control", 8), ("msg_controllen", 8), ("msg_flags", 4)):
-        got = int(btf.member_size("struct msghdr", member))
-        if got != size:
-            raise ProgramError(f"kernel struct msghdr.{member} is {got} bytes, expected {size}")
-        out[f"OFF_KMSGHDR_{member.upper()}"] = int(btf.offsetof("struct msghdr", member))
-    return out
-
-
-def _kernel_defines(facts: Any, backend: str) -> dict[str, int]:
-    reads = _KERNEL_READS + (_KPROBE_READS if backend != "tracepoint" else ())
-    out: dict[str, int] = {}
-    for fact, size in reads:
-        if size:
-            got = int(facts.size(fact))
-            if got != size:
+    for name in sorted(names):
+        read = _READS_BY_DEFINE.get(name)
+        if read is None:
+            raise ProgramError(f"{name} is used by the probes but no kernel fact lists it")
+        if read.size:
+            got = facts.size(read.fact)
+            if got != read.size:
                 raise ProgramError(
-                    f"kernel {fact} is {got} bytes on this kernel, the probes read {size}"
+                    f"kernel {read.fact} is {got} bytes on this kernel, the probes read {read.size}"
                 )
-        out[f"OFF_{_ident(fact)}"] = int(facts.offset(fact))
-    out.update(_span_defines(facts))
-    if backend == "tracepoint":
-        out.update(syscall_arg_defines(facts))
-    member = facts.members["file.f_count"]
-    out["FILE_REF_T"] = 1 if "file_ref" in member.type or member.member == "f_ref" else 0
+        out[name] = facts.offset(read.fact)
     return out
 
 
-# Where a syscall's first four arguments sit in the struct pt_regs saved at
-# entry, per architecture: (fact, bytes past that member).  The tracepoint
-# backend reads them at sys_exit through bpf_task_pt_regs() instead of probing
-# sys_enter too.  Offsets from BTF; aarch64's x0 holds the return value by
-# then, orig_x0 the first argument.
-SYSCALL_ARG_REGS: Mapping[str, tuple[tuple[str, int], ...]] = {
-    "x86_64": (("pt_regs.di", 0), ("pt_regs.si", 0), ("pt_regs.dx", 0), ("pt_regs.r10", 0)),
-    "aarch64": (("pt_regs.orig_x0", 0), ("pt_regs.regs", 8), ("pt_regs.regs", 16),
-                ("pt_regs.regs", 24)),
-}
-
-
-def syscall_arg_defines(facts: Any, machine: str | None = None) -> dict[str, int]:
+def syscall_arg_defines(facts: KernelFacts, machine: str | None = None) -> dict[str, int]:
     """``SYSCALL_ARG0``..``SYSCALL_ARG3``: byte offsets of a syscall's arguments
     in the kernel's ``struct pt_regs`` on *machine* (default: this one)."""
     machine = machine or os.uname().machine
@@ -356,113 +325,88 @@ def syscall_arg_defines(facts: Any, machine: str | None = None) -> dict[str, int
     for i, (fact, extra) in enumerate(regs):
         if fact not in facts.members:
             raise ProgramError(f"kernel struct pt_regs has no {fact.split('.', 1)[1]} on {machine}")
-        size = int(facts.size(fact))
-        if extra + 8 > size:
+        size = facts.size(fact)
+        if size and extra + 8 > size:
             raise ProgramError(f"kernel {fact} is {size} bytes, the probes read 8 at +{extra}")
-        out[f"SYSCALL_ARG{i}"] = int(facts.offset(fact)) + extra
+        out[f"SYSCALL_ARG{i}"] = facts.offset(fact) + extra
     return out
 
 
-def probe_function_names(facts: Any) -> dict[str, str]:
-    """Kernel functions the kprobe/fentry backends attach to, resolved on this kernel."""
-    recv = facts.receive_fd_function
-    if recv is None:
-        raise ProgramError("this kernel has neither receive_fd nor __receive_fd")
-    return {"receive_fd": recv, "scm_detach_fds": "scm_detach_fds", "scm_send": "__scm_send"}
+def function_name_defines(facts: KernelFacts, names: Iterable[str]) -> dict[str, str]:
+    """``FN_<ROLE>``: the running kernel's name for each :data:`FUNCTIONS` role used."""
+    out: dict[str, str] = {}
+    for name in sorted(names):
+        role = name[len("FN_"):].lower()
+        if role not in FUNCTIONS:
+            raise ProgramError(f"{name} is used by the probes but names no kernel function role")
+        out[name] = kernel_function(facts, role)
+    return out
 
 
-def render_defines(defines: Mapping[str, int]) -> str:
+def kernel_function(facts: KernelFacts, role: str) -> str:
+    """The running kernel's name for a :data:`FUNCTIONS` role; ProgramError if it has none."""
+    found = facts.function(role)
+    if found is None:
+        raise ProgramError(f"this kernel has none of {' or '.join(FUNCTIONS[role])}")
+    return found
+
+
+def _kernel_defines(facts: KernelFacts, source: str) -> dict[str, int | str]:
+    out: dict[str, int | str] = {}
+    out.update(kernel_offset_defines(facts, used_names(source, "OFF_")))
+    out.update(_span_defines(facts))
+    if used_names(source, "SYSCALL_ARG"):
+        out.update(syscall_arg_defines(facts))
+    out.update(function_name_defines(facts, used_names(source, "FN_")))
+    member = facts.members["file.f_count"]
+    out["FILE_REF_T"] = 1 if "file_ref" in member.type or member.member == "f_ref" else 0
+    return out
+
+
+def render_defines(defines: Mapping[str, int | str]) -> str:
+    """``#define NAME VALUE`` lines; a value is an int or a C identifier (a function name)."""
     lines = []
     for name, value in defines.items():
         if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
             raise ProgramError(f"bad #define name {name!r}")
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+                raise ProgramError(f"#define {name}: {value!r} is not a C identifier")
+        elif isinstance(value, bool) or not isinstance(value, int):
             raise ProgramError(f"#define {name} must be an int, got {value!r}")
         lines.append(f"#define {name} {value}")
     return "\n".join(lines)
 
 
-def render_program(
+# --------------------------------------------------------------------- prelude
+def render_prelude(
     backend: str,
-    facts: Any,
+    facts: KernelFacts,
+    source: str,
     filters: Filters | None = None,
     *,
     ring_pages: int = RING_PAGES_DEFAULT,
-    extra_defines: Mapping[str, int] | None = None,
 ) -> str:
-    """The complete BPF C text of *backend* for the running kernel.
+    """The prelude of *backend*'s program whose other C text is *source*.
 
-    *facts* is a ``tracing.btf.KernelFacts``; the kprobe and fentry backends
-    also need :func:`kernel_msghdr_offsets` in *extra_defines*.
+    *source* decides which kernel offsets (``OFF_*``), syscall argument
+    offsets (``SYSCALL_ARG*``) and function names (``FN_*``) are defined:
+    those it uses, each checked on this kernel.
     """
-    if backend not in _SOURCES:
-        raise ProgramError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if ring_pages <= 0 or ring_pages & (ring_pages - 1):
         raise ProgramError(f"ring_pages must be a power of two, got {ring_pages}")
     filters = filters or Filters()
-    defines: dict[str, int] = {}
+    defines: dict[str, int | str] = {}
     defines.update(_constant_defines())
-    defines.update(_kernel_defines(facts, backend))
+    defines.update(_kernel_defines(facts, source))
     defines["RING_PAGES"] = ring_pages
     defines["RING_WAKEUP_EVENTS"] = RING_WAKEUP_EVENTS
     defines["FILTER_PID"] = int(bool(filters.pids))
     defines["FILTER_TID"] = int(bool(filters.tids))
     defines["FILTER_COMM"] = int(filters.comm is not None)
-    if extra_defines:
-        defines.update(extra_defines)
-    missing = _needed_defines(backend) - defines.keys()
-    if missing:
-        raise ProgramError(f"{backend} backend needs {', '.join(sorted(missing))}")
-    parts: Sequence[str] = (
-        f"/* rawsys-trace, {backend} backend: generated by tracing/program.py */",
+    return "\n\n".join((
         render_defines(defines),
-        _source("probe_common.h.c")
-        .replace("/*@STRUCTS@*/", _structs())
-        .replace("/*@FILTERS@*/", filters.c_source()),
-        _source("probe_walk.c"),
-        *((_source("probe_scm.c"),) if backend != "tracepoint" else ()),
-        _backend_source(backend, facts),
-    )
-    return "\n\n".join(parts) + "\n"
-
-
-def _structs() -> str:
-    return c_struct(events.RawFile, "fd_file") + "\n\n" + c_struct(events.RawEvent, "fd_event")
-
-
-def _needed_defines(backend: str) -> set[str]:
-    if backend == "tracepoint":
-        return set()
-    return {"OFF_KMSGHDR_MSG_CONTROL", "OFF_KMSGHDR_MSG_CONTROLLEN", "OFF_KMSGHDR_MSG_FLAGS"}
-
-
-def _backend_source(backend: str, facts: Any) -> str:
-    text = _source(_SOURCES[backend])
-    if "@RECEIVE_FD@" in text:
-        name = probe_function_names(facts)["receive_fd"]
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ProgramError(f"bad kernel function name {name!r}")
-        text = text.replace("@RECEIVE_FD@", name)
-    return text
-
-
-def _source(name: str) -> str:
-    return resources.files("rawsys.trace").joinpath(name).read_text(encoding="utf-8")
-
-
-def kprobe_attachments(facts: Any) -> list[tuple[str, str, str]]:
-    """(``kprobe``/``kretprobe``, kernel function, BPF function) for the kprobe backend.
-
-    The receive function is resolved on the running kernel (``receive_fd``
-    since 6.8, ``__receive_fd`` before); the syscall exits come from the
-    syscall tracepoints, which the kprobe backend also uses.
-    """
-    names = probe_function_names(facts)
-    return [
-        ("kprobe", names["scm_send"], "kp_scm_send"),
-        ("kretprobe", names["scm_send"], "kretp_scm_send"),
-        ("kprobe", names["scm_detach_fds"], "kp_scm_detach_fds"),
-        ("kretprobe", names["scm_detach_fds"], "kretp_scm_detach_fds"),
-        ("kprobe", names["receive_fd"], "kp_receive_fd"),
-        ("kretprobe", names["receive_fd"], "kretp_receive_fd"),
-    ]
+        c_struct(events.RawFile, "fd_file"),
+        c_struct(events.RawEvent, "fd_event"),
+        filters.c_source(),
+    ))

@@ -1,17 +1,18 @@
 """``rawsys-trace setup``: make this machine ready to trace (root, idempotent).
 
-Steps, each reported as ``done``, ``already`` or ``failed``:
+Steps, each reported as ``done``, ``already``, ``skipped`` or ``failed``:
 
 1. mount tracefs on ``/sys/kernel/tracing`` (a fresh machine may not have it);
-2. install the distribution's bcc and kernel headers if missing
-   (Debian/Ubuntu: ``apt-get install python3-bpfcc linux-headers-...``;
-   Fedora: ``dnf install python3-bcc kernel-devel``), plus ``bpftool``;
+2. install what is missing of the distribution's packages -- bcc's Python
+   bindings, kernel headers and bpftool; :func:`package_plan` is the one list
+   of them (``./dev`` runs this set-up too);
 3. point bcc at headers: when the running kernel's are missing, join the
-   nearest version's directories once (``tracing.bccloader``) so every later
-   run finds them ready;
-4. cache the kernel facts from BTF (``tracing.btf``).
+   nearest version's directories once (:mod:`rawsys.trace.system.headers`)
+   so every later run finds them ready;
+4. read the kernel facts from BTF into the cache (:mod:`rawsys.trace.kernel.facts`).
 
-Running it twice changes nothing the second time.
+A step says ``done`` only when this call did it: running set-up twice
+changes nothing the second time, and says so.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "SetupError",
     "StepResult",
     "distribution",
+    "install_hint",
     "mount_tracefs",
     "package_plan",
     "run_setup",
@@ -148,6 +150,19 @@ def package_plan(os_release: str = "/etc/os-release", release: str | None = None
     )
 
 
+def install_hint(what: str) -> str:
+    """How to get ``"bcc"`` or ``"headers"`` on this machine, for error messages."""
+    try:
+        plan = package_plan()
+    except SetupError:
+        return (
+            f"run `rawsys-trace setup` as root, or install the distribution's "
+            f"{'bcc Python bindings' if what == 'bcc' else 'kernel headers'}"
+        )
+    package = plan.packages[0] if what == "bcc" else plan.packages[1]
+    return f"run `rawsys-trace setup` as root, or `{' '.join(plan.install[:2])} {package}`"
+
+
 Runner = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
 
 
@@ -209,7 +224,7 @@ def setup_steps(*, install: bool = True, run: Runner = _run) -> list[StepResult]
     else:
         results.append(StepResult("install bcc and kernel headers", "skipped", "--no-install"))
 
-    from rawsys.trace import bccloader
+    from rawsys.trace.system import bccloader, headers
 
     try:
         bccloader.find_distribution_bcc()
@@ -218,7 +233,7 @@ def setup_steps(*, install: bool = True, run: Runner = _run) -> list[StepResult]
         results.append(StepResult("distribution bcc", "failed", str(e)))
 
     had = os.environ.get("BCC_KERNEL_SOURCE")
-    info = bccloader.configure_kernel_headers()
+    info = headers.configure_kernel_headers()
     if info.match == "nearest" and info.path:
         results.append(
             StepResult(
@@ -236,10 +251,10 @@ def setup_steps(*, install: bool = True, run: Runner = _run) -> list[StepResult]
     else:
         results.append(StepResult("point bcc at kernel headers", "failed", info.reason))
 
-    from rawsys.trace import btf
+    from rawsys.trace.kernel.facts import kernel_facts
 
     try:
-        facts = btf.kernel_facts()
+        facts = kernel_facts()
         results.append(
             StepResult(
                 "kernel facts from BTF",

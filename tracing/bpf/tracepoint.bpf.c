@@ -13,6 +13,66 @@
  * their arguments at exit from the registers the syscall entry saved
  * (bpf_task_pt_regs()), which spares those calls a sys_enter program each.
  */
+#include "prelude.bpf.h"
+#include "maps.bpf.h"
+#include "files.bpf.h"
+#include "cmsg.bpf.h"
+
+/* Report one user msghdr whose control data names fds (or, received, was cut short). */
+static __always_inline void emit_user_msghdr(u32 kind, const struct call_args *a, u64 hdr,
+                                             s64 ret, u32 index, const u32 max,
+                                             const int fast)
+{
+    u64 control = 0, controllen = 0;
+    u32 msg_flags = 0, seen = 0;
+    int zero = 0;
+    struct fd_scratch *s = fd_scratch.lookup(&zero);
+    if (!s)
+        return;
+    int have_chunk = 0;
+    if (fast)
+        have_chunk = read_user_msghdr_near(s, hdr, &control, &controllen, &msg_flags);
+    else
+        read_user_msghdr(hdr, &control, &controllen, &msg_flags);
+    if (fast && collect_single_fd(s, control, controllen, 1, have_chunk)) {
+        /* The usual one-fd message: the event is written in place in the ring. */
+        struct fd_event *one = new_event_one(kind, a, ret, index);
+        if (!one)
+            return;
+        one->msg_flags = msg_flags;
+        one->controllen = controllen;
+        one->fds_seen = 1;
+        const struct fd_table *t = current_fd_table();
+        u32 fl = 0;
+        s32 fd = s->fds[0];
+        u64 file = t ? resolve_fd(t, fd, &fl) : 0;
+        one->files[0].fd = fd;
+        one->files[0].fd_flags = fl;
+        fill_file(&one->files[0], file);
+        one->nfds = 1;
+        submit_one(one);
+        return;
+    }
+    u32 n = collect_fds(s, control, controllen, 1, &seen);
+    if (!seen && !(kind == EV_RECV && (msg_flags & MSG_CTRUNC)))
+        return;
+    struct fd_event *ev = new_event(kind, a, ret, index);
+    if (!ev)
+        return;
+    ev->msg_flags = msg_flags;
+    ev->controllen = controllen;
+    ev->fds_seen = seen;
+    if (seen > n || n > max)
+        ev->ev_flags |= EV_FLAG_FDS_DROPPED;
+    if (n > max)
+        n = max;
+    const struct fd_table *t = current_fd_table_read();
+    if (t) {
+        resolve_fds(t, s->fds, n, max, ev, 0);
+        ev->nfds = n;
+    }
+    submit(ev);
+}
 
 static __always_inline int stash_send(u32 tid, u64 hdr, s32 sock, u32 flags)
 {
@@ -57,17 +117,7 @@ static __always_inline int stash_send(u32 tid, u64 hdr, s32 sock, u32 flags)
         const struct fd_table *t = current_fd_table_read();
         if (!t)
             return 0;
-#pragma clang loop unroll(disable)
-        for (u32 i = 0; i < FD_SLOTS; i++) {
-            if (i >= n)
-                break;
-            OPAQUE(i);
-            u32 fl = 0;
-            s32 fd = s->fds[i];
-            sf->fds[i] = fd;
-            sf->files[i] = resolve_fd(t, fd, &fl);
-            sf->fd_flags[i] = fl;
-        }
+        resolve_fds(t, s->fds, n, FD_SLOTS, 0, sf);
     }
     sf->sock = sock;
     sf->flags = flags;

@@ -1,11 +1,12 @@
 /*
  * The kernel side of SCM_RIGHTS, for the backends that can probe kernel
- * functions (kprobe, fentry).  Seeds 000/001: the sender's fds are copied
- * into a struct scm_fp_list by __scm_send (scm_fp_copy, inlined on recent
- * kernels); the receiver's are installed one by one by receive_fd (named
- * __receive_fd before 6.8), called from scm_detach_fds.  Syscall entry and
- * exit come from the syscall tracepoints: entry keeps the socket and flags,
- * exit reports a sendmsg's result (a failed send is not a transfer).
+ * functions (kprobe, fentry).  The sender's fds are copied into a struct
+ * scm_fp_list by __scm_send (net/core/scm.c; its scm_fp_copy is inlined on
+ * recent kernels); the receiver's are installed one by one by receive_fd
+ * (named __receive_fd before 6.8), called from scm_detach_fds.  Syscall
+ * entry and exit come from the syscall tracepoints: entry keeps the socket
+ * and flags, exit reports a sendmsg's result (a failed send is not a
+ * transfer).
  *
  * Every struct is read at BTF offsets (OFF_*): scm_fp_list.fp is at 40 on
  * 6.10+ and 16 before, which is why nothing here is taken from headers.
@@ -51,9 +52,9 @@ static __always_inline void scm_send_done(u64 kmsg, u64 scm, s64 ret)
         return;
     u64 control = 0, controllen = 0, fpl = 0;
     u32 seen = 0;
-    bpf_probe_read_kernel(&control, sizeof(control), (void *)(kmsg + OFF_KMSGHDR_MSG_CONTROL));
+    bpf_probe_read_kernel(&control, sizeof(control), (void *)(kmsg + OFF_MSGHDR_MSG_CONTROL));
     bpf_probe_read_kernel(&controllen, sizeof(controllen),
-                          (void *)(kmsg + OFF_KMSGHDR_MSG_CONTROLLEN));
+                          (void *)(kmsg + OFF_MSGHDR_MSG_CONTROLLEN));
     u32 n = collect_fds(s, control, controllen, 0, &seen);
     if (!seen)
         return;
@@ -67,21 +68,19 @@ static __always_inline void scm_send_done(u64 kmsg, u64 scm, s64 ret)
         return;
     if (n > FD_SLOTS)
         n = FD_SLOTS;
+    resolve_fds(t, s->fds, n, FD_SLOTS, 0, sf);
+    /* The files the kernel itself took (none if __scm_send failed) replace
+     * the table's: the table gave each fd's flags. */
 #pragma clang loop unroll(disable)
     for (u32 i = 0; i < FD_SLOTS; i++) {
         if (i >= n)
             break;
         OPAQUE(i);
-        u32 fl = 0;
         u64 file = 0;
-        s32 fd = s->fds[i];
-        resolve_fd(t, fd, &fl);
         if ((s32)i < count)
             bpf_probe_read_kernel(&file, sizeof(file),
                                   (void *)(fpl + OFF_SCM_FP_LIST_FP + (u64)i * sizeof(u64)));
-        sf->fds[i] = fd;
         sf->files[i] = file;
-        sf->fd_flags[i] = fl;
     }
     sf->n = n;
     sf->seen = seen;
@@ -102,16 +101,25 @@ static __always_inline void scm_send_done(u64 kmsg, u64 scm, s64 ret)
         count_lost(1);
 }
 
+/* The arguments scm_on_enter() kept for thread tid, taken out of `calls`
+ * into *a: 0 when there are none. */
+static __always_inline int take_call_args(u32 tid, struct call_args *a)
+{
+    struct call_args *p = calls.lookup(&tid);
+    if (!p)
+        return 0;
+    __builtin_memcpy(a, p, sizeof(*a));
+    calls.delete(&tid);
+    return 1;
+}
+
 /* sys_exit_sendmsg: the result decides; the files were kept by scm_send_done. */
 static __always_inline int scm_exit_sendmsg(s64 ret)
 {
     struct call_args a;
     u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct call_args *p = calls.lookup(&tid);
-    if (!p)
+    if (!take_call_args(tid, &a))
         return 0;
-    __builtin_memcpy(&a, p, sizeof(a));
-    calls.delete(&tid);
     struct sent_files *sf = sent.lookup(&tid);
     if (!sf)
         return 0;
@@ -187,7 +195,7 @@ static __always_inline void scm_detach_done(void)
     if (ev) {
         u32 msg_flags = 0;
         bpf_probe_read_kernel(&msg_flags, sizeof(msg_flags),
-                              (void *)(*kmsg + OFF_KMSGHDR_MSG_FLAGS));
+                              (void *)(*kmsg + OFF_MSGHDR_MSG_FLAGS));
         ev->msg_flags = msg_flags;
         u32 n = sf->n;
         if (n > FD_SLOTS)
@@ -206,11 +214,8 @@ static __always_inline int scm_exit_recv(s64 ret, int mmsg)
 {
     struct call_args a;
     u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct call_args *p = calls.lookup(&tid);
-    if (!p)
+    if (!take_call_args(tid, &a))
         return 0;
-    __builtin_memcpy(&a, p, sizeof(a));
-    calls.delete(&tid);
     if (mmsg || ret < 0 || a.scm_files)
         return 0;
     u32 msg_flags = 0;

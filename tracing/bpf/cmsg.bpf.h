@@ -1,8 +1,8 @@
 /*
- * Walking a msghdr's control data: every cmsghdr (not only the first), every
- * SCM_RIGHTS fd in it, then each fd resolved in the calling thread's table.
- * User memory is read with bpf_probe_read_user(); the kprobe backends walk
- * the kernel's copy of the control data with bpf_probe_read_kernel().
+ * Walking a msghdr's control data: every cmsghdr (not only the first) and
+ * every SCM_RIGHTS fd number in it.  User memory is read with
+ * bpf_probe_read_user(); the kprobe and fentry backends walk the kernel's
+ * copy of the control data with bpf_probe_read_kernel().
  */
 
 static __always_inline int read_mem(void *dst, u32 size, u64 src, int user)
@@ -130,78 +130,4 @@ static __always_inline int collect_single_fd(struct fd_scratch *s, u64 control, 
         return 0;
     __builtin_memcpy(&s->fds[0], s->chunk + CMSG_HDR_LEN, FD_BYTES);
     return 1;
-}
-
-/* Resolve n collected fds in the current table into ev->files. */
-static __always_inline void resolve_into(struct fd_event *ev, const struct fd_scratch *s, u32 n,
-                                         const u32 max)
-{
-    const struct fd_table *t = current_fd_table_read();
-    if (!t)
-        return;
-    if (n > max)
-        n = max;
-#pragma clang loop unroll(disable)
-    for (u32 i = 0; i < max; i++) {
-        if (i >= n)
-            break;
-        OPAQUE(i);
-        u32 fl = 0;
-        s32 fd = s->fds[i];
-        u64 file = resolve_fd(t, fd, &fl);
-        ev->files[i].fd = fd;
-        ev->files[i].fd_flags = fl;
-        fill_file(&ev->files[i], file);
-    }
-    ev->nfds = n;
-}
-
-/* Report one user msghdr whose control data names fds (or, received, was cut short). */
-static __always_inline void emit_user_msghdr(u32 kind, const struct call_args *a, u64 hdr,
-                                             s64 ret, u32 index, const u32 max,
-                                             const int fast)
-{
-    u64 control = 0, controllen = 0;
-    u32 msg_flags = 0, seen = 0;
-    int zero = 0;
-    struct fd_scratch *s = fd_scratch.lookup(&zero);
-    if (!s)
-        return;
-    int have_chunk = 0;
-    if (fast)
-        have_chunk = read_user_msghdr_near(s, hdr, &control, &controllen, &msg_flags);
-    else
-        read_user_msghdr(hdr, &control, &controllen, &msg_flags);
-    if (fast && collect_single_fd(s, control, controllen, 1, have_chunk)) {
-        /* The usual one-fd message: the event is written in place in the ring. */
-        struct fd_event *one = new_event_one(kind, a, ret, index);
-        if (!one)
-            return;
-        one->msg_flags = msg_flags;
-        one->controllen = controllen;
-        one->fds_seen = 1;
-        const struct fd_table *t = current_fd_table();
-        u32 fl = 0;
-        s32 fd = s->fds[0];
-        u64 file = t ? resolve_fd(t, fd, &fl) : 0;
-        one->files[0].fd = fd;
-        one->files[0].fd_flags = fl;
-        fill_file(&one->files[0], file);
-        one->nfds = 1;
-        submit_one(one);
-        return;
-    }
-    u32 n = collect_fds(s, control, controllen, 1, &seen);
-    if (!seen && !(kind == EV_RECV && (msg_flags & MSG_CTRUNC)))
-        return;
-    struct fd_event *ev = new_event(kind, a, ret, index);
-    if (!ev)
-        return;
-    ev->msg_flags = msg_flags;
-    ev->controllen = controllen;
-    ev->fds_seen = seen;
-    if (seen > n || n > max)
-        ev->ev_flags |= EV_FLAG_FDS_DROPPED;
-    resolve_into(ev, s, n, max);
-    submit(ev);
 }

@@ -1,0 +1,163 @@
+/*
+ * Shared by every backend: the per-thread state kept between probes, the
+ * maps, and writing events to the ring buffer.  The event layout itself
+ * (struct fd_event, struct fd_file) is generated in the prelude from
+ * rawsys.trace.events.
+ */
+#include <uapi/linux/ptrace.h>
+
+/* Hide a value's known range from clang, so that loop counters stay plain
+ * compared integers the verifier can bound and masks stay in place. */
+#define OPAQUE(x) asm volatile("" : "+r"(x))
+
+/* Arguments of a traced call, kept from entry to exit (per thread). */
+struct call_args {
+    u64 ts_ns;
+    u64 msg;          /* user struct msghdr * (or struct mmsghdr *) */
+    u64 vlen;
+    s32 sock;
+    u32 flags;
+    u32 syscall;
+    u32 queued;       /* kprobe backends: files the kernel had queued */
+    u32 scm_files;    /* kprobe backends: files collected into sent_files */
+    u32 pad;
+};
+
+/* Files found when a send starts (tracepoint) or when the kernel copies them (kprobe). */
+struct sent_files {
+    u32 n;
+    u32 seen;
+    s32 sock;         /* tracepoint backend: sendmsg's arguments, kept here so */
+    u32 flags;        /* a send needs no entry in `calls` */
+    s32 fds[FD_SLOTS];
+    u32 fd_flags[FD_SLOTS];
+    u64 files[FD_SLOTS];
+};
+
+/* Scratch room for the fd numbers of one message, with slack for masked reads. */
+struct fd_scratch {
+    s32 fds[FD_ARRAY_LEN];
+    u8 chunk[CMSG_LEN_ONE_FD]; /* a cmsghdr and its one fd, read at once */
+    u8 window[2 * USER_WINDOW_LEN]; /* user memory around a msghdr (masked offsets) */
+};
+
+BPF_RINGBUF_OUTPUT(events, RING_PAGES);
+/* Per thread, kept between calls (LRU) and written in place: a hash update
+ * and delete per syscall cost the traced program more than the reads. */
+BPF_TABLE("lru_hash", u32, struct call_args, calls, MAX_INFLIGHT);
+/* Per thread, kept between calls (LRU): written in place, never copied whole. */
+BPF_TABLE("lru_hash", u32, struct sent_files, sent, MAX_SENDING);
+BPF_PERCPU_ARRAY(event_scratch, struct fd_event, 1);
+BPF_PERCPU_ARRAY(sent_scratch, struct sent_files, 1);
+BPF_PERCPU_ARRAY(fd_scratch, struct fd_scratch, 1);
+/* Events written by this CPU since it last woke the reader. */
+BPF_PERCPU_ARRAY(since_wakeup, u64, 1);
+/* [0]: events the ring buffer refused; [1]: calls not tracked (map full) */
+BPF_PERCPU_ARRAY(lost, u64, 2);
+
+static __always_inline void count_lost(int which)
+{
+    u64 *n = lost.lookup(&which);
+    if (n)
+        *n += 1;
+}
+
+
+static __always_inline int wanted(u64 pid_tgid)
+{
+#if FILTER_PID
+    if (!pid_wanted(pid_tgid >> 32))
+        return 0;
+#endif
+#if FILTER_TID
+    if (!tid_wanted((u32)pid_tgid))
+        return 0;
+#endif
+#if FILTER_COMM
+    unsigned char comm[16] = {};
+    bpf_get_current_comm(&comm, sizeof(comm));
+    if (!comm_wanted(comm))
+        return 0;
+#endif
+    return 1;
+}
+
+/* Every header field of ev, for the current thread (ev may be ring memory). */
+static __always_inline void fill_header(struct fd_event *ev, u32 kind, const struct call_args *a,
+                                        s64 ret, u32 index)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    ev->ts_ns = bpf_ktime_get_ns();
+    ev->ret = ret;
+    ev->pid = id >> 32;
+    ev->tid = (u32)id;
+    bpf_get_current_comm(&ev->comm, sizeof(ev->comm));
+    ev->sock = a->sock;
+    ev->call_flags = a->flags;
+    ev->msg_flags = 0;
+    ev->controllen = 0;
+    ev->kind = kind;
+    ev->syscall = a->syscall;
+    ev->ev_flags = FILE_REF_T ? EV_FLAG_REF_IS_FILE_REF : 0;
+    ev->pad0 = 0;
+    ev->msg_index = index;
+    ev->nfds = 0;
+    ev->fds_seen = 0;
+    ev->queued = a->queued;
+    ev->pad1 = 0;
+}
+
+/* A zeroed event header in per-CPU scratch, for the current thread. */
+static __always_inline struct fd_event *new_event(u32 kind, const struct call_args *a,
+                                                  s64 ret, u32 index)
+{
+    int zero = 0;
+    struct fd_event *ev = event_scratch.lookup(&zero);
+    if (!ev)
+        return 0;
+    fill_header(ev, kind, a, ret, index);
+    return ev;
+}
+
+/* The usual one-file event, written in place in the ring buffer (no copy
+ * from scratch): the header and files[0] only; submit with submit_one(). */
+static __always_inline struct fd_event *new_event_one(u32 kind, const struct call_args *a,
+                                                      s64 ret, u32 index)
+{
+    struct fd_event *ev = events.ringbuf_reserve(EVENT_HEADER_SIZE + FILE_RECORD_SIZE);
+    if (!ev) {
+        count_lost(0);
+        return 0;
+    }
+    fill_header(ev, kind, a, ret, index);
+    return ev;
+}
+
+/* Wake the reader only once per batch: a wake-up per event costs the traced
+ * program more than the probe itself.  The reader also consumes on its own
+ * poll timeout, so a lone event waits at most that long. */
+static __always_inline u64 wakeup_flag(void)
+{
+    int slot = 0;
+    u64 *since = since_wakeup.lookup(&slot);
+    if (since && ++*since >= RING_WAKEUP_EVENTS) {
+        *since = 0;
+        return BPF_RB_FORCE_WAKEUP;
+    }
+    return BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void submit_one(struct fd_event *ev)
+{
+    events.ringbuf_submit(ev, wakeup_flag());
+}
+
+static __always_inline void submit(struct fd_event *ev)
+{
+    u64 size = EVENT_HEADER_SIZE + (u64)ev->nfds * FILE_RECORD_SIZE;
+    OPAQUE(size);
+    if (size > sizeof(*ev))
+        size = sizeof(*ev);
+    if (events.ringbuf_output(ev, size, wakeup_flag()))
+        count_lost(0);
+}

@@ -1,0 +1,96 @@
+"""A backend's whole BPF program: its C sources and the generated prelude, as one text.
+
+The kernel side is C next to this file, one job per file:
+
+* ``tracepoint.bpf.c``, ``kprobe.bpf.c``, ``fentry.bpf.c`` -- the programs
+  of each backend;
+* ``maps.bpf.h`` -- per-thread state, the maps, writing events;
+* ``files.bpf.h`` -- from an fd number to its ``struct file``;
+* ``cmsg.bpf.h`` -- walking a ``msghdr``'s control data;
+* ``scm.bpf.h`` -- the kernel side of ``SCM_RIGHTS`` (kprobe and fentry).
+
+A backend's source names what it needs with ``#include "NAME.bpf.h"``.
+bcc compiles one text (and rewrites map calls only in it), so each quoted
+include is replaced by that file, once, and ``prelude.bpf.h`` by the prelude
+generated for this kernel, these filters and this ring buffer
+(:mod:`rawsys.trace.bpf.prelude`).  That is the only substitution: the rest
+is plain C and macros.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+from rawsys.trace.bpf.prelude import (
+    RING_PAGES_DEFAULT,
+    Filters,
+    ProgramError,
+    kernel_function,
+    render_prelude,
+)
+from rawsys.trace.kernel.facts import KernelFacts
+
+__all__ = ["BACKENDS", "kprobe_attachments", "render_program"]
+
+BACKENDS: tuple[str, ...] = ("tracepoint", "kprobe", "fentry")
+
+PRELUDE = "prelude.bpf.h"
+_INCLUDE = re.compile(r'^#include "([A-Za-z0-9_.]+)"[^\n]*$', re.M)
+
+
+def _source(name: str) -> str:
+    return resources.files("rawsys.trace.bpf").joinpath(name).read_text(encoding="utf-8")
+
+
+def _inline(name: str, seen: set[str]) -> str:
+    """*name* with its quoted includes replaced by their files, each once; the prelude's kept."""
+
+    def include(m: re.Match[str]) -> str:
+        found = m.group(1)
+        if found == PRELUDE:
+            return m.group(0)
+        if found in seen:
+            return ""
+        seen.add(found)
+        return f"/* ---- {found} ---- */\n" + _inline(found, seen).rstrip("\n")
+
+    return _INCLUDE.sub(include, _source(name))
+
+
+def render_program(
+    backend: str,
+    facts: KernelFacts,
+    filters: Filters | None = None,
+    *,
+    ring_pages: int = RING_PAGES_DEFAULT,
+) -> str:
+    """The complete BPF C text of *backend* for the running kernel (*facts*)."""
+    if backend not in BACKENDS:
+        raise ProgramError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    name = f"{backend}.bpf.c"
+    text = _inline(name, {name})
+    include = f'#include "{PRELUDE}"'
+    if include not in text:
+        raise ProgramError(f"{name} does not include {PRELUDE}")
+    prelude = render_prelude(backend, facts, text, filters, ring_pages=ring_pages)
+    return (
+        f"/* rawsys-trace, {backend} backend: {name} and what it includes, the prelude"
+        f" generated for this kernel (rawsys.trace.bpf.program) */\n"
+        + text.replace(include, f"/* ---- {PRELUDE} ---- */\n{prelude}", 1)
+    )
+
+
+def kprobe_attachments(facts: KernelFacts) -> list[tuple[str, str, str]]:
+    """(``kprobe``/``kretprobe``, kernel function, BPF function) for the kprobe backend.
+
+    The functions are named as the running kernel names them (``receive_fd``
+    since 6.8, ``__receive_fd`` before); the syscall exits come from the
+    syscall tracepoints, which the kprobe backend also uses.
+    """
+    out = []
+    for role in ("scm_send", "scm_detach_fds", "receive_fd"):
+        target = kernel_function(facts, role)
+        out.append(("kprobe", target, f"kp_{role}"))
+        out.append(("kretprobe", target, f"kretp_{role}"))
+    return out
