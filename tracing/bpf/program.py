@@ -90,7 +90,7 @@ def kprobe_attachments(facts: KernelFacts) -> list[tuple[str, str, str]]:
     """
     out = []
     for role in ("scm_send", "scm_detach_fds", "receive_fd"):
-        target = kernel_function(facts, role)
+        target = kernel_function(facts, role).name
         out.append(("kprobe", target, f"kp_{role}"))
         out.append(("kretprobe", target, f"kretp_{role}"))
     return out
