@@ -27,7 +27,7 @@ BACKEND_ENV = "RAWSYS_TEST_BACKEND"
 
 def forced_backend() -> str | None:
     """The backend the live tests' sessions must use (``$RAWSYS_TEST_BACKEND``), or None."""
-    from rawsys.trace.program import BACKENDS
+    from rawsys.trace.bpf.program import BACKENDS
 
     value = os.environ.get(BACKEND_ENV) or None
     if value is not None and value not in BACKENDS:

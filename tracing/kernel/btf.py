@@ -3,7 +3,9 @@
 The tracer takes every struct offset it uses from the running kernel's BTF
 (``/sys/kernel/btf/vmlinux``), never from headers: the distribution's headers
 may describe another kernel (Debian 12 ships 6.1 headers; ``struct
-scm_fp_list`` moved ``fp[]`` from offset 16 to 40 in 6.10).
+scm_fp_list`` moved ``fp[]`` from offset 16 to 40 in 6.10, and in Debian's
+6.1 builds too).  Function prototypes come from it as well
+(:meth:`BTF.function_prototypes`).
 
 Format: kernel ``Documentation/bpf/btf.rst`` -- a ``struct btf_header``, then
 a type section of ``struct btf_type`` records (each followed by kind-specific

@@ -17,8 +17,11 @@ place that knows how kernels differ:
 Known differences, all resolved from BTF rather than from version numbers:
 ``struct file``'s ``atomic_long_t f_count`` became ``file_ref_t f_ref`` in
 6.13 (same 8 bytes, counting references - 1); ``struct scm_fp_list`` moved
-``fp[]`` from offset 16 to 40 in 6.10; the per-fd install function
-``__receive_fd`` became ``receive_fd`` in 6.8.
+``fp[]`` from offset 16 to 40 in 6.10 (and in Debian's 6.1.0-57, a
+backport: the version number does not tell); the per-fd install function
+``__receive_fd(file, ufd, o_flags)`` became ``receive_fd`` in 6.8, while a
+two-argument ``receive_fd`` existed beside it before -- each function is
+chosen by its BTF prototype (:mod:`rawsys.trace.kernel.shapes`).
 
 :func:`kernel_facts` resolves the lists on the running kernel
 (``/sys/kernel/btf/vmlinux`` and ``/proc/kallsyms``) and keeps the result in
@@ -114,7 +117,6 @@ READS: tuple[Read, ...] = (
     Read("scm_fp_list", "fp", 0, type="struct file *[]"),
     Read("msghdr", "msg_control", 8),
     Read("msghdr", "msg_controllen", 8),
-    Read("msghdr", "msg_flags", 4),
     # The user registers saved at syscall entry (struct pt_regs), where the
     # tracepoint backend reads a syscall's arguments at sys_exit.  x86-64
     # passes them in di, si, dx, r10; aarch64 in x0..x3, where x0 holds the
