@@ -118,7 +118,7 @@ def warm_imports(scratch: Path) -> None:
         import pytest  # noqa: F401
 
         import rawsys.trace.session  # noqa: F401
-        from rawsys.trace.bccloader import load_bcc
+        from rawsys.trace.system.bccloader import load_bcc
 
         load_bcc()
     except Exception as e:  # the forked runs import again and fail with the details

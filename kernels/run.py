@@ -344,8 +344,10 @@ def main() -> int:
           "total_seconds": r.total_seconds, "note": r.note, "cells": r.cells} for r in rows],
         indent=1))
     print(f"results in {out}")
-    return 0 if all(verdict(c)[0] for r in rows for c in r.cells.values()) and all(
-        not r.note for r in rows) else 1
+    passed = sum(verdict(c)[0] for r in rows for c in r.cells.values())
+    failed = sum(len(r.cells) for r in rows) - passed
+    print(f"kernels: {passed} passed, {failed} failed")
+    return 0 if not failed and all(not r.note for r in rows) else 1
 
 
 if __name__ == "__main__":
