@@ -216,8 +216,9 @@ def test_sdist_tests_pass_after_unpacking(unpacked_sdist: Path) -> None:
     installed as ``./dev`` marks it, so that the docs' commands (``./dev demo``,
     ``.venv/bin/python examples/...``) run in that tree as pasted.  The tests
     run with the venv's ``pytest``, which imports the installed rawsys, not
-    the source folder.  This test and ``test_sdist_contents`` are left out of
-    the inner run: they would unpack the sdist again, forever.
+    the source folder, with an empty cache directory.  This test and
+    ``test_sdist_contents`` are left out of the inner run: they would unpack
+    the sdist again, forever.
     """
     tree = unpacked_sdist
     venv = install_into_new_venv(tree / ".venv", tree, ".[test]")
@@ -226,12 +227,15 @@ def test_sdist_tests_pass_after_unpacking(unpacked_sdist: Path) -> None:
                cwd=tree).stdout.strip()
     assert Path(used).is_relative_to(venv.site_packages)
     me = "tests/test_packaging.py"
+    # An empty cache of its own, as on a new machine: the tracer's caches
+    # (backend verdict, kernel facts, header links) are not shared with other runs.
+    env = {**venv.env(), "XDG_CACHE_HOME": str(tree.parent / "inner-cache")}
     result = subprocess.run(
         [str(venv.bin / "pytest"), "-q", "-p", "no:cacheprovider",
          f"--basetemp={tree.parent / 'inner-tmp'}",
          "--deselect", f"{me}::test_sdist_contents",
          "--deselect", f"{me}::test_sdist_tests_pass_after_unpacking"],
-        cwd=tree, env=venv.env(), capture_output=True, text=True, timeout=3600, check=False,
+        cwd=tree, env=env, capture_output=True, text=True, timeout=3600, check=False,
     )
     lines = result.stdout.strip().splitlines()
     summary = lines[-1] if lines else ""
