@@ -58,7 +58,11 @@ def package_modules() -> set[str]:
     for top, dirs, files in os.walk(ROOT / "rawsys"):  # does not enter the link rawsys/trace
         dirs[:] = [d for d in dirs if d != "__pycache__"]
         names |= {(Path(top) / f).relative_to(ROOT).as_posix() for f in files if f.endswith(".py")}
-    names |= {f"rawsys/trace/{p.name}" for p in TRACING.glob("*.py")}
+    names |= {
+        f"rawsys/trace/{p.relative_to(TRACING).as_posix()}"
+        for p in TRACING.rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
     return names
 
 
@@ -204,7 +208,7 @@ def test_sdist_contents(unpacked_sdist: Path) -> None:
     tracked = run(["git", "ls-files"], cwd=ROOT).stdout.split()
     expected = {f for f in tracked if not f.startswith((".ci/", ".git"))} - {"rawsys/trace"}
     assert expected - files == set()
-    assert {f"rawsys/trace/{p.name}" for p in TRACING.glob("*.py")} <= files
+    assert package_modules() <= files
     assert not [f for f in files if "__pycache__" in f or f.endswith((".pyc", ".so", ".o"))]
     assert os.access(unpacked_sdist / "dev", os.X_OK)
 
