@@ -27,6 +27,14 @@
     Fails a test that leaves more file descriptors open in the test process
     than it found (counted in ``/proc/self/fd``).  Use it with
     ``pytestmark = pytest.mark.usefixtures("fd_leak_check")``.
+
+``installed_venv``
+    A new virtual environment into which ``pip install .`` installed this
+    tree, once per session: what a library user gets.  A
+    ``venv_support.InstalledVenv`` with ``path``, ``bin``, ``python``,
+    ``site_packages`` and ``env()`` (the environment of a shell in which the
+    venv is activated).  Needs pip to reach PyPI for the build backend
+    (setuptools), as any ``pip install .`` does.
 """
 
 from __future__ import annotations
@@ -39,8 +47,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from venv_support import InstalledVenv, install_into_new_venv
 
 CSRC = Path(__file__).parent / "csrc"
+ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CFLAGS = ("-std=gnu11", "-Wall", "-Wextra", "-Werror", "-O0", "-g")
 
 BuildC = Callable[..., Path]
@@ -127,3 +137,9 @@ def fd_leak_check() -> Iterator[None]:
     leaked = [f"{fd} -> {target}" for fd, target in sorted(after.items()) if fd not in before]
     if leaked:
         pytest.fail(f"file descriptors leaked: {', '.join(leaked)}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def installed_venv(tmp_path_factory: pytest.TempPathFactory) -> InstalledVenv:
+    """A new venv where ``pip install .`` installed this tree (not editable)."""
+    return install_into_new_venv(tmp_path_factory.mktemp("installed") / "venv", ROOT)
