@@ -27,6 +27,11 @@
     Fails a test that leaves more file descriptors open in the test process
     than it found (counted in ``/proc/self/fd``).  Use it with
     ``pytestmark = pytest.mark.usefixtures("fd_leak_check")``.
+
+``RAWSYS_NO_SKIP=1`` (set by ``.ci/run``)
+    A skipped test fails the run, listed with its reason.  CI is root and
+    installs everything the suite asks for, so a skip there means a broken
+    set-up, not a missing capability.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -127,3 +132,40 @@ def fd_leak_check() -> Iterator[None]:
     leaked = [f"{fd} -> {target}" for fd, target in sorted(after.items()) if fd not in before]
     if leaked:
         pytest.fail(f"file descriptors leaked: {', '.join(leaked)}", pytrace=False)
+
+
+# ------------------------------------------------- RAWSYS_NO_SKIP (CI)
+
+_skipped: list[str] = []
+
+
+def _note_skip(report: pytest.CollectReport | pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        _skipped.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    _note_skip(report)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _note_skip(report)
+
+
+def _no_skip() -> bool:
+    return os.environ.get("RAWSYS_NO_SKIP", "") not in ("", "0")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _no_skip() and _skipped:
+        terminalreporter.section("RAWSYS_NO_SKIP: skipped tests fail this run", red=True)
+        for line in _skipped:
+            terminalreporter.line(line)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _no_skip() and _skipped and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
