@@ -14,9 +14,24 @@ import subprocess
 import sys
 from typing import Callable, List
 
+import pytest
+
+from rawsys.trace.bccloader import BccUnavailable, find_distribution_bcc, kernel_headers
+
 FreshMachine = Callable[..., List["subprocess.CompletedProcess[str]"]]
 TRACER = [sys.executable, "-m", "rawsys.trace"]
 SETUP = [*TRACER, "setup", "--no-install"]
+
+
+def installed_bcc_and_headers() -> None:
+    """The state right after ``apt-get install python3-bpfcc linux-headers-amd64``."""
+    try:
+        find_distribution_bcc()
+    except BccUnavailable as e:
+        pytest.skip(f"needs the distribution's bcc installed: {e}")
+    headers = kernel_headers()
+    if not headers.usable:
+        pytest.skip(f"needs kernel headers installed: {headers.reason}")
 
 
 def no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
@@ -70,6 +85,7 @@ def test_an_example_runs_untraced_and_says_why(fresh_machine: FreshMachine) -> N
 def test_first_setup_mounts_tracefs_then_tracing_works(fresh_machine: FreshMachine) -> None:
     """As after ``apt-get install python3-bpfcc linux-headers-amd64``: tracefs
     not mounted yet, the cache empty."""
+    installed_bcc_and_headers()
     setup, doctor = fresh_machine(SETUP, [*TRACER, "doctor", "--json"], hide=("tracefs",))
     assert setup.returncode == 0, setup.stdout + setup.stderr
     assert "mount tracefs on /sys/kernel/tracing: done" in setup.stdout
@@ -82,6 +98,7 @@ def test_first_setup_mounts_tracefs_then_tracing_works(fresh_machine: FreshMachi
 
 def test_second_setup_changes_nothing(fresh_machine: FreshMachine) -> None:
     """The set-up is idempotent from the very first run on a fresh machine."""
+    installed_bcc_and_headers()
     first, second = fresh_machine(SETUP, SETUP, hide=("tracefs",))
     assert first.returncode == 0, first.stdout + first.stderr
     assert second.returncode == 0, second.stdout + second.stderr
