@@ -16,7 +16,8 @@ from typing import Callable, List
 
 import pytest
 
-from rawsys.trace.bccloader import BccUnavailable, find_distribution_bcc, kernel_headers
+from rawsys.trace.system.bccloader import BccUnavailable, find_distribution_bcc
+from rawsys.trace.system.headers import kernel_headers
 
 FreshMachine = Callable[..., List["subprocess.CompletedProcess[str]"]]
 TRACER = [sys.executable, "-m", "rawsys.trace"]
