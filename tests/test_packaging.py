@@ -226,6 +226,11 @@ def test_sdist_tests_pass_after_unpacking(unpacked_sdist: Path) -> None:
     """
     tree = unpacked_sdist
     venv = install_into_new_venv(tree / ".venv", tree, ".[test]")
+    # ./dev remakes a venv whose interpreter stamp differs from its own
+    # interpreter's (see setup_venv in dev): write the stamp it would write.
+    stamp = run([str(venv.python), "-c",
+                 "import sys; print(sys.version.split()[0], sys.base_prefix)"]).stdout
+    (venv.path / ".interpreter").write_text(stamp)
     (venv.path / ".installed").touch()
     used = run([str(venv.python), "-I", "-c", "import rawsys; print(rawsys.__file__)"],
                cwd=tree).stdout.strip()
@@ -233,7 +238,9 @@ def test_sdist_tests_pass_after_unpacking(unpacked_sdist: Path) -> None:
     me = "tests/test_packaging.py"
     # An empty cache of its own, as on a new machine: the tracer's caches
     # (backend verdict, kernel facts, header links) are not shared with other runs.
-    env = {**venv.env(), "XDG_CACHE_HOME": str(tree.parent / "inner-cache")}
+    # PYTHON: ./dev's interpreter, so that its stamp check accepts this venv.
+    env = {**venv.env(), "XDG_CACHE_HOME": str(tree.parent / "inner-cache"),
+           "PYTHON": str(venv.python)}
     result = subprocess.run(
         [str(venv.bin / "pytest"), "-q", "-p", "no:cacheprovider",
          f"--basetemp={tree.parent / 'inner-tmp'}",
