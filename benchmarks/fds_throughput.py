@@ -265,7 +265,7 @@ FLOOR_REF = "ref: ctypes floor (raw LIBC calls)"
 
 def table(n: int, rounds: int) -> int:
     contestants: List[Tuple[str, Loop | None, int]] = [
-        ("C loop (seed 003, gcc -O2)", None, n),
+        ("C loop (send_fd/recv_fd, gcc -O2)", None, n),
         ("CPython socket.send_fds/recv_fds", loop_cpython, n),
         ("rawsys.send_fds/recv_fds", loop_rawsys, n),
         (f"rawsys batched ({BATCH}/call)", loop_batched, n - n % BATCH),

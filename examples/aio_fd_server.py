@@ -115,7 +115,7 @@ def run(argv: List[str]) -> int:
             print("aio_fd_server.py: --uvloop needs uvloop (pip install uvloop)",
                   file=sys.stderr)
             return 2
-        loop = uvloop.new_event_loop()
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     else:
         loop = asyncio.new_event_loop()
     with traced(args.trace):

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Read the TTL of a received UDP datagram from its control messages (seed 004).
+"""Read the TTL of a received UDP datagram from its control messages.
 
-A port of seed 004's first snippet (``/work/shared/seeds/004_6c9046e2dae8eb9f.txt``):
-walk the control messages of a received datagram with ``CMSG_FIRSTHDR`` and
+A port of the ``IP_TTL`` snippet of a Chinese blog post on ``struct msghdr``
+and ``struct cmsghdr``: walk the control messages of a received datagram with ``CMSG_FIRSTHDR`` and
 ``CMSG_NXTHDR`` until the one at level ``IPPROTO_IP`` of type ``IP_TTL``, and
-read the ``int`` in its ``CMSG_DATA``.  The seed leaves out where the
+read the ``int`` in its ``CMSG_DATA``.  The post leaves out where the
 datagram comes from; here it is real: a UDP socket on 127.0.0.1 with
 ``IP_RECVTTL`` switched on receives a datagram from a second socket.
 
@@ -64,7 +64,7 @@ SYS_getsockname = SYSCALLS["getsockname"]  # libc's getsockname is this system c
 
 
 def received_ttl(msgh: msghdr) -> int:
-    """Seed 004's loop: the IP_TTL of a received message, or -1 if none came."""
+    """The post's loop: the IP_TTL of a received message, or -1 if none came."""
     cmsg = CMSG_FIRSTHDR(byref(msgh))
     while cmsg is not None:
         if cmsg.contents.cmsg_level == IPPROTO_IP and cmsg.contents.cmsg_type == IP_TTL:

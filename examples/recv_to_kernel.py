@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""``recv()`` from Python down to the kernel's system call (seed 002).
+"""``recv()`` from Python down to the kernel's system call.
 
-Seed 002 (``/work/shared/seeds/002_7f9c4a1e05da59e5.txt``) follows ``recv()``
-through glibc: the fortified inline ``recv`` in ``bits/socket2.h`` calls
-``__recv_chk``, which aborts when ``n`` is larger than the buffer; then
-``__libc_recv``, which on i386 enters the kernel through the multiplexed
-``socketcall`` system call (number 102) with ``SYS_RECV`` (10) and a pointer
-to its arguments; the kernel's ``sys_socketcall`` calls ``sys_recv``, which
-is ``sys_recvfrom`` with a NULL address.
+A Japanese blog post follows ``recv()`` from glibc down to the kernel: the
+fortified inline ``recv`` in ``bits/socket2.h`` calls ``__recv_chk``, which
+aborts when ``n`` is larger than the buffer; then ``__libc_recv``, which on
+i386 enters the kernel through the multiplexed ``socketcall`` system call
+(number 102) with ``SYS_RECV`` (10) and a pointer to its arguments; the
+kernel's ``sys_socketcall`` calls ``sys_recv``, which is ``sys_recvfrom``
+with a NULL address.
 
 This example shows each step from Python through rawsys's C layer:
 

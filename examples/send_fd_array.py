@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Send an array of ``NUM_FD`` descriptors in one ``SCM_RIGHTS`` message (seed 004).
+"""Send an array of ``NUM_FD`` descriptors in one ``SCM_RIGHTS`` message.
 
-A port of seed 004's second snippet (``/work/shared/seeds/004_6c9046e2dae8eb9f.txt``):
-``int myfds[NUM_FD]`` goes into one control message, sized with
+A port of the ``NUM_FD`` snippet of a Chinese blog post on ``struct msghdr``
+and ``struct cmsghdr``: ``int myfds[NUM_FD]`` goes into one control message, sized with
 ``CMSG_SPACE(sizeof(myfds))`` in a union aligned for ``struct cmsghdr``, its
 length set with ``CMSG_LEN(sizeof(int) * NUM_FD)`` and the payload copied
-with ``memcpy`` into ``CMSG_DATA(cmsg)``.  The seed stops at building the
+with ``memcpy`` into ``CMSG_DATA(cmsg)``.  The post stops at building the
 message; here it is also sent over an ``AF_UNIX`` datagram socketpair and
 received, and each received descriptor is checked by reading through it.
 
@@ -79,7 +79,7 @@ def control_union(nfds: int) -> type[Union]:
 
 
 def send_fds(sock: int, myfds: Array[c_int]) -> int:
-    """Seed 004's snippet: every fd of *myfds* in one SCM_RIGHTS message."""
+    """The post's snippet: every fd of *myfds* in one SCM_RIGHTS message."""
     num_fd = len(myfds)
     msg = msghdr()  # struct msghdr msg = { 0 };
     iobuf = (c_char * 1)(b"x")

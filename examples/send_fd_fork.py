@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Pass an open file from a child process to its parent (seed 003's ``main``).
+"""Pass an open file from a child process to its parent: the classic send_fd/recv_fd.
 
-A line-by-line port, through rawsys's C layer, of the program at the end of
-seed 003 (``/work/shared/seeds/003_0a3b0cf14e4f6a00.txt``): ``socketpair``
+A line-by-line port, through rawsys's C layer, of the program that ends a
+Chinese blog post on passing descriptors between processes, built on the
+classic ``send_fd``/``recv_fd`` pair (``cmsg(3)``): ``socketpair``
 makes a pair of connected ``AF_UNIX`` datagram sockets, ``fork`` makes a
 child, the child opens a file and sends its descriptor with ``send_fd``, the
 parent receives a descriptor of its own with ``recv_fd``, reads the file
@@ -78,7 +79,7 @@ class control_buffer(Union):
 
 
 def send_fd(fd: int, fd_to_send: int) -> int:
-    """Seed 003, ``void send_fd(int fd, int fd_to_send)``, the union version.
+    """``void send_fd(int fd, int fd_to_send)``, the version with the union.
 
     Returns what ``sendmsg`` returned (the C discards it; here the caller checks).
     """
@@ -105,7 +106,7 @@ def send_fd(fd: int, fd_to_send: int) -> int:
 
 
 def recv_fd(fd: int) -> int:
-    """Seed 003, ``int recv_fd(int fd)``: the fd in the first control message.
+    """``int recv_fd(int fd)``: the fd in the first control message.
 
     Returns -1 (with ``errno`` set) if ``recvmsg`` failed, as the C would if it
     checked.  The received fd belongs to the caller, who closes it.
@@ -153,7 +154,7 @@ def main(argv: List[str] | None = None) -> int:
 
 
 def parent_and_child(path: str, trace: Trace) -> int:
-    """Seed 003, ``int main(void)``: the fork and the two sides."""
+    """``int main(void)``: the fork and the two sides."""
     pipefd = (c_int * 2)()
     if socketpair(AF_UNIX, SOCK_DGRAM, 0, pipefd) == -1:
         perror("socketpair")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The two ways seed 003 builds ``send_fd``'s control buffer, and ``recv_fd``.
+"""The two ways the classic ``send_fd`` builds its control buffer, and ``recv_fd``.
 
-Seed 003 (``/work/shared/seeds/003_0a3b0cf14e4f6a00.txt``) writes
+A Chinese blog post on passing descriptors between processes writes
 ``send_fd(int fd, int fd_to_send)`` twice:
 
 1. with the control buffer inside a ``union`` whose other member is a
@@ -10,10 +10,10 @@ Seed 003 (``/work/shared/seeds/003_0a3b0cf14e4f6a00.txt``) writes
 2. with a plain ``char buf[CMSG_SPACE(sizeof(int))]`` and the header found
    with ``CMSG_FIRSTHDR(&msg)`` (``send_fd_firsthdr`` below).
 
-Both are received with the seed's ``recv_fd`` (also in ``send_fd_fork.py``).
+Both are received with the post's ``recv_fd`` (also in ``send_fd_fork.py``).
 The example sends, over one ``AF_UNIX`` datagram ``socketpair``, the read end
 of a pipe with each version, then proves the received number is a working
-descriptor by writing into the pipe and reading back through it; the seed's
+descriptor by writing into the pipe and reading back through it; the post's
 point that any kind of descriptor can travel is shown with a socket too.
 
 usage: send_fd_variants.py [--trace]
@@ -63,7 +63,7 @@ from rawsys.c import (
 
 
 def send_fd_firsthdr(fd: int, fd_to_send: int) -> int:
-    """Seed 003, the second ``send_fd``: a plain buffer and ``CMSG_FIRSTHDR``.
+    """The second ``send_fd``: a plain buffer and ``CMSG_FIRSTHDR``.
 
     ``char buf[...]`` is a ``c_ubyte`` array: ctypes arrays are aligned at
     least as strictly as C's ``malloc``, so the header fits without the union.

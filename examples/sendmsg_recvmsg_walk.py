@@ -1,15 +1,14 @@
 #!/usr/bin/env python3
-"""A walk through the kernel's sendmsg/recvmsg paths for SCM_RIGHTS (seeds 000, 001).
+"""A walk through the kernel's sendmsg/recvmsg paths for SCM_RIGHTS.
 
-Seed 001 (``/work/shared/seeds/001_c4434bcef59d3bef.txt``) follows
-``sendmsg(2)`` into the kernel (``____sys_sendmsg`` → ``unix_dgram_sendmsg``
-→ ``__scm_send`` → ``scm_fp_copy``) and seed 000
-(``/work/shared/seeds/000_b161fa40e8e0f6e8.txt``) follows ``recvmsg(2)``
-(``unix_dgram_recvmsg`` → ``scm_recv`` → ``scm_detach_fds`` →
-``receive_fd``).  Each step below makes one transfer (or one refused
-``sendmsg``) over an ``AF_UNIX`` datagram socketpair through rawsys's C
-layer and prints what user space sees; with ``--trace`` (root, bcc) the
-kernel-side events of these same transfers are printed afterwards.
+Two Chinese blog posts read the kernel's code: one follows ``sendmsg(2)``
+(``____sys_sendmsg`` → ``unix_dgram_sendmsg`` → ``__scm_send`` →
+``scm_fp_copy``), the other ``recvmsg(2)`` (``unix_dgram_recvmsg`` →
+``scm_recv`` → ``scm_detach_fds`` → ``receive_fd``).  Each step below
+makes one transfer (or one refused ``sendmsg``) over an ``AF_UNIX`` datagram
+socketpair through rawsys's C layer and prints what user space sees; with
+``--trace`` (root, bcc) the kernel-side events of these same transfers are
+printed afterwards.
 
 Steps: one fd across; three fds into ``CMSG_SPACE(sizeof(int))`` (two fit,
 ``MSG_CTRUNC``); no control

@@ -244,8 +244,9 @@ def verdict(cell: dict[str, Any]) -> tuple[bool, str]:
         return False, "NO RESULT"
     if mode == "refused":
         return False, "REFUSED"
+    # A skip is a failure here: every test of the set can run where the cell runs.
     ok = (tests.get("rc") == 0 and counts.get("passed", 0) > 0
-          and not counts.get("failed") and not counts.get("error"))
+          and not counts.get("failed") and not counts.get("error") and not counts.get("skipped"))
     if mode == "live" and "overhead" in cell:
         ok = ok and cell["overhead"].get("rc") == 0
     word = "pass" if ok else "FAIL"

@@ -110,14 +110,18 @@ class Waiter:
         self.deadline = time.monotonic() + timeout
 
     def wait(self, fd: int, writing: bool) -> None:
-        """Block until *fd* is ready or raise ``TimeoutError`` at the deadline."""
+        """Block until *fd* is ready or raise ``socket.timeout`` at the deadline.
+
+        ``socket.timeout`` is what the socket module raises: an alias of
+        ``TimeoutError`` since 3.10, an ``OSError`` subclass of its own on 3.9.
+        """
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
-            raise TimeoutError("timed out")
+            raise _pysocket.timeout("timed out")
         poller = select.poll()
         poller.register(fd, select.POLLOUT if writing else select.POLLIN)
         if not poller.poll(remaining * 1000):
-            raise TimeoutError("timed out")
+            raise _pysocket.timeout("timed out")
 
 
 def handle_errno(e: int, sock: Any, fd: int, flags: int, writing: bool,

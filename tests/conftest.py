@@ -27,20 +27,57 @@
     Fails a test that leaves more file descriptors open in the test process
     than it found (counted in ``/proc/self/fd``).  Use it with
     ``pytestmark = pytest.mark.usefixtures("fd_leak_check")``.
+
+``installed_venv``
+    A new virtual environment into which ``pip install .`` installed this
+    tree, once per session: what a library user gets.  A
+    ``venv_support.InstalledVenv`` with ``path``, ``bin``, ``python``,
+    ``site_packages`` and ``env()`` (the environment of a shell in which the
+    venv is activated).  Needs pip to reach PyPI for the build backend
+    (setuptools), as any ``pip install .`` does.
+
+``fresh_machine``
+    Run commands as a fresh machine would, whatever this one has installed::
+
+        def test_doctor(fresh_machine):
+            [doctor] = fresh_machine([sys.executable, "-m", "rawsys.trace", "doctor"])
+            assert doctor.returncode == 1 and "python3-bpfcc" in doctor.stdout
+
+    ``fresh_machine(*commands, hide=("bcc", "headers", "tracefs"))
+    -> list[subprocess.CompletedProcess[str]]``
+
+    The commands run one after the other, from the repository root, in one
+    private mount namespace (``unshare --mount``) in which the distribution's
+    bcc packages are empty directories, ``/usr/src`` and ``/lib/modules``
+    are empty (no kernel headers) and tracefs is unmounted -- each only if
+    named in *hide* -- and with ``HOME``, ``XDG_CACHE_HOME`` and ``TMPDIR``
+    new empty folders and no ``BCC_KERNEL_SOURCE``.  The machine itself is
+    not touched.  Needs root (CI is root); elsewhere the test is skipped.
+
+``RAWSYS_NO_SKIP=1`` (set by ``.ci/run``)
+    A skipped test fails the run, listed with its reason.  CI is root and
+    installs everything the suite asks for, so a skip there means a broken
+    set-up, not a missing capability.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
+import json
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import pytest
+from venv_support import InstalledVenv, install_into_new_venv
 
 CSRC = Path(__file__).parent / "csrc"
+ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CFLAGS = ("-std=gnu11", "-Wall", "-Wextra", "-Werror", "-O0", "-g")
 
 BuildC = Callable[..., Path]
@@ -127,3 +164,133 @@ def fd_leak_check() -> Iterator[None]:
     leaked = [f"{fd} -> {target}" for fd, target in sorted(after.items()) if fd not in before]
     if leaked:
         pytest.fail(f"file descriptors leaked: {', '.join(leaked)}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def installed_venv(tmp_path_factory: pytest.TempPathFactory) -> InstalledVenv:
+    """A new venv where ``pip install .`` installed this tree (not editable)."""
+    return install_into_new_venv(tmp_path_factory.mktemp("installed") / "venv", ROOT)
+
+
+# ------------------------------------------------------ fresh_machine
+
+# Where distributions install bcc's Python package (python3-bpfcc, python3-bcc).
+_BCC_PACKAGES = (
+    "/usr/lib/python3/dist-packages/bcc",
+    "/usr/lib/python3*/site-packages/bcc",
+    "/usr/lib/python3*/dist-packages/bcc",
+    "/usr/lib64/python3*/site-packages/bcc",
+    "/usr/local/lib/python3/dist-packages/bcc",
+    "/usr/local/lib/python3*/site-packages/bcc",
+    "/usr/local/lib/python3*/dist-packages/bcc",
+)
+_HEADER_DIRS = ("/usr/src", "/lib/modules")
+_TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+_KHEADERS = "/sys/kernel/kheaders.tar.xz"
+
+# Runs inside the namespace: each command in turn, results as JSON.
+_DRIVER = """
+import json, subprocess, sys
+results = []
+for cmd in json.loads(sys.argv[1]):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    results.append([p.returncode, p.stdout, p.stderr])
+print(json.dumps(results))
+"""
+
+FreshMachine = Callable[..., "list[subprocess.CompletedProcess[str]]"]
+
+
+def _hiding_script(hide: Sequence[str], empty: Path) -> str:
+    """Shell lines that hide *hide* in the current mount namespace."""
+    q = shlex.quote
+    lines = []
+    if "bcc" in hide:
+        for pattern in _BCC_PACKAGES:
+            for d in sorted(glob.glob(pattern)):
+                lines.append(f"mount --bind {q(str(empty))} {q(d)}")
+    if "headers" in hide:
+        for d in _HEADER_DIRS:
+            if os.path.isdir(d):
+                lines.append(f"mount -t tmpfs -o mode=0755 tmpfs {q(d)}")
+        if os.path.exists(_KHEADERS):
+            lines.append(f"mount --bind /dev/null {_KHEADERS}")
+    if "tracefs" in hide:
+        for d in _TRACEFS_DIRS:
+            lines.append(f"if mountpoint -q {d}; then umount {d}; fi")
+    return "set -e\n" + "\n".join(lines) + "\nexec \"$@\"\n"
+
+
+@pytest.fixture
+def fresh_machine(tmp_path_factory: pytest.TempPathFactory) -> FreshMachine:
+    """``fresh_machine(*commands, hide=(...)) -> [CompletedProcess]``; see the module doc."""
+    if os.geteuid() != 0:
+        pytest.skip("a fresh-machine namespace needs root (unshare --mount, mount); CI is root")
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("no unshare (util-linux) to make a fresh-machine mount namespace")
+    repo = Path(__file__).resolve().parents[1]
+
+    def run(
+        *commands: Sequence[str], hide: Sequence[str] = ("bcc", "headers", "tracefs")
+    ) -> list[subprocess.CompletedProcess[str]]:
+        unknown = set(hide) - {"bcc", "headers", "tracefs"}
+        assert not unknown, f"fresh_machine cannot hide {sorted(unknown)}"
+        root = tmp_path_factory.mktemp("fresh-machine")
+        for name in ("empty", "home", "tmp"):
+            (root / name).mkdir()
+        env = {k: v for k, v in os.environ.items() if k != "BCC_KERNEL_SOURCE"}
+        env.update(
+            HOME=str(root / "home"),
+            XDG_CACHE_HOME=str(root / "home" / ".cache"),
+            TMPDIR=str(root / "tmp"),
+        )
+        argv = [unshare, "--mount", "--propagation", "private", "--",
+                "sh", "-c", _hiding_script(hide, root / "empty"), "sh",
+                sys.executable, "-c", _DRIVER, json.dumps([list(c) for c in commands])]
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=repo,
+                              timeout=600)
+        if proc.returncode != 0 and "unshare failed" in proc.stderr:
+            pytest.skip(f"no mount namespaces here: {proc.stderr.strip()}")
+        assert proc.returncode == 0, f"fresh_machine set-up failed:\n{proc.stderr}"
+        return [subprocess.CompletedProcess(list(cmd), code, out, err)
+                for cmd, (code, out, err) in zip(commands, json.loads(proc.stdout))]
+
+    return run
+
+
+# ------------------------------------------------- RAWSYS_NO_SKIP (CI)
+
+_skipped: list[str] = []
+
+
+def _note_skip(report: pytest.CollectReport | pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        _skipped.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    _note_skip(report)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _note_skip(report)
+
+
+def _no_skip() -> bool:
+    return os.environ.get("RAWSYS_NO_SKIP", "") not in ("", "0")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _no_skip() and _skipped:
+        terminalreporter.section("RAWSYS_NO_SKIP: skipped tests fail this run", red=True)
+        for line in _skipped:
+            terminalreporter.line(line)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _no_skip() and _skipped and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

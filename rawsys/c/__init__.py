@@ -28,7 +28,6 @@ from ctypes import (
     sizeof,
 )
 
-from rawsys.c import constants
 from rawsys.c.buffers import BufferOverflowDetected
 from rawsys.c.cmsg import CMSG_ALIGN, CMSG_DATA, CMSG_FIRSTHDR, CMSG_LEN, CMSG_NXTHDR, CMSG_SPACE
 from rawsys.c.constants import *  # noqa: F403
@@ -110,5 +109,16 @@ __all__ = [
     "POINTER", "addressof", "byref", "c_char", "c_int", "c_size_t", "c_ubyte", "c_uint",
     "c_void_p", "cast", "create_string_buffer", "memcpy", "memmove", "memset", "pointer",
     "sizeof", "NULL",
+    # rawsys.c.constants.__all__, written out: type checkers follow only a literal
+    # __all__ through `from rawsys.c import *` (test_c_abi checks that none is missing)
+    "AF_INET", "AF_INET6", "AF_LOCAL", "AF_NETLINK", "AF_UNIX", "AF_UNSPEC", "FD_CLOEXEC",
+    "INADDR_ANY", "INADDR_LOOPBACK", "IPPROTO_IP", "IPPROTO_TCP", "IPPROTO_UDP", "IP_RECVTTL",
+    "IP_TTL", "MSG_CMSG_CLOEXEC", "MSG_CONFIRM", "MSG_CTRUNC", "MSG_DONTROUTE", "MSG_DONTWAIT",
+    "MSG_EOR", "MSG_ERRQUEUE", "MSG_MORE", "MSG_NOSIGNAL", "MSG_OOB", "MSG_PEEK", "MSG_TRUNC",
+    "MSG_WAITALL", "MSG_WAITFORONE", "O_CLOEXEC", "O_NONBLOCK", "O_RDONLY", "O_RDWR",
+    "O_WRONLY", "PF_INET", "PF_UNIX", "SCM_CREDENTIALS", "SCM_MAX_FD", "SCM_PIDFD",
+    "SCM_RIGHTS", "SCM_SECURITY", "SHUT_RD", "SHUT_RDWR", "SHUT_WR", "SOCK_CLOEXEC",
+    "SOCK_DGRAM", "SOCK_NONBLOCK", "SOCK_RAW", "SOCK_SEQPACKET", "SOCK_STREAM", "SOL_SOCKET",
+    "SO_ERROR", "SO_PASSCRED", "SO_PASSPIDFD", "SO_PASSSEC", "SO_PEERCRED", "SO_PEERPIDFD",
+    "SO_RCVBUF", "SO_SNDBUF", "SO_TYPE",
 ]
-__all__ += constants.__all__

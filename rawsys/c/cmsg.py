@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import operator
 import struct
+import sys
 from ctypes import POINTER, c_size_t, c_ubyte, sizeof
 from typing import Any, Union
 
@@ -28,6 +29,9 @@ _HDR = sizeof(cmsghdr)
 # CPython rejects lengths whose result would not fit a socklen_t it treats as
 # a C int (Modules/socketmodule.c, SOCKLEN_T_LIMIT); rawsys matches it.
 _SOCKLEN_T_LIMIT = (1 << 31) - 1
+# Python 3.9's argument parser refuses a float with a message of its own before
+# it asks for __index__ (Python/getargs.c, float_argument_error; gone in 3.10).
+_FLOAT_HAS_OWN_ERROR = sys.version_info < (3, 10)
 
 # Pointers made from an address without ctypes.cast (a foreign call, ~0.7 us):
 # a pointer copied from the address's bytes points at the same place; like a
@@ -53,6 +57,8 @@ _HDR_SPACE = CMSG_ALIGN(_HDR)
 
 
 def _length_arg(length: int, limit: int, name: str) -> int:
+    if _FLOAT_HAS_OWN_ERROR and isinstance(length, float):
+        raise TypeError("integer argument expected, got float")
     n = operator.index(length)
     if n > 2**63 - 1 or n < -(2**63):
         raise OverflowError("Python int too large to convert to C ssize_t")

@@ -160,7 +160,7 @@ def _c_int(value: Any, name: str, low: int = _INT_MIN, high: int = _INT_MAX) -> 
     return int(value)
 
 
-def fileno(fd: Any) -> int:
+def fileno(fd: Fd) -> int:
     """An fd argument: an int, or anything with ``fileno()``."""
     if type(fd) is int and _INT_MIN <= fd <= _INT_MAX:
         return fd
@@ -284,43 +284,63 @@ def _socklen_value(obj: Any) -> int | None:
 
 # --- the calls -----------------------------------------------------------------
 
+if typing.TYPE_CHECKING:
+    from ctypes import Array, _Pointer
+    from ctypes import _CArgObject as ByRef  # what byref() returns
+
+    from _typeshed import FileDescriptorLike, ReadableBuffer
+
+    # What each kind of C argument accepts, as ctypes types: the object itself
+    # (passed as its address), pointer() or byref() of it, or an array of it.
+    Fd = FileDescriptorLike  # an int, or anything with fileno()
+    IntArrayArg = typing.Union[Array[c_int], _Pointer[c_int], ByRef]  # int sv[2]
+    MsgArg = typing.Union[msghdr, _Pointer[msghdr], ByRef]  # struct msghdr *
+    MmsgArg = typing.Union[mmsghdr, Array[mmsghdr], _Pointer[mmsghdr], ByRef]  # struct mmsghdr *
+    TimespecArg = typing.Union[timespec, _Pointer[timespec], ByRef, None]  # struct timespec *
+    SocklenArg = typing.Union[socklen_t, _Pointer[socklen_t], ByRef, None]  # socklen_t *
+    # struct sockaddr * and an option's void *: any buffer (bytes, bytearray, a
+    # ctypes structure or array, c_void_p(address)), byref() of one, or None for
+    # NULL.  (Data buffers keep rawsys.c.buffers' Buffer.)
+    BufferArg = typing.Union[ReadableBuffer, ByRef, None]
+
+
 def socket(domain: int, type: int, protocol: int) -> int:
     """``int socket(int domain, int type, int protocol);``"""
     return int(_c("socket")(_c_int(domain, "domain"), _c_int(type, "type"),
                             _c_int(protocol, "protocol")))
 
 
-def socketpair(domain: int, type: int, protocol: int, sv: Any) -> int:
+def socketpair(domain: int, type: int, protocol: int, sv: IntArrayArg) -> int:
     """``int socketpair(int domain, int type, int protocol, int sv[2]);`` — fills *sv*."""
     return int(_c("socketpair")(_c_int(domain, "domain"), _c_int(type, "type"),
                                 _c_int(protocol, "protocol"), _int_array(sv, 2, "sv")))
 
 
-def bind(sockfd: Any, addr: Any, addrlen: int) -> int:
+def bind(sockfd: Fd, addr: BufferArg, addrlen: int) -> int:
     """``int bind(int sockfd, const struct sockaddr *addr, socklen_t addrlen);``"""
     ptr, length, _keep = buffer_pointer(addr, addrlen)
     return int(_c("bind")(fileno(sockfd), ptr, _socklen(length)))
 
 
-def connect(sockfd: Any, addr: Any, addrlen: int) -> int:
+def connect(sockfd: Fd, addr: BufferArg, addrlen: int) -> int:
     """``int connect(int sockfd, const struct sockaddr *addr, socklen_t addrlen);``"""
     ptr, length, _keep = buffer_pointer(addr, addrlen)
     return int(_c("connect")(fileno(sockfd), ptr, _socklen(length)))
 
 
-def listen(sockfd: Any, backlog: int) -> int:
+def listen(sockfd: Fd, backlog: int) -> int:
     """``int listen(int sockfd, int backlog);``"""
     return int(_c("listen")(fileno(sockfd), _c_int(backlog, "backlog")))
 
 
-def accept4(sockfd: Any, addr: Any, addrlen: Any, flags: int) -> int:
+def accept4(sockfd: Fd, addr: BufferArg, addrlen: SocklenArg, flags: int) -> int:
     """``int accept4(int sockfd, struct sockaddr *addr, socklen_t *addrlen, int flags);``"""
     ptr, _length, _keep = buffer_pointer(addr, _socklen_value(addrlen), writable=True)
     return int(_c("accept4")(fileno(sockfd), ptr, _socklen_pointer(addrlen),
                              _c_int(flags, "flags")))
 
 
-def shutdown(sockfd: Any, how: int) -> int:
+def shutdown(sockfd: Fd, how: int) -> int:
     """``int shutdown(int sockfd, int how);``"""
     return int(_c("shutdown")(fileno(sockfd), _c_int(how, "how")))
 
@@ -343,7 +363,7 @@ def _plain_msghdr_ref(msg: Any) -> Any:
     return None
 
 
-def sendmsg(sockfd: Any, msg: Any, flags: int) -> int:
+def sendmsg(sockfd: Fd, msg: MsgArg, flags: int) -> int:
     """``ssize_t sendmsg(int sockfd, const struct msghdr *msg, int flags);``"""
     if (type(sockfd) is int and _INT_MIN <= sockfd <= _INT_MAX and type(flags) is int
             and _INT_MIN <= flags <= _INT_MAX):
@@ -355,7 +375,7 @@ def sendmsg(sockfd: Any, msg: Any, flags: int) -> int:
                              _c_int(flags, "flags")))
 
 
-def recvmsg(sockfd: Any, msg: Any, flags: int) -> int:
+def recvmsg(sockfd: Fd, msg: MsgArg, flags: int) -> int:
     """``ssize_t recvmsg(int sockfd, struct msghdr *msg, int flags);``"""
     if (type(sockfd) is int and _INT_MIN <= sockfd <= _INT_MAX and type(flags) is int
             and _INT_MIN <= flags <= _INT_MAX):
@@ -403,13 +423,14 @@ def _mmsg_entries(msgvec: Any, vlen: int) -> list[msghdr]:
     return []
 
 
-def sendmmsg(sockfd: Any, msgvec: Any, vlen: int, flags: int) -> int:
+def sendmmsg(sockfd: Fd, msgvec: MmsgArg, vlen: int, flags: int) -> int:
     """``int sendmmsg(int sockfd, struct mmsghdr *msgvec, unsigned int vlen, int flags);``"""
     return int(_c("sendmmsg")(fileno(sockfd), _mmsg_vector(msgvec, vlen), vlen,
                               _c_int(flags, "flags")))
 
 
-def recvmmsg(sockfd: Any, msgvec: Any, vlen: int, flags: int, timeout: Any = None) -> int:
+def recvmmsg(sockfd: Fd, msgvec: MmsgArg, vlen: int, flags: int,
+             timeout: TimespecArg = None) -> int:
     """``int recvmmsg(int sockfd, struct mmsghdr *msgvec, unsigned int vlen, int flags,
     struct timespec *timeout);``"""
     vector = _mmsg_vector(msgvec, vlen)
@@ -419,13 +440,13 @@ def recvmmsg(sockfd: Any, msgvec: Any, vlen: int, flags: int, timeout: Any = Non
                               _pointer_to(timeout, timespec, "timeout")))
 
 
-def send(sockfd: Any, buf: Buffer, len: int, flags: int) -> int:
+def send(sockfd: Fd, buf: Buffer, len: int, flags: int) -> int:
     """``ssize_t send(int sockfd, const void *buf, size_t len, int flags);``"""
     ptr, length, _keep = buffer_pointer(buf, len)
     return int(_c("send")(fileno(sockfd), ptr, length, _c_int(flags, "flags")))
 
 
-def recv(sockfd: Any, buf: Buffer, len: int, flags: int) -> int:
+def recv(sockfd: Fd, buf: Buffer, len: int, flags: int) -> int:
     """``ssize_t recv(int sockfd, void *buf, size_t len, int flags);``
 
     Like glibc's fortified ``__recv_chk``, *len* past the end of *buf* is
@@ -435,7 +456,8 @@ def recv(sockfd: Any, buf: Buffer, len: int, flags: int) -> int:
     return int(_c("recv")(fileno(sockfd), ptr, length, _c_int(flags, "flags")))
 
 
-def sendto(sockfd: Any, buf: Buffer, len: int, flags: int, dest_addr: Any, addrlen: int) -> int:
+def sendto(sockfd: Fd, buf: Buffer, len: int, flags: int, dest_addr: BufferArg,
+           addrlen: int) -> int:
     """``ssize_t sendto(int, const void *buf, size_t len, int flags,
     const struct sockaddr *dest_addr, socklen_t addrlen);``"""
     ptr, length, _keep = buffer_pointer(buf, len)
@@ -444,7 +466,8 @@ def sendto(sockfd: Any, buf: Buffer, len: int, flags: int, dest_addr: Any, addrl
                             _socklen(alen)))
 
 
-def recvfrom(sockfd: Any, buf: Buffer, len: int, flags: int, src_addr: Any, addrlen: Any) -> int:
+def recvfrom(sockfd: Fd, buf: Buffer, len: int, flags: int, src_addr: BufferArg,
+             addrlen: SocklenArg) -> int:
     """``ssize_t recvfrom(int, void *buf, size_t len, int flags,
     struct sockaddr *src_addr, socklen_t *addrlen);``"""
     ptr, length, _keep = buffer_pointer(buf, len, writable=True)
@@ -453,7 +476,7 @@ def recvfrom(sockfd: Any, buf: Buffer, len: int, flags: int, src_addr: Any, addr
                               _socklen_pointer(addrlen)))
 
 
-def setsockopt(sockfd: Any, level: int, optname: int, optval: Any, optlen: int) -> int:
+def setsockopt(sockfd: Fd, level: int, optname: int, optval: BufferArg, optlen: int) -> int:
     """``int setsockopt(int sockfd, int level, int optname, const void *optval,
     socklen_t optlen);``"""
     ptr, length, _keep = buffer_pointer(optval, optlen)
@@ -461,7 +484,8 @@ def setsockopt(sockfd: Any, level: int, optname: int, optval: Any, optlen: int) 
                                 _c_int(optname, "optname"), ptr, _socklen(length)))
 
 
-def getsockopt(sockfd: Any, level: int, optname: int, optval: Any, optlen: Any) -> int:
+def getsockopt(sockfd: Fd, level: int, optname: int, optval: BufferArg,
+               optlen: SocklenArg) -> int:
     """``int getsockopt(int sockfd, int level, int optname, void *optval,
     socklen_t *optlen);``"""
     ptr, _length, _keep = buffer_pointer(optval, _socklen_value(optlen), writable=True)
@@ -469,24 +493,24 @@ def getsockopt(sockfd: Any, level: int, optname: int, optval: Any, optlen: Any) 
                                 _c_int(optname, "optname"), ptr, _socklen_pointer(optlen)))
 
 
-def close(fd: Any) -> int:
+def close(fd: Fd) -> int:
     """``int close(int fd);``"""
     return int(_c("close")(fileno(fd)))
 
 
-def read(fd: Any, buf: Buffer, count: int) -> int:
+def read(fd: Fd, buf: Buffer, count: int) -> int:
     """``ssize_t read(int fd, void *buf, size_t count);``"""
     ptr, length, _keep = buffer_pointer(buf, count, writable=True)
     return int(_c("read")(fileno(fd), ptr, length))
 
 
-def write(fd: Any, buf: Buffer, count: int) -> int:
+def write(fd: Fd, buf: Buffer, count: int) -> int:
     """``ssize_t write(int fd, const void *buf, size_t count);``"""
     ptr, length, _keep = buffer_pointer(buf, count)
     return int(_c("write")(fileno(fd), ptr, length))
 
 
-def pipe2(pipefd: Any, flags: int) -> int:
+def pipe2(pipefd: IntArrayArg, flags: int) -> int:
     """``int pipe2(int pipefd[2], int flags);`` — fills *pipefd*."""
     return int(_c("pipe2")(_int_array(pipefd, 2, "pipefd"), _c_int(flags, "flags")))
 

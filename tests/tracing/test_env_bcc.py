@@ -345,22 +345,29 @@ def test_missing_headers_make_load_bcc_fail_clearly(tmp_path: Path) -> None:
     assert second == "bcc"
 
 
-def test_startup_path_is_fast() -> None:
-    """Cached kernel facts plus the distribution's bcc, from a fresh interpreter."""
+def test_startup_path_reads_no_btf_once_facts_are_cached() -> None:
+    """Cached kernel facts plus the distribution's bcc, from a fresh interpreter.
+
+    The start-up path must not parse the kernel's BTF again once its facts are
+    cached for this build: the reader is made to fail, and the facts must
+    still come (from the cache).  How long it takes is the benchmark's
+    business (benchmarks/trace_overhead.py), not a test's.
+    """
     distribution_bcc_or_skip()
     run_python("from rawsys.trace.kernel.facts import kernel_facts; kernel_facts()")  # warm up
     result = run_python(
         """
-        import time
-        start = time.monotonic()
+        import rawsys.trace.kernel.btf as btf
+        def no_btf(*args, **kwargs):
+            raise AssertionError("BTF parsed on the cached path")
+        btf.BTF = no_btf
+        btf.kernel_btf = no_btf
         from rawsys.trace.kernel.facts import kernel_facts
         from rawsys.trace.system.bccloader import load_bcc
         facts = kernel_facts()
         load_bcc()
-        print(time.monotonic() - start, facts.from_cache)
+        print(facts.from_cache)
         """
     )
     assert result.returncode == 0, result.stderr
-    took, cached = result.stdout.split()
-    assert cached == "True"
-    assert float(took) < 0.5
+    assert result.stdout.split() == ["True"]
