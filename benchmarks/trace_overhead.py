@@ -20,11 +20,16 @@ shared, and one run can be off by several hundredths.
 Needs root and the distribution's bcc.  Usage::
 
     sudo .venv/bin/python benchmarks/trace_overhead.py [--count 100000] [--runs 3]
+        [--backend kprobe|fentry|tracepoint] [--json FILE]
+
+``--backend`` forces the tracer's backend; ``--json FILE`` also writes the
+median run's figures there (the kernel matrix reads them).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import select
@@ -118,7 +123,7 @@ def count_lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
-def wait_for_tracing(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> str:
+def wait_for_tracing(proc: subprocess.Popen[bytes], timeout: float = 300.0) -> str:
     assert proc.stderr is not None
     deadline = time.monotonic() + timeout
     buf = b""
@@ -136,7 +141,7 @@ def wait_for_tracing(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> st
     raise SystemExit(f"trace_overhead: rawsys-trace did not start: {buf.decode(errors='replace')}")
 
 
-def one_run(exe: Path, tmp: Path, count: int) -> dict[str, float]:
+def one_run(exe: Path, tmp: Path, count: int, backend: str | None = None) -> dict[str, float]:
     """Untraced, traced by PID, untraced again: one set of figures."""
     # Untraced before and after the traced run: the machine's speed drifts
     # (other work, frequency); the traced run is compared with their mean.
@@ -147,8 +152,9 @@ def one_run(exe: Path, tmp: Path, count: int) -> dict[str, float]:
     out_path = tmp / "events.jsonl"
     with open(out_path, "wb") as out:
         t0 = time.monotonic()
+        forced = ["--backend", backend] if backend else []
         tracer = subprocess.Popen(
-            [sys.executable, "-m", "rawsys.trace", "--json", "-p", str(pid)],
+            [sys.executable, "-m", "rawsys.trace", "--json", "-p", str(pid), *forced],
             stdout=out, stderr=subprocess.PIPE, cwd=ROOT,
         )
         wait_for_tracing(tracer)
@@ -188,6 +194,10 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=1,
                     help="independent runs (each traced run between two untraced ones); "
                          "figures of the median run by ratio, and every run's ratio")
+    ap.add_argument("--backend", choices=("kprobe", "fentry", "tracepoint"),
+                    help="force the tracer's backend (default: doctor's choice)")
+    ap.add_argument("--json", type=Path, metavar="FILE",
+                    help="also write the median run's figures to FILE as JSON")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("trace_overhead: needs root (eBPF); skipped", file=sys.stderr)
@@ -195,11 +205,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rawsys-bench-") as d:
         tmp = Path(d)
         exe = build(tmp)
-        runs = [one_run(exe, tmp, args.count) for _ in range(max(1, args.runs))]
+        runs = [one_run(exe, tmp, args.count, args.backend) for _ in range(max(1, args.runs))]
 
     by_ratio = sorted(runs, key=lambda r: r["ratio"])
     r = by_ratio[len(by_ratio) // 2]
     count = args.count
+    if args.json is not None:
+        args.json.write_text(json.dumps({"count": count, "runs": len(runs), **r}))
     several = f" per run, {len(runs)} runs" if len(runs) > 1 else ""
     print(f"transfers               {count}{several}")
     print(f"untraced                {count / r['untraced']:12.0f} transfers/s "

@@ -44,7 +44,7 @@ from rawsys.trace.matcher import Matcher
 BPF_DIR = resources.files("rawsys.trace.bpf")
 C_SOURCES = sorted(p.name for p in BPF_DIR.iterdir() if p.name.endswith((".bpf.c", ".bpf.h")))
 # Helper macros of the C itself; every shared constant is generated.
-C_MACROS = {"OPAQUE", "SPAN_GET", "FENTRY", "FEXIT"}
+C_MACROS = {"OPAQUE", "SPAN_GET", "FENTRY", "FEXIT", "KP_ARG"}
 
 
 def render(backend: str, filters: Filters | None = None, facts: object = None) -> str:
@@ -163,17 +163,24 @@ def test_receive_fd_name_is_resolved_on_this_kernel() -> None:
     assert ("kretprobe", "scm_detach_fds", "kretp_scm_detach_fds") in attach
 
 
-def test_receive_fd_before_6_8_is_dunder() -> None:
-    """Kernels before 6.8 call it __receive_fd: the probes follow the facts."""
+def test_receive_fd_is_chosen_by_its_prototype_not_its_name() -> None:
+    """Where a two-argument receive_fd exists beside __receive_fd (before 6.8), the
+    probes follow the one with the SCM shape; with neither, nothing is rendered."""
+    from rawsys.trace.kernel.btf import Param, Prototype
+
     facts = kernel_facts()
     functions = dict(facts.functions)
-    functions["receive_fd"] = FunctionFact(btf=False, kallsyms=False)
-    functions["__receive_fd"] = FunctionFact(btf=True, kallsyms=True)
+    file_, ufd, flags = (Param("file", "struct file *"), Param("ufd", "int *"),
+                         Param("o_flags", "unsigned int"))
+    functions["receive_fd"] = FunctionFact(True, True, 1, (Prototype("int", (file_, flags)),))
+    three = Prototype("int", (file_, ufd, flags))
+    functions["__receive_fd"] = FunctionFact(True, True, 2, (three,))
     old = dataclasses.replace(facts, functions=functions)
     assert "#define FN_RECEIVE_FD __receive_fd\n" in render("fentry", facts=old)
     assert ("kretprobe", "__receive_fd", "kretp_receive_fd") in program.kprobe_attachments(old)
     functions["__receive_fd"] = FunctionFact(btf=False, kallsyms=False)
-    with pytest.raises(ProgramError, match="none of receive_fd or __receive_fd"):
+    with pytest.raises(ProgramError, match="receive_fd.struct file .file, unsigned int o_flags. "
+                                           "has no int .ufd argument"):
         program.kprobe_attachments(dataclasses.replace(facts, functions=functions))
 
 
@@ -350,6 +357,7 @@ def test_tracepoint_programs_load_and_attach() -> None:
         b.cleanup()
 
 
+@pytest.mark.kernel_verifier
 def test_kprobe_programs_load_through_the_verifier() -> None:
     """Every kprobe/kretprobe program loads; attaching needs CONFIG_KPROBES (not here)."""
     require_live_tracing()
@@ -365,6 +373,7 @@ def test_kprobe_programs_load_through_the_verifier() -> None:
         b.cleanup()
 
 
+@pytest.mark.kernel_verifier
 def test_fentry_programs_compile_and_load_or_eperm() -> None:
     """fentry/fexit programs: compiled by bcc, then loaded through the verifier.
 

@@ -5,6 +5,10 @@ pids and tids, the socket, the fd numbers on each side, and the kernel
 ``struct file`` identity (same address and inode on both ends; the inode is
 also compared with ``fstat``).  Runs as root with the distribution's bcc; in
 CI nothing here is skipped.
+
+The sessions use doctor's backend unless ``RAWSYS_TEST_BACKEND`` names one;
+the tests marked ``kernel_matrix`` are the focused set that ``./dev kernels``
+runs for every backend on every kernel it boots.
 """
 
 from __future__ import annotations
@@ -22,14 +26,18 @@ from typing import Callable, Iterator
 
 import pytest
 from tracing_helpers import (
+    SCM_TRACEPOINT_ATTACHMENTS,
     TRACEPOINT_ATTACHMENTS,
     TRACEPOINT_PROGRAMS,
     bpf_prog_ids,
     bpf_prog_names,
     build_fdpass,
+    forced_backend,
+    kprobe_attachments,
     own_bpf_prog_ids,
     parse_roles,
     require_live_tracing,
+    scm_receive_function,
     tracepoint_attachments,
     wait_gone,
 )
@@ -48,7 +56,7 @@ pytestmark = pytest.mark.usefixtures("fd_leak_check")
 def session() -> Iterator[Session]:
     """One session for the module, filtered on this process (children added per test)."""
     require_live_tracing()
-    with Session(pids=[os.getpid()]) as s:
+    with Session(pids=[os.getpid()], backend=forced_backend()) as s:
         yield s
 
 
@@ -136,6 +144,7 @@ def c_recv(sock: int, room: int, flags: int = 0) -> tuple[int, int, list[int]]:
 
 
 # ------------------------------------------------------------------ the tests
+@pytest.mark.kernel_matrix
 def test_python_send_fds_one_line_per_fd(
     s: Session, dgram: tuple[socket.socket, socket.socket], pipe: tuple[int, int]
 ) -> None:
@@ -170,6 +179,7 @@ def test_python_send_fds_one_line_per_fd(
             os.close(fd)
 
 
+@pytest.mark.kernel_matrix
 def test_regular_file_name_inode_and_inflight_refcount(
     s: Session, dgram: tuple[socket.socket, socket.socket], tmp_path: Path
 ) -> None:
@@ -197,6 +207,7 @@ def test_regular_file_name_inode_and_inflight_refcount(
         os.close(got[0])
 
 
+@pytest.mark.kernel_matrix
 def test_several_cmsghdrs_all_walked(
     s: Session, dgram: tuple[socket.socket, socket.socket], pipe: tuple[int, int]
 ) -> None:
@@ -223,6 +234,7 @@ def test_several_cmsghdrs_all_walked(
             os.close(fd)
 
 
+@pytest.mark.kernel_matrix
 def test_rawsys_cmsg_cloexec(
     s: Session, dgram: tuple[socket.socket, socket.socket], pipe: tuple[int, int]
 ) -> None:
@@ -240,6 +252,7 @@ def test_rawsys_cmsg_cloexec(
         os.close(got[0])
 
 
+@pytest.mark.kernel_matrix
 def test_rawsys_python_layer(
     s: Session, dgram: tuple[socket.socket, socket.socket], pipe: tuple[int, int]
 ) -> None:
@@ -267,6 +280,7 @@ def test_rawsys_python_layer(
             os.close(fd)
 
 
+@pytest.mark.kernel_matrix
 def test_cloexec_transfer_flag(
     s: Session, dgram: tuple[socket.socket, socket.socket], pipe: tuple[int, int]
 ) -> None:
@@ -288,6 +302,7 @@ def test_cloexec_transfer_flag(
             os.close(fd)
 
 
+@pytest.mark.kernel_matrix
 def test_ctrunc_too_small_control_buffer(
     s: Session, dgram: tuple[socket.socket, socket.socket]
 ) -> None:
@@ -325,6 +340,7 @@ def test_ctrunc_too_small_control_buffer(
             os.close(w)
 
 
+@pytest.mark.kernel_matrix
 def test_no_control_buffer_reports_ctrunc_without_fds(
     s: Session, dgram: tuple[socket.socket, socket.socket], pipe: tuple[int, int]
 ) -> None:
@@ -336,6 +352,7 @@ def test_no_control_buffer_reports_ctrunc_without_fds(
     assert recv.fds == () and "CTRUNC" in recv.flags
 
 
+@pytest.mark.kernel_matrix
 def test_peek_gives_a_clone_then_the_real_read(
     s: Session, dgram: tuple[socket.socket, socket.socket], pipe: tuple[int, int]
 ) -> None:
@@ -363,6 +380,7 @@ def test_peek_gives_a_clone_then_the_real_read(
             os.close(fd)
 
 
+@pytest.mark.kernel_matrix
 def test_failed_send_is_reported_as_failed(
     s: Session, dgram: tuple[socket.socket, socket.socket]
 ) -> None:
@@ -381,6 +399,7 @@ def test_failed_send_is_reported_as_failed(
     assert s.matcher.pending == 0  # never waits for a receive
 
 
+@pytest.mark.kernel_matrix
 def test_sendmmsg_recvmmsg(s: Session, dgram: tuple[socket.socket, socket.socket]) -> None:
     a, b = dgram
     pipes = [os.pipe() for _ in range(3)]
@@ -452,13 +471,14 @@ def test_pid_filter_is_applied_in_the_kernel(s: Session, pipe: tuple[int, int]) 
     assert evs == []
 
 
+@pytest.mark.kernel_matrix
 def test_c_program_across_fork(build_c: Callable[..., Path], tmp_path: Path) -> None:
     """The classic send_fd/recv_fd pair of cmsg(3) in C: the child sends an open file."""
     require_live_tracing()
     exe = build_fdpass(build_c, tmp_path)
     data = tmp_path / "passed.txt"
     data.write_text("file passed by the child")
-    with Session(comm="fdpass") as s:
+    with Session(comm="fdpass", backend=forced_backend()) as s:
         out = subprocess.run([str(exe), "fork", str(data)], capture_output=True, text=True,
                              check=True).stdout
         roles = parse_roles(out)
@@ -486,7 +506,9 @@ def test_tid_filter() -> None:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     r, w = os.pipe()
     try:
-        with Session(tids=[threading.get_native_id()]) as s:
+        with Session(
+            tids=[threading.get_native_id()], backend=forced_backend()
+        ) as s:
 
             def elsewhere() -> None:
                 socket.send_fds(a, [b"x"], [w])
@@ -508,17 +530,39 @@ def test_tid_filter() -> None:
         b.close()
 
 
+@pytest.mark.kernel_matrix
 def test_clean_stop_leaves_no_program() -> None:
     require_live_tracing()
     held = own_bpf_prog_ids()  # the module's session, if open
-    with Session(pids=[os.getpid()]) as s:
+    with Session(pids=[os.getpid()], backend=forced_backend()) as s:
         ours = own_bpf_prog_ids() - held
-        # sendmsg's entry and the exits of the four syscalls, each attached once
         attached = {i: tp for i, tp in tracepoint_attachments(os.getpid()).items() if i in ours}
-        assert set(attached) == ours
-        assert sorted(attached.values()) == sorted(TRACEPOINT_ATTACHMENTS)
         assert ours <= bpf_prog_ids()  # bpftool prog show lists them
-        assert sorted(bpf_prog_names(ours).values()) == sorted(TRACEPOINT_PROGRAMS)
+        names = sorted(bpf_prog_names(ours).values())
+        if s.backend == "tracepoint":
+            # sendmsg's entry and the exits of the four syscalls, each attached once
+            assert set(attached) == ours
+            assert sorted(attached.values()) == sorted(TRACEPOINT_ATTACHMENTS)
+            assert names == sorted(TRACEPOINT_PROGRAMS)
+        else:
+            # every syscall's entry and exit, and the kernel's SCM_RIGHTS path
+            assert sorted(attached.values()) == sorted(SCM_TRACEPOINT_ATTACHMENTS)
+            receive = scm_receive_function()
+            functions = ("__scm_send", "scm_detach_fds", receive)
+            if s.backend == "kprobe":
+                probes = {i: p for i, p in kprobe_attachments(os.getpid()).items() if i in ours}
+                assert set(attached) | set(probes) == ours
+                assert sorted(probes.values()) == sorted(
+                    (kind, fn) for fn in functions for kind in ("kprobe", "kretprobe")
+                )
+            else:
+                # bcc's kfunc__/kretfunc__ programs; bpftool may show the target alone
+                traced = sorted(
+                    n.removeprefix("kretfunc__").removeprefix("kfunc__")
+                    for n in names
+                    if not n.startswith("tracepoint__")
+                )
+                assert traced == sorted(["__scm_send", "scm_detach_fds", "scm_detach_fds", receive])
         assert s.running
     assert own_bpf_prog_ids() == held
     left = wait_gone(ours)
@@ -562,6 +606,7 @@ def test_forced_backend_attaches_or_fails_cleanly(backend: str) -> None:
     assert own_bpf_prog_ids() == held  # every program fd this session had is closed
 
 
+@pytest.mark.kernel_matrix
 def test_scm_max_fd_files_and_one_more(
     s: Session, dgram: tuple[socket.socket, socket.socket]
 ) -> None:

@@ -20,6 +20,20 @@ import pytest
 FDPASS_C = Path(__file__).parent / "csrc" / "fdpass.c"
 TRACEFS_EVENTS = "/sys/kernel/tracing/events/syscalls/sys_enter_sendmsg"
 
+# The kernel matrix (kernels/run.py) runs the live tests once per backend,
+# naming it here; unset, the sessions take doctor's choice.
+BACKEND_ENV = "RAWSYS_TEST_BACKEND"
+
+
+def forced_backend() -> str | None:
+    """The backend the live tests' sessions must use (``$RAWSYS_TEST_BACKEND``), or None."""
+    from rawsys.trace.bpf.program import BACKENDS
+
+    value = os.environ.get(BACKEND_ENV) or None
+    if value is not None and value not in BACKENDS:
+        raise ValueError(f"{BACKEND_ENV}={value!r}: choose from {', '.join(BACKENDS)}")
+    return value
+
 
 def require_live_tracing() -> None:
     if os.geteuid() != 0:
@@ -53,6 +67,36 @@ TRACEPOINT_ATTACHMENTS = frozenset({
     "sys_exit_recvmmsg",
 })
 TRACEPOINT_PROGRAMS = frozenset(f"tracepoint__syscalls__{tp}" for tp in TRACEPOINT_ATTACHMENTS)
+
+# The kprobe and fentry backends take every syscall's entry and exit from the
+# tracepoints, and the SCM_RIGHTS path from the kernel functions.
+SCM_TRACEPOINT_ATTACHMENTS = frozenset(
+    f"sys_{side}_{call}"
+    for side in ("enter", "exit")
+    for call in ("sendmsg", "recvmsg", "sendmmsg", "recvmmsg")
+)
+
+
+def scm_receive_function() -> str:
+    """The kernel function that installs each received fd, told apart without
+    the tracer's own logic: ``__receive_fd`` from 5.9 until 6.8 renamed it
+    ``receive_fd`` (a two-argument ``receive_fd`` exists beside it before)."""
+    with open("/proc/kallsyms", encoding="ascii", errors="replace") as f:
+        names = {line.split()[2] for line in f if line.count(" ") == 2}
+    return "__receive_fd" if "__receive_fd" in names else "receive_fd"
+
+
+def kprobe_attachments(pid: int) -> dict[int, tuple[str, str]]:
+    """prog_id -> (``kprobe``/``kretprobe``, kernel function) for each kprobe a
+    process holds a BPF program attached to (``bpftool perf show``)."""
+    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+    out = subprocess.run([bpftool, "-j", "perf", "show"], capture_output=True, text=True,
+                         check=True).stdout
+    return {
+        int(p["prog_id"]): (str(p["fd_type"]), str(p["func"]))
+        for p in json.loads(out or "[]")
+        if p.get("pid") == pid and p.get("fd_type") in ("kprobe", "kretprobe")
+    }
 
 
 def tracepoint_attachments(pid: int) -> dict[int, str]:

@@ -1,8 +1,11 @@
 /*
  * Backend "fentry": the same as the kprobe backend on BTF trampolines
  * (fentry/fexit), which see a function's arguments and its return value
- * together.  The FN_* names are the kernel's own names for each function on
- * the running kernel (rawsys.trace.kernel.facts.FUNCTIONS).
+ * together.  FN_* are the running kernel's names for the functions that
+ * play each part (rawsys.trace.kernel.facts.FUNCTIONS), chosen by their
+ * BTF prototypes; the programs declare no arguments and read ctx[] at the
+ * positions the prelude gives (ARG_*; NARGS_* is where fexit finds the
+ * return value), so the trampoline and the program agree on every kernel.
  */
 #include "prelude.bpf.h"
 #include "maps.bpf.h"
@@ -10,37 +13,31 @@
 #include "cmsg.bpf.h"
 #include "scm.bpf.h"
 
-struct socket;
-struct msghdr;
-struct scm_cookie;
-struct file;
-
 /* bcc pastes the function name into the program's name: expand FN_* first. */
-#define FENTRY(fn, args...) KFUNC_PROBE(fn, ##args)
-#define FEXIT(fn, args...) KRETFUNC_PROBE(fn, ##args)
+#define FENTRY(fn) KFUNC_PROBE(fn)
+#define FEXIT(fn) KRETFUNC_PROBE(fn)
 
-FEXIT(FN_SCM_SEND, struct socket *sock, struct msghdr *msg, struct scm_cookie *scm, int ret)
+FEXIT(FN_SCM_SEND)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    if (calls.lookup(&tid))
-        scm_send_done((u64)msg, (u64)scm, ret);
+    scm_send_done(ctx[ARG_SCM_SEND_MSG], ctx[ARG_SCM_SEND_SCM], (s64)(int)ctx[NARGS_SCM_SEND]);
     return 0;
 }
 
-FENTRY(FN_SCM_DETACH_FDS, struct msghdr *msg, struct scm_cookie *scm)
+FENTRY(FN_SCM_DETACH_FDS)
 {
-    scm_detach_begin((u64)msg, (u64)scm);
+    scm_detach_begin(ctx[ARG_SCM_DETACH_FDS_MSG], ctx[ARG_SCM_DETACH_FDS_SCM]);
     return 0;
 }
 
-FEXIT(FN_SCM_DETACH_FDS, struct msghdr *msg, struct scm_cookie *scm)
+FEXIT(FN_SCM_DETACH_FDS)
 {
     scm_detach_done();
     return 0;
 }
 
-FEXIT(FN_RECEIVE_FD, struct file *file, int *ufd, unsigned int o_flags, int ret)
+FEXIT(FN_RECEIVE_FD)
 {
-    scm_received_fd((u64)file, o_flags, ret);
+    scm_received_fd(ctx[ARG_RECEIVE_FD_FILE], (u32)ctx[ARG_RECEIVE_FD_O_FLAGS],
+                    (s64)(int)ctx[NARGS_RECEIVE_FD]);
     return 0;
 }

@@ -19,8 +19,8 @@ struct call_args {
     u32 flags;
     u32 syscall;
     u32 queued;       /* kprobe backends: files the kernel had queued */
-    u32 scm_files;    /* kprobe backends: files collected into sent_files */
-    u32 pad;
+    u32 scm_files;    /* kprobe backends: messages whose SCM_RIGHTS were handled */
+    u32 detaching;    /* kprobe backends: inside scm_detach_fds */
 };
 
 /* Files found when a send starts (tracepoint) or when the kernel copies them (kprobe). */

@@ -30,6 +30,7 @@ from rawsys.c.cmsg import CMSG_ALIGN, CMSG_LEN, CMSG_SPACE
 from rawsys.c.structs import cmsghdr, mmsghdr, msghdr
 from rawsys.trace import events
 from rawsys.trace.kernel.facts import FUNCTIONS, READS, SYSCALL_ARG_REGS, KernelFacts
+from rawsys.trace.kernel.shapes import Resolved, ShapeError
 
 __all__ = [
     "Filters",
@@ -55,6 +56,10 @@ RING_PAGES_DEFAULT = 16384  # 64 MiB with 4 KiB pages: a burst of ~450k events w
 RING_WAKEUP_EVENTS = 256  # events per CPU between two wake-ups of the reader
 MAX_INFLIGHT = 4096  # threads inside a traced syscall at the same time
 MAX_SENDING = 1024  # of which inside sendmsg with fds (4 KiB of fd/file slots each)
+# Messages whose SCM_RIGHTS the kernel handled, kept by the kprobe and fentry
+# backends until their syscall returns (16 KiB of file records each).
+MAX_SCM_MSGS = 256
+KPROBE_ARGS = 6  # PT_REGS_PARM1..6: the arguments a kprobe reads (kprobe.bpf.c's KP_ARG)
 USER_WINDOW_LEN = 256  # bytes around a user msghdr read at once (a power of two)
 MAX_FILTER_IDS = 1024  # PIDs (and TIDs) one session can filter on
 PID_MAX_LIMIT = 1 << 22  # include/linux/threads.h, PID_MAX_LIMIT on 64-bit
@@ -239,6 +244,7 @@ def _constant_defines() -> dict[str, int]:
         "MMSG_FD_SLOTS": MMSG_FD_SLOTS,
         "MAX_INFLIGHT": MAX_INFLIGHT,
         "MAX_SENDING": MAX_SENDING,
+        "MAX_SCM_MSGS": MAX_SCM_MSGS,
         **_fd_scratch_defines(events.FD_SLOTS, ctypes.sizeof(ctypes.c_int)),
     }
 
@@ -307,6 +313,11 @@ def kernel_offset_defines(facts: KernelFacts, names: Iterable[str]) -> dict[str,
                 raise ProgramError(
                     f"kernel {read.fact} is {got} bytes on this kernel, the probes read {read.size}"
                 )
+        member_type = facts.members[read.fact].type
+        if not read.fits(member_type):
+            raise ProgramError(
+                f"kernel {read.fact} is {member_type} on this kernel, the probes read {read.type}"
+            )
         out[name] = facts.offset(read.fact)
     return out
 
@@ -339,16 +350,47 @@ def function_name_defines(facts: KernelFacts, names: Iterable[str]) -> dict[str,
         role = name[len("FN_"):].lower()
         if role not in FUNCTIONS:
             raise ProgramError(f"{name} is used by the probes but names no kernel function role")
-        out[name] = kernel_function(facts, role)
+        out[name] = kernel_function(facts, role).name
     return out
 
 
-def kernel_function(facts: KernelFacts, role: str) -> str:
-    """The running kernel's name for a :data:`FUNCTIONS` role; ProgramError if it has none."""
-    found = facts.function(role)
-    if found is None:
-        raise ProgramError(f"this kernel has none of {' or '.join(FUNCTIONS[role])}")
-    return found
+def function_arg_defines(
+    facts: KernelFacts, names: Iterable[str], max_args: int | None = None
+) -> dict[str, int]:
+    """``ARG_<ROLE>_<ARG>`` (where an argument sits, from 0) and ``NARGS_<ROLE>``, for each
+    one used, from the BTF prototype of the function that plays the role here.
+
+    *max_args*: how many arguments the backend can read (a kprobe reads
+    registers: an argument past them is refused).
+    """
+    out: dict[str, int] = {}
+    for name in sorted(names):
+        kind, _, rest = name.partition("_")
+        found = None
+        for role in FUNCTIONS:
+            if kind == "NARGS" and rest == role.upper():
+                found = kernel_function(facts, role).nargs
+            elif kind == "ARG" and rest.startswith(role.upper() + "_"):
+                arg = rest[len(role) + 1:].lower()
+                positions = kernel_function(facts, role).positions
+                if arg in positions:
+                    found = positions[arg]
+        if found is None:
+            raise ProgramError(f"{name} is used by the probes but names no argument of a role")
+        if kind == "ARG" and max_args is not None and found >= max_args:
+            raise ProgramError(
+                f"{name} is argument {found + 1} on this kernel; this backend reads {max_args}"
+            )
+        out[name] = found
+    return out
+
+
+def kernel_function(facts: KernelFacts, role: str) -> Resolved:
+    """The function that plays a :data:`FUNCTIONS` role here; ProgramError if none fits."""
+    try:
+        return facts.resolve(role)
+    except ShapeError as e:
+        raise ProgramError(str(e)) from None
 
 
 def _kernel_defines(facts: KernelFacts, source: str) -> dict[str, int | str]:
@@ -358,6 +400,11 @@ def _kernel_defines(facts: KernelFacts, source: str) -> dict[str, int | str]:
     if used_names(source, "SYSCALL_ARG"):
         out.update(syscall_arg_defines(facts))
     out.update(function_name_defines(facts, used_names(source, "FN_")))
+    out.update(function_arg_defines(
+        facts,
+        used_names(source, "ARG_") | used_names(source, "NARGS_"),
+        KPROBE_ARGS if re.search(r"\bKP_ARG\(", source) else None,
+    ))
     member = facts.members["file.f_count"]
     out["FILE_REF_T"] = 1 if "file_ref" in member.type or member.member == "f_ref" else 0
     return out

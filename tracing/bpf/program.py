@@ -84,13 +84,14 @@ def render_program(
 def kprobe_attachments(facts: KernelFacts) -> list[tuple[str, str, str]]:
     """(``kprobe``/``kretprobe``, kernel function, BPF function) for the kprobe backend.
 
-    The functions are named as the running kernel names them (``receive_fd``
-    since 6.8, ``__receive_fd`` before); the syscall exits come from the
-    syscall tracepoints, which the kprobe backend also uses.
+    The functions are those that play each part on the running kernel, by
+    their BTF prototypes (``receive_fd`` since 6.8, ``__receive_fd`` before);
+    the syscall exits come from the syscall tracepoints, which the kprobe
+    backend also uses.
     """
     out = []
     for role in ("scm_send", "scm_detach_fds", "receive_fd"):
-        target = kernel_function(facts, role)
+        target = kernel_function(facts, role).name
         out.append(("kprobe", target, f"kp_{role}"))
         out.append(("kretprobe", target, f"kretp_{role}"))
     return out

@@ -200,12 +200,14 @@ def _check_btf() -> Check:
     )
 
 
-def _probe_targets() -> tuple[Check, tuple[str, ...], tuple[str, ...], int]:
-    """Which probe targets kprobes (kallsyms) and fentry (BTF) can name; a BTF id for fentry."""
+def _probe_targets() -> tuple[Check, tuple[str, ...], tuple[str, ...], int, tuple[str, ...]]:
+    """Which probe targets kprobes (kallsyms) and fentry (BTF) can name; a BTF id for fentry;
+    what the kernel-function probes need that this kernel lacks (its shape, from BTF)."""
     from rawsys.trace.kernel import facts as kernel
 
     facts = kernel.kernel_facts()
-    targets = [facts.function(role) or names[0] for role, names in kernel.FUNCTIONS.items()]
+    problems = tuple(facts.kernel_probe_problems())
+    targets = [facts.function(role) or r.names[0] for role, r in kernel.FUNCTIONS.items()]
     found = {t: facts.functions.get(t, kernel.FunctionFact(False, False)) for t in targets}
     no_sym = tuple(t for t in targets if not found[t].kallsyms)
     no_btf = tuple(t for t in targets if not found[t].btf)
@@ -216,12 +218,31 @@ def _probe_targets() -> tuple[Check, tuple[str, ...], tuple[str, ...], int]:
         for t in targets
     ]
     fentry_id = facts.functions["scm_detach_fds"].btf_id
-    ok = not no_sym or not no_btf
-    recv = facts.function("receive_fd") or "receive_fd"
-    return Check("probe targets", ok, recv, "; ".join(parts)), no_sym, no_btf, fentry_id
+    recv = facts.function("receive_fd")
+    if problems:
+        check = Check("probe targets", False, "unknown shape", "; ".join(problems))
+    else:
+        prototype = facts.resolve("receive_fd").prototype.spell(recv or "receive_fd")
+        check = Check(
+            "probe targets", not no_sym or not no_btf, recv or "?",
+            "; ".join([*parts, f"fds installed by {prototype}"]),
+        )
+    return check, no_sym, no_btf, fentry_id, problems
 
 
-def _check_kprobes(root: bool, config: dict[str, str], targets_missing: tuple[str, ...]) -> Check:
+def _refusal(missing: tuple[str, ...], what: str, problems: tuple[str, ...]) -> str:
+    """Why the probes cannot attach though the kernel allows it ("" if they can)."""
+    if problems:
+        return "the probes do not know this kernel's shape: " + "; ".join(problems)
+    if missing:
+        return f"{', '.join(missing)} {what}"
+    return ""
+
+
+def _check_kprobes(
+    root: bool, config: dict[str, str], targets_missing: tuple[str, ...],
+    problems: tuple[str, ...] = (),
+) -> Check:
     tracefs = _tracefs_dir()
     pmu = "/sys/bus/event_source/devices/kprobe/type"
     has_pmu = os.path.exists(pmu)
@@ -258,18 +279,15 @@ def _check_kprobes(root: bool, config: dict[str, str], targets_missing: tuple[st
         os.close(fd)
     if not attached:
         return Check("kprobes", False, "no", "; ".join(facts) + f"; attach: {why}")
-    if targets_missing:
-        return Check(
-            "kprobes",
-            False,
-            "no",
-            f"attach works but {', '.join(targets_missing)} have no symbol to probe",
-        )
+    refusal = _refusal(targets_missing, "have no symbol to probe", problems)
+    if refusal:
+        return Check("kprobes", False, "no", f"attach works but {refusal}")
     return Check("kprobes", True, "yes", "; ".join(facts) + "; attaches to scm_detach_fds")
 
 
 def _check_fentry(
-    root: bool, config: dict[str, str], btf_id: int, targets_missing: tuple[str, ...]
+    root: bool, config: dict[str, str], btf_id: int, targets_missing: tuple[str, ...],
+    problems: tuple[str, ...] = (),
 ) -> Check:
     needs = _config_says(config, "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS")
     if not btf_id:
@@ -295,8 +313,9 @@ def _check_fentry(
         os.close(link)
     finally:
         os.close(fd)
-    if targets_missing:
-        return Check("fentry", False, "no", f"{', '.join(targets_missing)} not in BTF")
+    refusal = _refusal(targets_missing, "not in BTF", problems)
+    if refusal:
+        return Check("fentry", False, "no", f"attach works but {refusal}")
     return Check("fentry", True, "yes", "an fentry program loads and attaches to scm_detach_fds")
 
 
@@ -400,8 +419,9 @@ def probe_capabilities(*, compile_check: bool = True) -> Capabilities:
     no_sym: tuple[str, ...] = ()
     no_btf: tuple[str, ...] = ()
     btf_id = 0
+    problems: tuple[str, ...] = ()
     try:
-        functions, no_sym, no_btf, btf_id = _probe_targets()
+        functions, no_sym, no_btf, btf_id, problems = _probe_targets()
     except Exception as e:
         functions = Check("probe targets", None, "error", f"{type(e).__name__}: {e}")
     caps = Capabilities(
@@ -413,8 +433,8 @@ def probe_capabilities(*, compile_check: bool = True) -> Capabilities:
         tracefs=_guard("tracefs", _check_tracefs),
         btf=_guard("BTF", _check_btf),
         functions=functions,
-        kprobes=_guard("kprobes", lambda: _check_kprobes(root, config, no_sym)),
-        fentry=_guard("fentry", lambda: _check_fentry(root, config, btf_id, no_btf)),
+        kprobes=_guard("kprobes", lambda: _check_kprobes(root, config, no_sym, problems)),
+        fentry=_guard("fentry", lambda: _check_fentry(root, config, btf_id, no_btf, problems)),
         tracepoints=_guard("syscall tracepoints", lambda: _check_tracepoints(root, config)),
         lockdown=_guard("lockdown", lambda: _check_lockdown(config)),
         bcc_path=bcc_path,

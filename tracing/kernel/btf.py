@@ -3,7 +3,9 @@
 The tracer takes every struct offset it uses from the running kernel's BTF
 (``/sys/kernel/btf/vmlinux``), never from headers: the distribution's headers
 may describe another kernel (Debian 12 ships 6.1 headers; ``struct
-scm_fp_list`` moved ``fp[]`` from offset 16 to 40 in 6.10).
+scm_fp_list`` moved ``fp[]`` from offset 16 to 40 in 6.10, and in Debian's
+6.1 builds too).  Function prototypes come from it as well
+(:meth:`BTF.function_prototypes`).
 
 Format: kernel ``Documentation/bpf/btf.rst`` -- a ``struct btf_header``, then
 a type section of ``struct btf_type`` records (each followed by kind-specific
@@ -22,7 +24,15 @@ import struct
 import sys
 from typing import Iterator, NamedTuple
 
-__all__ = ["BTF", "BTFFormatError", "BTFLookupError", "VMLINUX_BTF", "kernel_btf"]
+__all__ = [
+    "BTF",
+    "BTFFormatError",
+    "BTFLookupError",
+    "Param",
+    "Prototype",
+    "VMLINUX_BTF",
+    "kernel_btf",
+]
 
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 
@@ -136,6 +146,28 @@ class _Member(NamedTuple):
     type_id: int
     bit_offset: int
     bitfield_size: int  # 0 when not a bitfield
+
+
+class Param(NamedTuple):
+    """One parameter of a function prototype."""
+
+    name: str  # "" where BTF does not name it
+    type: str  # plain C spelling (no qualifiers or type tags): "struct file *", "unsigned int"
+
+
+class Prototype(NamedTuple):
+    """A function's prototype as BTF records it (a FUNC and its FUNC_PROTO)."""
+
+    returns: str
+    params: tuple[Param, ...]
+
+    def spell(self, name: str) -> str:
+        """C-like: ``int __receive_fd(struct file *file, int *ufd, unsigned int o_flags)``."""
+        args = ", ".join(
+            (p.type if p.type.endswith("*") or not p.name else p.type + " ") + p.name
+            for p in self.params
+        )
+        return f"{self.returns} {name}({args or 'void'})"
 
 
 class BTF:
@@ -280,8 +312,12 @@ class BTF:
                     found.append(tid)
         return sorted(found)
 
-    def type_name(self, type_id: int, _depth: int = 0) -> str:
-        """A C-like spelling of a type id, for messages."""
+    def type_name(self, type_id: int, _depth: int = 0, *, plain: bool = False) -> str:
+        """A C-like spelling of a type id, for messages.
+
+        ``plain`` leaves out qualifiers and type tags (``const``, ``volatile``,
+        ``__user``...) at every level: ``int __user *`` is ``"int *"``.
+        """
         if type_id == 0:
             return "void"
         if _depth > _MAX_CHAIN:
@@ -295,13 +331,14 @@ class BTF:
         if t.kind in (BTF_KIND_ENUM, BTF_KIND_ENUM64):
             return f"enum {name}"
         if t.kind == BTF_KIND_PTR:
-            inner = self.type_name(t.size_or_type, _depth + 1)
+            inner = self.type_name(t.size_or_type, _depth + 1, plain=plain)
             return f"{inner}*" if inner.endswith("*") else f"{inner} *"
         if t.kind == BTF_KIND_ARRAY:
             elem, _, nelems = self._array(t)
-            return f"{self.type_name(elem, _depth + 1)}[{nelems}]"
+            return f"{self.type_name(elem, _depth + 1, plain=plain)}[{nelems}]"
         if t.kind in (BTF_KIND_CONST, BTF_KIND_VOLATILE, BTF_KIND_RESTRICT, BTF_KIND_TYPE_TAG):
-            return f"{KIND_NAMES[t.kind].lower()} {self.type_name(t.size_or_type, _depth + 1)}"
+            inner = self.type_name(t.size_or_type, _depth + 1, plain=plain)
+            return inner if plain else f"{KIND_NAMES[t.kind].lower()} {inner}"
         return name
 
     # -------------------------------------------------------- type resolution
@@ -537,6 +574,35 @@ class BTF:
         if not ids:
             raise BTFLookupError(f"no BTF FUNC {name!r} in {self.source}")
         return ids[0]
+
+    def function_prototypes(self, name: str) -> tuple[Prototype, ...]:
+        """The prototype of each BTF FUNC named *name*, each distinct one once, in id order.
+
+        A static function may be recorded once per compilation unit: usually
+        with one prototype, but two functions of one name can differ.  Types
+        are spelled plain (:meth:`type_name`); a variadic tail is ``"..."``.
+        """
+        words, _, _ = self._index()
+        found: list[Prototype] = []
+        for func_id in self._ids_named(name, frozenset({BTF_KIND_FUNC})):
+            proto = self._type(self._type(func_id).size_or_type)
+            if proto.kind != BTF_KIND_FUNC_PROTO:
+                raise BTFFormatError(
+                    f"{self.source}: FUNC {name!r} [{func_id}] points to a"
+                    f" {KIND_NAMES[proto.kind]}, not a FUNC_PROTO"
+                )
+            params = []
+            for j in range(proto.vlen):
+                name_off, type_id = words[proto.word + 3 + 2 * j], words[proto.word + 4 + 2 * j]
+                if type_id == 0:
+                    params.append(Param("", "..."))
+                else:
+                    pname = self._string(name_off) if name_off else ""
+                    params.append(Param(pname, self.type_name(type_id, plain=True)))
+            p = Prototype(self.type_name(proto.size_or_type, plain=True), tuple(params))
+            if p not in found:
+                found.append(p)
+        return tuple(found)
 
 
 def _canonical_int(spelled: str) -> tuple[str, ...] | None:

@@ -17,8 +17,11 @@ place that knows how kernels differ:
 Known differences, all resolved from BTF rather than from version numbers:
 ``struct file``'s ``atomic_long_t f_count`` became ``file_ref_t f_ref`` in
 6.13 (same 8 bytes, counting references - 1); ``struct scm_fp_list`` moved
-``fp[]`` from offset 16 to 40 in 6.10; the per-fd install function
-``__receive_fd`` became ``receive_fd`` in 6.8.
+``fp[]`` from offset 16 to 40 in 6.10 (and in Debian's 6.1.0-57, a
+backport: the version number does not tell); the per-fd install function
+``__receive_fd(file, ufd, o_flags)`` became ``receive_fd`` in 6.8, while a
+two-argument ``receive_fd`` existed beside it before -- each function is
+chosen by its BTF prototype (:mod:`rawsys.trace.kernel.shapes`).
 
 :func:`kernel_facts` resolves the lists on the running kernel
 (``/sys/kernel/btf/vmlinux`` and ``/proc/kallsyms``) and keeps the result in
@@ -36,7 +39,16 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping, NamedTuple
 
-from rawsys.trace.kernel.btf import BTF, VMLINUX_BTF, BTFLookupError, kernel_btf
+from rawsys.trace.kernel.btf import (
+    BTF,
+    VMLINUX_BTF,
+    BTFLookupError,
+    Param,
+    Prototype,
+    kernel_btf,
+)
+from rawsys.trace.kernel.shapes import Arg, Resolved, Role, ShapeError
+from rawsys.trace.kernel.shapes import resolve as resolve_role
 from rawsys.trace.system import cache
 
 __all__ = [
@@ -61,11 +73,20 @@ class Read(NamedTuple):
     size: int  # bytes the probes read there; 0: an array whose user checks the bounds
     candidates: tuple[str, ...] = ()  # what kernels call it, newest first (default: member)
     machines: tuple[str, ...] = ()  # only on these architectures (default: every one)
+    type: str = ""  # the type it must have, "T[]" for an array of T of any length ("": any)
 
     @property
     def fact(self) -> str:
         """The key in :attr:`KernelFacts.members`: ``"file.f_count"``."""
         return f"{self.struct}.{self.member}"
+
+    def fits(self, member_type: str) -> bool:
+        """Whether a member of *member_type* (BTF's spelling) is what the probes read."""
+        if not self.type:
+            return True
+        if self.type.endswith("[]"):
+            return re.fullmatch(re.escape(self.type[:-2]) + r"\[\d+\]", member_type) is not None
+        return member_type == self.type
 
     @property
     def define(self) -> str:
@@ -89,12 +110,13 @@ READS: tuple[Read, ...] = (
     Read("dentry", "d_name.name", 8),
     # The kernel side of SCM_RIGHTS (kprobe and fentry backends): the files
     # __scm_send took, and the kernel's own struct msghdr (include/linux/socket.h).
-    Read("scm_cookie", "fp", 8),
-    Read("scm_fp_list", "count", 2),
-    Read("scm_fp_list", "fp", 0),  # struct file *fp[SCM_MAX_FD]: at 40 since 6.10, 16 before
+    Read("scm_cookie", "fp", 8, type="struct scm_fp_list *"),
+    Read("scm_fp_list", "count", 2, type="short int"),
+    # struct file *fp[SCM_MAX_FD]: at 16 until the af_unix garbage collector
+    # was rewritten (6.10, and backported: Debian's 6.1.0-57 has it), 40 since
+    Read("scm_fp_list", "fp", 0, type="struct file *[]"),
     Read("msghdr", "msg_control", 8),
     Read("msghdr", "msg_controllen", 8),
-    Read("msghdr", "msg_flags", 4),
     # The user registers saved at syscall entry (struct pt_regs), where the
     # tracepoint backend reads a syscall's arguments at sys_exit.  x86-64
     # passes them in di, si, dx, r10; aarch64 in x0..x3, where x0 holds the
@@ -116,15 +138,34 @@ SYSCALL_ARG_REGS: Mapping[str, tuple[tuple[str, int], ...]] = {
 }
 
 # The kernel functions the kprobe and fentry backends attach to, by the part
-# they play in a transfer (net/core/scm.c, fs/file.c); names newest first.
-FUNCTIONS: Mapping[str, tuple[str, ...]] = {
-    "scm_send": ("__scm_send",),  # takes the sender's files into a struct scm_fp_list
-    "scm_detach_fds": ("scm_detach_fds",),  # installs them in the receiver, fd by fd
-    "receive_fd": ("receive_fd", "__receive_fd"),  # one fd; __receive_fd before 6.8
+# they play in a transfer (net/core/scm.c, fs/file.c): the names each part has
+# had, newest first, and the shape a function must have to play it, checked
+# against its BTF prototype (rawsys.trace.kernel.shapes).  The probes read the
+# arguments listed, at the positions found on the running kernel.
+FUNCTIONS: Mapping[str, Role] = {
+    # takes the sender's files into a struct scm_fp_list
+    "scm_send": Role(
+        ("__scm_send",),
+        "int",
+        (Arg("msg", "struct msghdr *"), Arg("scm", "struct scm_cookie *")),
+    ),
+    # installs them in the receiver, fd by fd
+    "scm_detach_fds": Role(
+        ("scm_detach_fds",),
+        "void",
+        (Arg("msg", "struct msghdr *"), Arg("scm", "struct scm_cookie *")),
+    ),
+    # one fd: receive_fd(file, ufd, o_flags) since 6.8; before, __receive_fd
+    # had that shape and receive_fd(file, o_flags) was another function
+    "receive_fd": Role(
+        ("receive_fd", "__receive_fd"),
+        "int",
+        (Arg("file", "struct file *"), Arg("ufd", "int *"), Arg("o_flags", "unsigned int")),
+    ),
 }
 
 # Bump when the meaning or shape of KernelFacts changes: old cache files are ignored.
-FACTS_FORMAT = 3
+FACTS_FORMAT = 4
 
 
 @dataclass(frozen=True)
@@ -140,6 +181,7 @@ class FunctionFact:
     btf: bool  # a BTF FUNC of that name exists (fentry needs it)
     kallsyms: bool | None  # exact symbol in /proc/kallsyms (kprobes need it); None: unreadable
     btf_id: int = 0  # the FUNC's BTF type id (an fentry program's attach_btf_id); 0: none
+    prototypes: tuple[Prototype, ...] = ()  # each distinct BTF prototype of that name
 
 
 @dataclass(frozen=True)
@@ -172,12 +214,39 @@ class KernelFacts:
             ) from None
 
     def function(self, role: str) -> str | None:
-        """The name this kernel gives a :data:`FUNCTIONS` role, or None if it has none."""
-        for name in FUNCTIONS[role]:
-            fn = self.functions.get(name)
-            if fn is not None and (fn.btf or fn.kallsyms):
-                return name
-        return None
+        """The name of the function that plays a :data:`FUNCTIONS` role here, or None."""
+        try:
+            return self.resolve(role).name
+        except ShapeError:
+            return None
+
+    def resolve(self, role: str) -> Resolved:
+        """The function that plays *role* here and where the probes' arguments are.
+
+        Chosen by its BTF prototype, not by name alone; :class:`ShapeError`
+        says what is missing when none fits.
+        """
+        prototypes = {name: fn.prototypes for name, fn in self.functions.items()}
+        return resolve_role(role, FUNCTIONS[role], prototypes)
+
+    def kernel_probe_problems(self) -> list[str]:
+        """What the kprobe and fentry backends need that this kernel lacks (empty: nothing).
+
+        Each function role must be played by a function of the right shape
+        (:meth:`resolve`), and each member those backends read must have the
+        type they read it as.
+        """
+        problems: list[str] = []
+        for role in FUNCTIONS:
+            try:
+                self.resolve(role)
+            except ShapeError as e:
+                problems.append(str(e))
+        for read in READS:
+            fact = self.members.get(read.fact)
+            if read.type and fact is not None and not read.fits(fact.type):
+                problems.append(f"{read.fact} is {fact.type}, not {read.type}")
+        return problems
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -185,7 +254,10 @@ class KernelFacts:
             "key": self.key,
             "release": self.release,
             "members": {k: [m.offset, m.size, m.member, m.type] for k, m in self.members.items()},
-            "functions": {k: [f.btf, f.kallsyms, f.btf_id] for k, f in self.functions.items()},
+            "functions": {
+                k: [f.btf, f.kallsyms, f.btf_id, [_proto_json(p) for p in f.prototypes]]
+                for k, f in self.functions.items()
+            },
         }
 
     @classmethod
@@ -199,7 +271,12 @@ class KernelFacts:
                 for k, v in obj["members"].items()
             }
             functions = {
-                str(k): FunctionFact(bool(v[0]), None if v[1] is None else bool(v[1]), int(v[2]))
+                str(k): FunctionFact(
+                    bool(v[0]),
+                    None if v[1] is None else bool(v[1]),
+                    int(v[2]),
+                    tuple(_proto_from_json(p) for p in v[3]),
+                )
                 for k, v in obj["functions"].items()
             }
             return cls(
@@ -211,6 +288,14 @@ class KernelFacts:
             )
         except (KeyError, TypeError, IndexError, AttributeError) as e:
             raise ValueError(f"malformed kernel facts: {e!r}") from e
+
+
+def _proto_json(p: Prototype) -> list[Any]:
+    return [p.returns, [[a.name, a.type] for a in p.params]]
+
+
+def _proto_from_json(obj: Any) -> Prototype:
+    return Prototype(str(obj[0]), tuple(Param(str(n), str(t)) for n, t in obj[1]))
 
 
 def _requests_digest() -> str:
@@ -282,7 +367,7 @@ def compute_facts(
                 f"{btf.source}: {struct} has none of "
                 f"{', '.join(read.candidates or (read.member,))} (needed for {read.fact})"
             )
-    names = tuple(name for names in FUNCTIONS.values() for name in names)
+    names = tuple(name for role in FUNCTIONS.values() for name in role.names)
     syms = _kallsyms_has(names)
     functions = {}
     for name in names:
@@ -290,7 +375,9 @@ def compute_facts(
             btf_id = btf.function_id(name)
         except BTFLookupError:
             btf_id = 0
-        functions[name] = FunctionFact(bool(btf_id), syms[name], btf_id)
+        functions[name] = FunctionFact(
+            bool(btf_id), syms[name], btf_id, btf.function_prototypes(name)
+        )
     return KernelFacts(
         key=key,
         release=release if release is not None else os.uname().release,
