@@ -8,6 +8,7 @@ by the callers (signal handlers run in between, as PEP 475 wants).
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # no stub: the C half of signal
 import _socket
 import ctypes
 import errno
@@ -319,9 +320,7 @@ def address_arg(sock: Any, fd: int, address: Any) -> bytes | None:
 # once; callers therefore call release_fds a few times in nested
 # ``try``/``except`` and it is idempotent.
 _ALL_SIGNALS = signal.valid_signals()
-_BLOCK = (signal.SIG_BLOCK,)
-_BLOCKED = (_ALL_SIGNALS,)
-_sigmask = signal.pthread_sigmask
+_sigmask = _signal.pthread_sigmask  # the C function: signal.pthread_sigmask wraps it in Python
 _closerange = os.closerange
 _drain: Callable[[Any], None] = deque(maxlen=0).extend
 
@@ -338,16 +337,16 @@ def release_fds(find: Callable[[], List[int]], *forget: Callable[[], Any]) -> No
     them: a repeated call after an interruption neither leaks one nor closes
     one twice.
     """
-    saved: List[Any] = []
+    # signal.pthread_sigmask runs the handlers of signals already due before
+    # it returns, and may raise from there: read the mask first (a no-op
+    # block, harmless to lose), then block, inside the try that restores it.
+    old = _sigmask(signal.SIG_BLOCK, ())
     try:
-        # Block and keep the old mask in one C-level call: a handler raising
-        # right after it cannot lose the mask to restore.
-        saved.extend(map(_sigmask, _BLOCK, _BLOCKED))
+        _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
         fds = find()
         _drain(chain(map(_call, forget), map(_closerange, fds, map(_plus_one, fds))))
     finally:
-        if saved:
-            _sigmask(signal.SIG_SETMASK, saved[0])
+        _sigmask(signal.SIG_SETMASK, old)
 
 
 _call = methodcaller("__call__")

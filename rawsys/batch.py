@@ -340,7 +340,7 @@ def _settle(state: _RecvBatch, count: int, handed: bool, results: List[Received]
     if handed:
         release_fds(partial(_fds_of_all, results, pidfds), results.clear, owned.clear,
                     pidfds.clear)
-    else:
+    elif state.mm_u[_MSGLEN_I] != _NOT_RECEIVED:  # the kernel fills message 0 first
         release_fds(partial(_installed, state, count),
                     partial(state.mm_ba.__setitem__, slice(None), state.template))
 
@@ -450,12 +450,12 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
             if truncated is not None:
                 owned = _fds_of(fast)
             pidfds = found_pidfds
-        # The hand-over: no signal handler can run between these stores.  The
-        # reset puts back the room, name lengths and msg_len sentinels, so the
+        # The hand-over: from here `results` owns the fds.  The reset just
+        # after puts back the room, name lengths and msg_len sentinels, so the
         # control slots no longer count as holding fds.
-        state.mm_ba[:] = state.template
         results = fast
         handed = True
+        state.mm_ba[:] = state.template
         if pidfds:
             release_fds(pidfds.copy, pidfds.clear)
         put_back(state)
@@ -469,9 +469,6 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
     except ControlTruncatedError:
         raise  # it owns the fds that arrived
     except BaseException:
-        if not handed and state.mm_u[_MSGLEN_I] == _NOT_RECEIVED:
-            put_back(state)  # nothing was received (the kernel fills message 0 first)
-            raise
         # A second exception (a signal handler raising again) may land here:
         # each attempt is idempotent, and runs with signals blocked.
         try:

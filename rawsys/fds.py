@@ -387,7 +387,7 @@ def _settle(state: _State, handed: bool, rights: List[int], pidfds: List[int]) -
     """
     if handed:
         release_fds(partial(add, rights, pidfds), rights.clear, pidfds.clear)
-    else:
+    elif state.msg_i[_FLAGS_I] != -1:  # else recvmsg failed: nothing installed
         release_fds(partial(_installed, state), partial(state.msg_i.__setitem__, _FLAGS_I, -1))
 
 
@@ -457,9 +457,10 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
             else:
                 data = state.view[: received if received <= bufsize else bufsize].tobytes()
             rights = [state.ctrl_i[_FD1_I]]
-            # The hand-over: no signal handler can run between these two stores.
-            msg_i[_FLAGS_I] = -1
+            # The hand-over: from here the list owns the fd (the buffer is
+            # forgotten just after; cleanup in between closes the list's).
             handed = True
+            msg_i[_FLAGS_I] = -1
             put_back(state)
             return data, rights, 0, None
         namelen, used, msg_flags = _unpack_result(state.msg_ba, _RESULT_AT)
@@ -475,8 +476,8 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
                      if msg_flags & MSG_CTRUNC else None)
         rights = found_rights
         pidfds = found_pidfds
+        handed = True  # the hand-over, as above
         msg_i[_FLAGS_I] = -1
-        handed = True
         if pidfds:  # recv_fds does not return them (recv_message does)
             release_fds(pidfds.copy, pidfds.clear)
         put_back(state)
@@ -490,9 +491,6 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
     except ControlTruncatedError:
         raise  # it owns the fds that arrived
     except BaseException:
-        if not handed and msg_i[_FLAGS_I] == -1:  # recvmsg failed: nothing installed
-            put_back(state)
-            raise
         # A second exception (a signal handler raising again) may land here:
         # each attempt is idempotent, and runs with signals blocked.
         try:
