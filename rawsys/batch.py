@@ -20,6 +20,7 @@ from __future__ import annotations
 import array
 import ctypes
 import struct
+import sys
 from ctypes import addressof, c_char
 from functools import partial
 from itertools import accumulate, repeat
@@ -305,6 +306,8 @@ def _check_args(count: Any, bufsize: Any, maxfds: Any) -> None:
         raise ValueError("negative count in recv_fds_batch()")
     if bufsize < 0:
         raise ValueError("negative buffer size in recv_fds_batch()")
+    if bufsize > sys.maxsize:  # as recvmsg's C ssize_t
+        raise OverflowError("recv_fds_batch() bufsize out of range")
     if maxfds < 0 or maxfds > (2**31 - 1 - HDR_SIZE) // 4:
         raise OverflowError("recv_fds_batch() maxfds out of range")
 
@@ -410,7 +413,7 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
     fd = fileno(sock)
     flags = c_int_arg(flags, "flags")
     if type(count) is not int or type(bufsize) is not int or type(maxfds) is not int or (
-            count < 0 or bufsize < 0 or not 0 <= maxfds <= SCM_MAX_FD):
+            count < 0 or not 0 <= bufsize <= sys.maxsize or not 0 <= maxfds <= SCM_MAX_FD):
         _check_args(count, bufsize, maxfds)
         maxfds = min(maxfds, SCM_MAX_FD)
     count = min(count, _UIO_MAXIOV)

@@ -32,6 +32,7 @@ import ctypes
 import errno
 import socket as _pysocket
 import struct
+import sys
 from ctypes import addressof, byref, c_char, pointer
 from functools import partial
 from operator import add
@@ -366,6 +367,8 @@ def _recv_args(bufsize: Any, maxfds: Any, flags: Any) -> Tuple[int, int, int]:
             raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if bufsize < 0:
         raise ValueError("negative buffer size in recv_fds()")
+    if bufsize > sys.maxsize:  # as recvmsg's C ssize_t
+        raise OverflowError("recv_fds() bufsize out of range")
     if maxfds < 0 or maxfds > _MAXFDS_LIMIT:
         raise OverflowError("recv_fds() maxfds out of range")
     return int(bufsize), min(int(maxfds), SCM_MAX_FD), c_int_arg(flags, "flags")

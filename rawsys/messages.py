@@ -15,6 +15,7 @@ here or handed over inside ``ControlTruncatedError``, as with ``recv_fds``.
 from __future__ import annotations
 
 import ctypes
+import sys
 from ctypes import addressof, c_char, pointer
 from dataclasses import dataclass, field
 from functools import partial
@@ -48,6 +49,7 @@ from rawsys.errors import ControlTruncatedError
 _sendmsg = LIBC["sendmsg"]
 _recvmsg = LIBC["recvmsg"]
 _UCRED_SIZE = 12  # sizeof(struct ucred)
+_MAXFDS_LIMIT = (2**31 - 1 - 16) // 4  # as recv_fds: beyond, CMSG_LEN(4 * maxfds) overflows
 
 
 @dataclass
@@ -131,8 +133,12 @@ def recv_message(sock: Any, bufsize: int, maxfds: int = 0, flags: int = 0, *,
     extra_control = _size_arg(extra_control, "extra_control")
     if bufsize < 0:
         raise ValueError("negative buffer size in recv_message()")
-    if not 0 <= maxfds <= 2**31 or not 0 <= extra_control <= 2**31:
-        raise OverflowError("recv_message() maxfds/extra_control out of range")
+    if bufsize > sys.maxsize:  # as recvmsg's C ssize_t
+        raise OverflowError("recv_message() bufsize out of range")
+    if not 0 <= maxfds <= _MAXFDS_LIMIT:  # CPython's CMSG_LEN(maxfds * 4) overflows beyond
+        raise OverflowError("recv_message() maxfds out of range")
+    if not 0 <= extra_control <= 2**31 - 1:
+        raise OverflowError("recv_message() extra_control out of range")
     added = MSG_CMSG_CLOEXEC if cloexec and not flags & MSG_CMSG_CLOEXEC else 0
     flags |= added
     room = control_space(maxfds, credentials=credentials, pidfd=pidfd, extra=extra_control)
