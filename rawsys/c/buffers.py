@@ -113,7 +113,7 @@ def buffer_extent(buf: Buffer) -> Extent:
     if buf is None:
         return Extent(None, 0, False, None, "NULL buffer")
     if isinstance(buf, c_char_p):
-        data = buf._objects  # type: ignore[attr-defined]
+        data: Any = buf._objects
         if type(data) is bytes:  # c_char_p(b"..."): the bytes object it holds
             return Extent(bytes_address(data), len(data) + 1, False, buf, "c_char_p string")
         extent = _pointer_extent(buf, "c_char_p")

@@ -34,7 +34,6 @@ from rawsys.c.buffers import (
 from rawsys.c.memory import MSGHDR_SIZE, KnownMemory, check_msghdr, memory_root
 from rawsys.c.structs import (
     cmsghdr,
-    iovec,
     mmsghdr,
     msghdr,
     socklen_t,

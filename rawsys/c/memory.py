@@ -32,9 +32,9 @@ from __future__ import annotations
 import ctypes
 import struct
 from ctypes import c_char_p, c_void_p
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
-_CData: type = ctypes.c_int.__mro__[-2]
+_CData: Any = ctypes.c_int.__mro__[-2]
 _KEY = "rawsys"
 
 
@@ -111,7 +111,7 @@ def typing_dict(value: Any) -> Dict[Any, Any]:
     return value
 
 
-def keep(struct_obj: Any, slot: str, pin: Optional[Pin]) -> None:
+def keep(struct_obj: Any, slot: str, pin: Pin | None) -> None:
     """File *pin* as what field *slot* of *struct_obj* points at (``None`` forgets it)."""
     root = memory_root(struct_obj)
     objects = _objects_of(root)
@@ -122,7 +122,7 @@ def keep(struct_obj: Any, slot: str, pin: Optional[Pin]) -> None:
         objects[key] = pin
 
 
-def kept(root: Any, address: int, slot: str) -> Optional[Pin]:
+def kept(root: Any, address: int, slot: str) -> Pin | None:
     """The pin filed for field *slot* of the structure at *address* inside *root*."""
     objects = getattr(root, "_objects", None)
     if type(objects) is not dict:
@@ -161,17 +161,17 @@ class KnownMemory:
 
     def __init__(self, *roots: object) -> None:
         self._roots = roots
-        self._ranges: Optional[List[Range]] = None
+        self._ranges: List[Range] | None = None
 
     def ranges(self) -> List[Range]:
         if self._ranges is None:
             self._ranges = list(_reachable(self._roots))
         return self._ranges
 
-    def find(self, address: int, length: int) -> Optional[Range]:
+    def find(self, address: int, length: int) -> Range | None:
         """The known range holding ``[address, address + length)``, else the one
         holding *address* (then too short), else ``None``."""
-        partial: Optional[Range] = None
+        partial: Range | None = None
         for entry in self.ranges():
             start, end = entry[0], entry[1]
             if start <= address < end or (start == address == end):
@@ -186,10 +186,10 @@ _MAX_NODES = 100_000
 
 def _reachable(roots: Tuple[object, ...]) -> Iterator[Range]:
     seen: set[int] = set()
-    stack: List[object] = list(roots)
+    stack: List[Any] = list(roots)
     nodes = 0
     while stack and nodes < _MAX_NODES:
-        node = stack.pop()
+        node: Any = stack.pop()
         if id(node) in seen:
             continue
         seen.add(id(node))
@@ -242,13 +242,14 @@ def _check_range(root: Any, holder_address: int, slot: str, known: KnownMemory,
     structure at *holder_address* in *root*; return the range holding it."""
     pin = kept(root, holder_address, slot)
     if pin is not None and pin.address <= address < pin.address + max(pin.size, 1):
-        entry: Optional[Range] = (pin.address, pin.address + pin.size, pin.writable,
+        entry: Range | None = (pin.address, pin.address + pin.size, pin.writable,
                                   pin.holder)
     else:
         entry = known.find(address, length)
     if entry is None:
         raise UnknownMemory(f"{what} points at {address:#x}, memory no live object holds")
     start, end, writable, holder = entry
+    del start
     if address + length > end:
         raise BufferOverflowDetected(
             f"buffer overflow detected: {what} has length {length}, "
@@ -260,11 +261,11 @@ def _check_range(root: Any, holder_address: int, slot: str, known: KnownMemory,
 
 
 def _read(entry: Range, address: int, layout: struct.Struct) -> Tuple[Any, ...]:
-    holder = entry[3]
+    holder: Any = entry[3]
     if type(holder) is bytes:
         return layout.unpack_from(holder, address - bytes_address(holder))
     if isinstance(holder, _CData):
-        view = memoryview(holder).cast("B")  # type: ignore[arg-type]
+        view = memoryview(holder).cast("B")
         return layout.unpack_from(view, address - ctypes.addressof(holder))
     raise UnknownMemory(f"cannot read an array of iovec from {type(holder).__name__}")
 
