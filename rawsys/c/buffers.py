@@ -194,5 +194,34 @@ def buffer_pointer(
     return extent.address, length, extent.keep
 
 
+def memmove(dest: Buffer, src: Buffer, count: int) -> int:
+    """``void *memmove(void *dest, const void *src, size_t count);`` bounds-checked.
+
+    *count* past the end of either buffer raises ``BufferOverflowDetected``, a
+    read-only *dest* ``TypeError``, memory no live object holds
+    ``UnknownMemory``; nothing is copied then.  Returns *dest*'s address, as
+    ``ctypes.memmove`` does.
+    """
+    dest_address, length, _dest_keep = buffer_pointer(dest, count, writable=True)
+    src_address, _length, _src_keep = buffer_pointer(src, count)
+    if not length:
+        return dest_address or 0
+    return int(ctypes.memmove(typing.cast(int, dest_address), typing.cast(int, src_address),
+                              length))
+
+
+memcpy = memmove  # C's memcpy for non-overlapping copies; memmove is a superset
+
+
+def memset(dest: Buffer, c: int, count: int) -> int:
+    """``void *memset(void *dest, int c, size_t count);`` bounds-checked as ``memmove``."""
+    if isinstance(c, bool) or not isinstance(c, int):
+        raise TypeError(f"c must be an int, not {type(c).__name__}")
+    dest_address, length, _keep = buffer_pointer(dest, count, writable=True)
+    if not length:
+        return dest_address or 0
+    return int(ctypes.memset(typing.cast(int, dest_address), c, length))
+
+
 __all__ = ["Buffer", "BufferOverflowDetected", "Extent", "UnknownMemory", "buffer_extent",
-           "buffer_pointer"]
+           "buffer_pointer", "memcpy", "memmove", "memset"]

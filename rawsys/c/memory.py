@@ -38,8 +38,12 @@ _CData: Any = ctypes.c_int.__mro__[-2]
 _KEY = "rawsys"
 
 
-class UnknownMemory(Exception):
-    """A pointer into memory no live object the call can reach holds (-> EFAULT)."""
+class UnknownMemory(ValueError):
+    """A pointer into memory no live object the call can reach holds.
+
+    The libc calls return ``-1`` with ``errno`` ``EFAULT`` instead of raising
+    it; ``memcpy``/``memmove``/``memset``, which have no error return, raise it.
+    """
 
 
 class BufferOverflowDetected(ValueError):
