@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import platform
-from ctypes import c_long, c_void_p
+from ctypes import c_long
 from typing import Any, Dict
 
 from rawsys.c.buffers import UnknownMemory, buffer_extent, buffer_pointer
