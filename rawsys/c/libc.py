@@ -241,10 +241,14 @@ def _check_msghdrs(msg: Any, count: int, stride: int, writing: bool, name: str) 
     Raises ``UnknownMemory`` (the caller returns ``-1``/``EFAULT``),
     ``BufferOverflowDetected`` or ``TypeError``.
     """
-    extent = _sized(msg, (count - 1) * stride + MSGHDR_SIZE if count else 0, name, False)
-    root = _holder_root(extent)
+    if type(msg) is msghdr and msg._b_base_ is None and msg._b_needsfree_:
+        root: Any = msg  # the common case, a msghdr owning its memory
+        address = ctypes.addressof(msg)
+    else:
+        extent = _sized(msg, (count - 1) * stride + MSGHDR_SIZE if count else 0, name, False)
+        root = _holder_root(extent)
+        address = typing.cast(int, extent.address)
     known = KnownMemory(root, msg)
-    address = typing.cast(int, extent.address)
     for i in range(min(count, _UIO_MAXIOV)):  # the kernel takes at most UIO_MAXIOV
         check_msghdr(root, address + i * stride, writing, known,
                      name if count == 1 and stride == MSGHDR_SIZE else f"{name}[{i}].msg_hdr")
@@ -354,6 +358,10 @@ def shutdown(sockfd: Fd, how: int) -> int:
     return int(_c("shutdown")(fileno(sockfd), _c_int(how, "how")))
 
 
+_sendmsg_fast = LIBC_FAST["sendmsg"]
+_recvmsg_fast = LIBC_FAST["recvmsg"]
+
+
 def sendmsg(sockfd: Fd, msg: MsgArg, flags: int) -> int:
     """``ssize_t sendmsg(int sockfd, const struct msghdr *msg, int flags);``
 
@@ -367,7 +375,8 @@ def sendmsg(sockfd: Fd, msg: MsgArg, flags: int) -> int:
         _check_msghdrs(msg, 1, MSGHDR_SIZE, False, "msg")
     except UnknownMemory:
         return _efault()
-    return int(_c("sendmsg")(fd, pointer, c_flags))
+    result: int = _sendmsg_fast(fd, pointer, c_flags)  # all checked: see LIBC_FAST
+    return result
 
 
 def recvmsg(sockfd: Fd, msg: MsgArg, flags: int) -> int:
@@ -383,7 +392,8 @@ def recvmsg(sockfd: Fd, msg: MsgArg, flags: int) -> int:
         _check_msghdrs(msg, 1, MSGHDR_SIZE, True, "msg")
     except UnknownMemory:
         return _efault()
-    return int(_c("recvmsg")(fd, pointer, c_flags))
+    result: int = _recvmsg_fast(fd, pointer, c_flags)  # all checked: see LIBC_FAST
+    return result
 
 
 def _mmsg_vector(msgvec: Any, vlen: int) -> Any:

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import ctypes
 import struct
+from collections import deque
 from ctypes import c_char_p, c_void_p
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Deque, Dict, Iterator, List, Tuple
 
 _CData: Any = ctypes.c_int.__mro__[-2]
 _KEY = "rawsys"
@@ -159,26 +160,33 @@ Range = Tuple[int, int, bool, object]  # start, end, writable, object holding th
 
 
 class KnownMemory:
-    """The memory reachable from some ctypes objects, found when first asked."""
+    """The memory reachable from some ctypes objects, walked only as far as asked."""
 
-    __slots__ = ("_roots", "_ranges")
+    __slots__ = ("_walk", "_ranges")
 
     def __init__(self, *roots: object) -> None:
-        self._roots = roots
-        self._ranges: List[Range] | None = None
-
-    def ranges(self) -> List[Range]:
-        if self._ranges is None:
-            self._ranges = list(_reachable(self._roots))
-        return self._ranges
+        self._walk: Iterator[Range] | None = _reachable(roots)
+        self._ranges: List[Range] = []
 
     def find(self, address: int, length: int) -> Range | None:
         """The known range holding ``[address, address + length)``, else the one
         holding *address* (then too short), else ``None``."""
         partial: Range | None = None
-        for entry in self.ranges():
+        for entry in self._ranges:
             start, end = entry[0], entry[1]
-            if start <= address < end or (start == address == end):
+            if start <= address < end or start == address == end:
+                if address + length <= end:
+                    return entry
+                partial = entry
+        while self._walk is not None:  # walk on until a range holds it all
+            found = next(self._walk, None)
+            if found is None:
+                self._walk = None
+                break
+            entry = found
+            self._ranges.append(entry)
+            start, end = entry[0], entry[1]
+            if start <= address < end or start == address == end:
                 if address + length <= end:
                     return entry
                 partial = entry
@@ -190,10 +198,10 @@ _MAX_NODES = 100_000
 
 def _reachable(roots: Tuple[object, ...]) -> Iterator[Range]:
     seen: set[int] = set()
-    stack: List[Any] = list(roots)
+    stack: Deque[Any] = deque(roots)  # breadth first: a field's own target comes early
     nodes = 0
     while stack and nodes < _MAX_NODES:
-        node: Any = stack.pop()
+        node: Any = stack.popleft()
         if id(node) in seen:
             continue
         seen.add(id(node))
@@ -240,6 +248,11 @@ MSGHDR_SIZE = _MSGHDR.size
 IOVEC_SIZE = _IOVEC.size
 
 
+# ctypes files what a field assignment keeps under the field's index in the
+# owner's _objects: msghdr's msg_name, msg_iov and msg_control are fields 0, 2, 4.
+_FIELD_KEYS = {"msg_name": "0", "msg_iov": "2", "msg_control": "4"}
+
+
 def _check_range(root: Any, holder_address: int, slot: str, known: KnownMemory,
                  address: int, length: int, writing: bool, what: str) -> Range:
     """Vouch for ``[address, address + length)``, the target of field *slot* of the
@@ -247,9 +260,18 @@ def _check_range(root: Any, holder_address: int, slot: str, known: KnownMemory,
     pin = kept(root, holder_address, slot)
     if pin is not None and pin.address <= address < pin.address + max(pin.size, 1):
         entry: Range | None = (pin.address, pin.address + pin.size, pin.writable,
-                                  pin.holder)
+                               pin.holder)
     else:
-        entry = known.find(address, length)
+        entry = None
+        if ctypes.addressof(root) == holder_address and slot in _FIELD_KEYS:
+            # What ctypes keeps for the field itself (msg.msg_iov = pointer(iov)):
+            # looked at first, a walk of a few objects.
+            hint = getattr(root, "_objects", None)
+            hint = hint.get(_FIELD_KEYS[slot]) if type(hint) is dict else None
+            if hint is not None:
+                entry = KnownMemory(hint).find(address, length)
+        if entry is None or entry[1] < address + length:
+            entry = known.find(address, length)
     if entry is None:
         raise UnknownMemory(f"{what} points at {address:#x}, memory no live object holds")
     start, end, writable, holder = entry
@@ -269,8 +291,7 @@ def _read(entry: Range, address: int, layout: struct.Struct) -> Tuple[Any, ...]:
     if type(holder) is bytes:
         return layout.unpack_from(holder, address - bytes_address(holder))
     if isinstance(holder, _CData):
-        view = memoryview(holder).cast("B")
-        return layout.unpack_from(view, address - ctypes.addressof(holder))
+        return layout.unpack_from(holder, address - ctypes.addressof(holder))
     raise UnknownMemory(f"cannot read an array of iovec from {type(holder).__name__}")
 
 
@@ -281,7 +302,7 @@ def check_msghdr(root: Any, address: int, writing: bool, known: KnownMemory,
     ``BufferOverflowDetected`` or ``TypeError``."""
     offset = address - ctypes.addressof(root)
     (name, namelen, iov, iovlen, control, controllen, _flags) = _MSGHDR.unpack_from(
-        memoryview(root).cast("B"), offset)
+        root, offset)
     if name and namelen:
         _check_range(root, address, "msg_name", known, name, namelen, writing,
                      f"{where}.msg_name")
