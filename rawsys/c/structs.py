@@ -3,9 +3,12 @@
 Field names and types are C's.  Layouts are those of 64-bit Linux (x86-64
 and aarch64, LP64 with glibc); the test-suite checks every size and offset
 against a C program compiled at test time.  Pointer fields that C declares
-``void *`` are ``c_void_p`` here, as in C: assigning a raw address is the
-caller's business, exactly as in C.  The ``set_*`` helpers take Python buffers
-instead, check their sizes and keep them alive as long as the structure.
+``void *`` are ``c_void_p`` here, as in C.  The ``set_*`` helpers take Python
+buffers, check their sizes and keep them alive as long as the structure (and
+its ctypes copies); a field assigned a ctypes object (``pointer(iov)``,
+``cast(buf, c_void_p)``) is kept alive by ctypes.  A bare address assigned to
+a field is allowed, but the calls refuse to hand it to the kernel (``-1``,
+``EFAULT``): see ``rawsys.c.memory``.
 """
 
 from __future__ import annotations
