@@ -14,14 +14,39 @@ bytes or wrote into an immutable object before these checks.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
 import sys
+from ctypes import POINTER, addressof, byref, c_char, c_int, c_void_p, cast, pointer
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Iterator
 
 import pytest
+
+from rawsys.c import (
+    AF_UNIX,
+    MSG_DONTWAIT,
+    SO_TYPE,
+    SOCK_DGRAM,
+    SOL_SOCKET,
+    close,
+    get_errno,
+    getsockopt,
+    iovec,
+    mmsghdr,
+    msghdr,
+    recvfrom,
+    recvmmsg,
+    sendmsg,
+    sockaddr_un,
+    socketpair,
+    socklen_t,
+    timespec,
+)
+
+pytestmark = pytest.mark.usefixtures("fd_leak_check")
 
 SCENARIOS = r'''
 import ctypes, errno, gc, json, os, sys, weakref
@@ -369,7 +394,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Dict[str, An
     return found
 
 
-EFAULT = 14
+EFAULT = errno.EFAULT
 STILL_QUEUED = ["must stay queued"]
 
 
@@ -452,3 +477,70 @@ def test_memcpy_and_memset_are_bounds_checked(outcomes: Dict[str, Any]) -> None:
     assert outcomes["memset_through_cmsg_data"] == {
         "inside": "AAAA", "past": "BufferOverflowDetected", "queued": []}
     assert outcomes["memcpy_from_a_raw_address"]["raised"] == "UnknownMemory"
+
+
+# --- in-process checks of the pointer arguments the kernel writes through -------------
+
+NOWHERE = 8  # an address no object holds (the zero page)
+
+
+@pytest.fixture
+def dgram() -> Iterator[tuple[int, int]]:
+    sv = (c_int * 2)()
+    assert socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) == 0
+    yield sv[0], sv[1]
+    close(sv[0])
+    close(sv[1])
+
+
+def test_dangling_length_pointers_are_efault(dgram: tuple[int, int]) -> None:
+    """recvfrom/getsockopt/accept4 read and write *addrlen: never through a stray pointer."""
+    a, b = dgram
+    os.write(a, b"queued")
+    stray = cast(c_void_p(NOWHERE), POINTER(socklen_t))
+    assert recvfrom(b, bytearray(8), 8, MSG_DONTWAIT, sockaddr_un(), stray) == -1
+    assert get_errno() == EFAULT
+    assert getsockopt(b, SOL_SOCKET, SO_TYPE, c_int(), stray) == -1
+    assert get_errno() == EFAULT
+    assert os.read(b, 100) == b"queued"
+
+
+def test_dangling_timeout_is_efault(dgram: tuple[int, int]) -> None:
+    """recvmmsg writes the time left into *timeout: a stray one is refused."""
+    a, b = dgram
+    os.write(a, b"queued")
+    vec = (mmsghdr * 1)()
+    buf = bytearray(8)
+    iov = iovec()
+    iov.set_buffer(buf)
+    vec[0].msg_hdr.set_iov(iov)
+    stray = cast(c_void_p(NOWHERE), POINTER(timespec))
+    assert recvmmsg(b, vec, 1, MSG_DONTWAIT, stray) == -1
+    assert get_errno() == EFAULT
+    assert os.read(b, 100) == b"queued"
+    good = timespec(1, 0)
+    os.write(a, b"now")
+    assert recvmmsg(b, vec, 1, MSG_DONTWAIT, good) == 1
+    assert bytes(buf[:3]) == b"now"
+
+
+def test_every_form_of_the_msghdr_argument_is_walked(dgram: tuple[int, int]) -> None:
+    """msg, byref(msg), pointer(msg), an mmsghdr's msg_hdr view: all checked."""
+    a, b = dgram
+    iobuf = (c_char * 3).from_buffer_copy(b"raw")
+    io = iovec()
+    io.iov_base = addressof(iobuf)
+    io.iov_len = 3
+    msg = msghdr()
+    msg.msg_iov = pointer(io)
+    msg.msg_iovlen = 1
+    vec = (mmsghdr * 2)()
+    vec[1].msg_hdr.msg_iov = pointer(io)
+    vec[1].msg_hdr.msg_iovlen = 1
+    for form in (msg, byref(msg), pointer(msg), vec[1].msg_hdr, byref(vec[1].msg_hdr)):
+        assert sendmsg(a, form, 0) == -1, form
+        assert get_errno() == EFAULT
+    io.set_buffer(iobuf)
+    for form in (msg, byref(msg), pointer(msg), vec[1].msg_hdr, byref(vec[1].msg_hdr)):
+        assert sendmsg(a, form, 0) == 3, form
+        assert os.read(b, 10) == b"raw"

@@ -235,11 +235,13 @@ def _holder_root(extent: Extent) -> Any:
     return memory_root(holder)
 
 
-def _check_msghdrs(msg: Any, count: int, stride: int, writing: bool, name: str) -> None:
+def _check_msghdrs(msg: Any, count: int, stride: int, writing: bool,
+                   name: str) -> List[object]:
     """Vouch for *count* msghdrs at *msg* (``stride`` bytes apart) and all they point at.
 
     Raises ``UnknownMemory`` (the caller returns ``-1``/``EFAULT``),
-    ``BufferOverflowDetected`` or ``TypeError``.
+    ``BufferOverflowDetected`` or ``TypeError``.  Returns the objects holding
+    the memory, for the caller to keep until the call returns.
     """
     if type(msg) is msghdr and msg._b_base_ is None and msg._b_needsfree_:
         root: Any = msg  # the common case, a msghdr owning its memory
@@ -249,9 +251,12 @@ def _check_msghdrs(msg: Any, count: int, stride: int, writing: bool, name: str) 
         root = _holder_root(extent)
         address = typing.cast(int, extent.address)
     known = KnownMemory(root, msg)
+    held: List[object] = [root]
     for i in range(min(count, _UIO_MAXIOV)):  # the kernel takes at most UIO_MAXIOV
         check_msghdr(root, address + i * stride, writing, known,
-                     name if count == 1 and stride == MSGHDR_SIZE else f"{name}[{i}].msg_hdr")
+                     name if count == 1 and stride == MSGHDR_SIZE else f"{name}[{i}].msg_hdr",
+                     held)
+    return held
 
 
 def _efault() -> int:
@@ -372,10 +377,11 @@ def sendmsg(sockfd: Fd, msg: MsgArg, flags: int) -> int:
     fd, c_flags = fileno(sockfd), _c_int(flags, "flags")
     pointer = _pointer_to(msg, msghdr, "msg")
     try:
-        _check_msghdrs(msg, 1, MSGHDR_SIZE, False, "msg")
+        held = _check_msghdrs(msg, 1, MSGHDR_SIZE, False, "msg")
     except UnknownMemory:
         return _efault()
     result: int = _sendmsg_fast(fd, pointer, c_flags)  # all checked: see LIBC_FAST
+    del held  # alive through the call, whatever other threads do to the structures
     return result
 
 
@@ -389,10 +395,11 @@ def recvmsg(sockfd: Fd, msg: MsgArg, flags: int) -> int:
     fd, c_flags = fileno(sockfd), _c_int(flags, "flags")
     pointer = _pointer_to(msg, msghdr, "msg")
     try:
-        _check_msghdrs(msg, 1, MSGHDR_SIZE, True, "msg")
+        held = _check_msghdrs(msg, 1, MSGHDR_SIZE, True, "msg")
     except UnknownMemory:
         return _efault()
     result: int = _recvmsg_fast(fd, pointer, c_flags)  # all checked: see LIBC_FAST
+    del held  # alive through the call, whatever other threads do to the structures
     return result
 
 
@@ -416,11 +423,13 @@ def sendmmsg(sockfd: Fd, msgvec: MmsgArg, vlen: int, flags: int) -> int:
     fd, c_flags = fileno(sockfd), _c_int(flags, "flags")
     vector = _mmsg_vector(msgvec, vlen)
     try:
-        if vlen:
-            _check_msghdrs(msgvec, vlen, ctypes.sizeof(mmsghdr), False, "msgvec")
+        held = _check_msghdrs(msgvec, vlen, ctypes.sizeof(mmsghdr), False, "msgvec") \
+            if vlen else []
     except UnknownMemory:
         return _efault()
-    return int(_c("sendmmsg")(fd, vector, vlen, c_flags))
+    result = int(_c("sendmmsg")(fd, vector, vlen, c_flags))
+    del held
+    return result
 
 
 def recvmmsg(sockfd: Fd, msgvec: MmsgArg, vlen: int, flags: int,
@@ -437,11 +446,13 @@ def recvmmsg(sockfd: Fd, msgvec: MmsgArg, vlen: int, flags: int,
     try:
         if timeout is not None:
             _sized(timeout, ctypes.sizeof(timespec), "timeout", True)
-        if vlen:
-            _check_msghdrs(msgvec, vlen, ctypes.sizeof(mmsghdr), True, "msgvec")
+        held = _check_msghdrs(msgvec, vlen, ctypes.sizeof(mmsghdr), True, "msgvec") \
+            if vlen else []
     except UnknownMemory:
         return _efault()
-    return int(_c("recvmmsg")(fd, vector, vlen, c_flags, timeout_pointer))
+    result = int(_c("recvmmsg")(fd, vector, vlen, c_flags, timeout_pointer))
+    del held
+    return result
 
 
 @_efault_on_unknown_memory

@@ -242,6 +242,7 @@ def typing_seq(value: Any) -> List[object]:
 
 # --- the msghdr walk -------------------------------------------------------------
 
+_UIO_MAXIOV = 1024  # <linux/uio.h>
 _MSGHDR = struct.Struct("@P I 4x P N P N i 4x")  # struct msghdr, LP64
 _IOVEC = struct.Struct("@P N")
 MSGHDR_SIZE = _MSGHDR.size
@@ -296,23 +297,27 @@ def _read(entry: Range, address: int, layout: struct.Struct) -> Tuple[Any, ...]:
 
 
 def check_msghdr(root: Any, address: int, writing: bool, known: KnownMemory,
-                 where: str = "msg") -> None:
+                 where: str = "msg", held: List[object] | None = None) -> None:
     """Walk the msghdr at *address* (inside the ctypes object *root*) and vouch for
     every pointer and length in it; raise ``UnknownMemory`` (-> EFAULT),
-    ``BufferOverflowDetected`` or ``TypeError``."""
+    ``BufferOverflowDetected`` or ``TypeError``.
+
+    The objects holding the memory are appended to *held*: the caller keeps
+    them through the call, so no other thread can free them meanwhile.
+    """
+    hold = held if held is not None else []
     offset = address - ctypes.addressof(root)
     (name, namelen, iov, iovlen, control, controllen, _flags) = _MSGHDR.unpack_from(
         root, offset)
     if name and namelen:
-        _check_range(root, address, "msg_name", known, name, namelen, writing,
-                     f"{where}.msg_name")
-    if iovlen:
+        hold.append(_check_range(root, address, "msg_name", known, name, namelen, writing,
+                                 f"{where}.msg_name")[3])
+    if iovlen and iovlen <= _UIO_MAXIOV:  # past it the kernel answers EMSGSIZE unread
         if not iov:
             raise UnknownMemory(f"{where}.msg_iov is NULL with msg_iovlen {iovlen}")
-        if iovlen > 1024:  # UIO_MAXIOV: the kernel answers EMSGSIZE without reading
-            return
         entry = _check_range(root, address, "msg_iov", known, iov, iovlen * IOVEC_SIZE,
                              False, f"{where}.msg_iov")
+        hold.append(entry[3])
         array = entry[3]
         array_root = memory_root(array) if isinstance(array, _CData) else None
         for i in range(iovlen):
@@ -322,14 +327,14 @@ def check_msghdr(root: Any, address: int, writing: bool, known: KnownMemory,
                 continue
             if not base:
                 raise UnknownMemory(f"{where}.msg_iov[{i}].iov_base is NULL")
-            _check_range(array_root, item, "iov_base", known, base, length, writing,
-                         f"{where}.msg_iov[{i}].iov_base")
+            hold.append(_check_range(array_root, item, "iov_base", known, base, length,
+                                     writing, f"{where}.msg_iov[{i}].iov_base")[3])
     if controllen:
         if not control:
             raise UnknownMemory(f"{where}.msg_control is NULL with msg_controllen "
                                 f"{controllen}")
-        _check_range(root, address, "msg_control", known, control, controllen, writing,
-                     f"{where}.msg_control")
+        hold.append(_check_range(root, address, "msg_control", known, control, controllen,
+                                 writing, f"{where}.msg_control")[3])
 
 
 __all__ = [

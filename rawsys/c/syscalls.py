@@ -114,30 +114,31 @@ def _as_long(arg: Any, keep: list[object]) -> int:
     return extent.address or 0
 
 
-def _check_memory(number: int, args: tuple[Any, ...]) -> None:
+def _check_memory(number: int, args: tuple[Any, ...]) -> list[object]:
     """The checks the libc wrapper of *number* makes, for the socket and I/O calls.
 
     The length of a pointer argument is another argument: checked here for
     the calls rawsys wraps; other system calls get the bounds of each object.
     """
     if len(args) < 3:
-        return
+        return []
     if number in (SYS_sendmsg, SYS_recvmsg):
         if isinstance(args[1], int):
             raise UnknownMemory("msg is a bare address")
         _pointer_to(args[1], msghdr, "msg")
-        _check_msghdrs(args[1], 1, MSGHDR_SIZE, number == SYS_recvmsg, "msg")
+        return _check_msghdrs(args[1], 1, MSGHDR_SIZE, number == SYS_recvmsg, "msg")
     elif number in (SYS_sendmmsg, SYS_recvmmsg):
         if isinstance(args[1], int):
             raise UnknownMemory("msgvec is a bare address")
         _mmsg_vector(args[1], args[2])
         if args[2]:
-            _check_msghdrs(args[1], args[2], ctypes.sizeof(mmsghdr), number == SYS_recvmmsg,
-                           "msgvec")
+            return _check_msghdrs(args[1], args[2], ctypes.sizeof(mmsghdr),
+                                  number == SYS_recvmmsg, "msgvec")
     elif number in (SYS_sendto, SYS_recvfrom, SYS_read, SYS_write):
         if isinstance(args[1], int) and args[1]:
             raise UnknownMemory("buf is a bare address")
         buffer_pointer(args[1], args[2], writable=number in (SYS_recvfrom, SYS_read))
+    return []
 
 
 def syscall(number: int, *args: Any) -> int:
@@ -159,7 +160,7 @@ def syscall(number: int, *args: Any) -> int:
         raise ValueError(f"no such system call number {number!r} on this machine")
     keep: list[object] = []  # buffer views that must live (and pin buffers) through the call
     try:
-        _check_memory(number, args)
+        keep.extend(_check_memory(number, args))
         longs = [_as_long(a, keep) for a in args]
     except UnknownMemory:
         return _efault()
