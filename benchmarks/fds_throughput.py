@@ -369,7 +369,8 @@ def table(n: int, rounds: int) -> int:
             previous = py[name]
         else:
             python_ns, cost = f"{'n/a':>9}", ""
-        print(f"{label:42} {ns(name):8.0f} {best[name] / cpy:9.2f}x {python_ns} {cost:>8}")
+        print(f"{label:42} {ns(name):8.0f} {best[name] / cpy:9.2f}x {python_ns} {cost:>8}"
+              .rstrip())
     print(f"{'CPython socket.send_fds/recv_fds':42} {ns(CPYTHON_ROW):8.0f} {1.0:9.2f}x")
     print(f"{NO_ERRNO_ROW:42} {ns(NO_ERRNO_ROW):8.0f} {best[NO_ERRNO_ROW] / cpy:9.2f}x")
     noise = max((max(r) - min(r)) / max(r) for r in spread.values()) if rounds > 1 else 0.0
