@@ -603,3 +603,7 @@ class Patched:
     def restore(self) -> None:
         for module, name, value in self.changes:
             setattr(module, name, value)
+
+
+if __name__ == "__main__":  # ./dev bench runs every script here
+    print("fds_steps: the stepwise variants that fds_throughput.py times (run that one)")
