@@ -317,7 +317,7 @@ class Session:
 
     def poll(self, timeout: float = 0.1, max_events: int = MAX_BATCH) -> list[TraceEvent]:
         """Up to *max_events* routine events and every anomaly, decoded; waits at most *timeout*."""
-        return self._decode(self.poll_raw(timeout, max_events))
+        return self.decode(self.poll_raw(timeout, max_events))
 
     def drain(self) -> list[TraceEvent]:
         """Every event the rings hold now, without waiting (anomalies first)."""
@@ -327,7 +327,7 @@ class Session:
             got = ring.read()
             self._read[i] += len(got)
             out.extend(got)
-        return self._decode(out)
+        return self.decode(out)
 
     def discard_routine(self) -> int:
         """Drop the routine events still in the ring unread (stopping at once); how many.
@@ -340,7 +340,8 @@ class Session:
         self._unread[1] += n
         return n
 
-    def _decode(self, records: list[bytes]) -> list[TraceEvent]:
+    def decode(self, records: list[bytes]) -> list[TraceEvent]:
+        """Records from :meth:`poll_raw`, decoded for this session's backend."""
         backend = self.backend or "?"
         out = [decode_event(r, backend) for r in records]
         self._decoded += len(out)
