@@ -62,7 +62,7 @@ HEADER = (
 
 # Stopping at once: after the signal (or -d), routine events still in the ring
 # are written for at most this long, then counted as dropped.
-STOP_BUDGET = 0.3
+STOP_BUDGET = 0.1
 
 
 def _typed_id(what: str) -> Callable[[str], int]:
