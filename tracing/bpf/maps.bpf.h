@@ -189,6 +189,10 @@ static __always_inline struct fd_event *new_event_one(u32 kind, const struct cal
         return 0;
     }
     fill_header(ev, kind, a, ret, index);
+    /* Ring memory holds older records: a name shorter than the field (none,
+     * for pipes and sockets) must not leave their bytes behind it, so that
+     * equal events are equal records (the reader formats repeats once). */
+    __builtin_memset(ev->files[0].name, 0, sizeof(ev->files[0].name));
     return ev;
 }
 
