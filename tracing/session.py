@@ -38,12 +38,20 @@ from rawsys.trace.bpf.prelude import (
     RING_PAGES_DEFAULT,
     Filters,
 )
-from rawsys.trace.events import EventKind, TraceEvent, Transfer, decode_event
+from rawsys.trace.events import (
+    FILE_RECORD_SIZE,
+    HEADER_SIZE,
+    EventKind,
+    TraceEvent,
+    Transfer,
+    decode_event,
+)
 from rawsys.trace.matcher import Matcher
 from rawsys.trace.reader import RingReader, wait_readable
 
 __all__ = ["Session", "SessionError", "Totals"]
 
+ONE_FD_SIZE = HEADER_SIZE + FILE_RECORD_SIZE  # the usual record: one message, one fd
 MAX_BATCH = 4096  # records read, decoded and written per poll: the reader's memory budget
 
 
@@ -317,13 +325,13 @@ class Session:
         anomalies, routine = self._rings
         out = anomalies.read()
         self._read[0] += len(out)
-        got = routine.read(max_records)
+        got = routine.read(max_records, ONE_FD_SIZE)
         self._read[1] += len(got)
         if not out and not got and timeout > 0:
             if wait_readable(self._rings, timeout, wake_fds):
                 out = anomalies.read()
                 self._read[0] += len(out)
-                got = routine.read(max_records)
+                got = routine.read(max_records, ONE_FD_SIZE)
                 self._read[1] += len(got)
         if got:
             out.extend(got)
