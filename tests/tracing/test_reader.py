@@ -265,7 +265,7 @@ def test_stop_is_prompt_with_a_backlog_and_says_what_it_dropped(tmp_path: Path) 
                                    *forced], stdout=out, stderr=subprocess.PIPE, cwd=ROOT)
         try:
             assert tracer.stderr is not None
-            seen = []
+            seen: list[str] = []
             while not (seen and seen[-1].startswith("Tracing")):
                 line = tracer.stderr.readline().decode()
                 assert line, f"rawsys-trace did not start: {seen}"
