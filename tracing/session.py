@@ -75,8 +75,9 @@ class Totals:
     unread_routine: int  # left in the ring when the session stopped at once
     unread_anomalies: int
     untracked: int  # calls not followed: a per-thread map was full
-    # (pid, "send" or "recv") -> [events, fds], routine and anomalies together
-    per_process: dict[tuple[int, str], tuple[int, int]] = field(default_factory=dict)
+    # (pid, "send" or "recv") -> (events, fds) of the routine events the full
+    # ring refused; with the events read, the exact count per process
+    dropped_per_process: dict[tuple[int, str], tuple[int, int]] = field(default_factory=dict)
 
     @property
     def routine_dropped(self) -> int:
@@ -443,19 +444,18 @@ class Session:
             if self._totals is None:
                 raise SessionError("the session was never started")
             return self._totals
-        produced = [0, 0]
+        produced = [0, 0]  # routine, anomalies
+        for slot, per_cpu in enumerate(self._bpf[b"produced"].values()):
+            produced[slot & 1] += sum(int(v) for v in per_cpu)
         per_process: dict[tuple[int, str], tuple[int, int]] = {}
-        for key, per_cpu in self._bpf[b"transfer_counts"].items():
-            events = sum(int(c.events) for c in per_cpu)
-            fds = sum(int(c.fds) for c in per_cpu)
-            produced[0 if key.anomaly else 1] += events
+        for key, per_cpu in self._bpf[b"dropped_by_process"].items():
             side = "send" if key.kind == EventKind.SEND else "recv"
-            had = per_process.get((int(key.pid), side), (0, 0))
-            per_process[(int(key.pid), side)] = (had[0] + events, had[1] + fds)
+            per_process[(int(key.pid), side)] = (sum(int(c.events) for c in per_cpu),
+                                                 sum(int(c.fds) for c in per_cpu))
         lost = self._lost_slots()
         return Totals(
-            produced_routine=produced[1],
-            produced_anomalies=produced[0],
+            produced_routine=produced[0],
+            produced_anomalies=produced[1],
             read_routine=self._read[1],
             read_anomalies=self._read[0],
             lost_routine=lost[LOST_ROUTINE],
@@ -463,5 +463,5 @@ class Session:
             unread_routine=self._unread[1],
             unread_anomalies=self._unread[0],
             untracked=lost[LOST_UNTRACKED],
-            per_process=per_process,
+            dropped_per_process=per_process,
         )

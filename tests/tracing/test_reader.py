@@ -25,7 +25,7 @@ import pytest
 from tracing_helpers import forced_backend, require_live_tracing
 
 from rawsys.trace import events
-from rawsys.trace.events import FILE_RECORD_SIZE, HEADER_SIZE, RawEvent, RecvEvent
+from rawsys.trace.events import FILE_RECORD_SIZE, HEADER_SIZE, RawEvent, RecvEvent, SendEvent
 from rawsys.trace.jsonlines import ONE_FD_SIZE, JsonLines, json_line, json_lines
 from rawsys.trace.reader import RingReader
 
@@ -220,9 +220,14 @@ def test_anomalies_survive_a_flood_that_overflows_the_ring() -> None:
     assert totals.produced_routine == 2 * 6000 - truncated
     assert totals.read_routine + totals.routine_dropped == totals.produced_routine
     assert len(got) == totals.read_routine + totals.read_anomalies
+    # Per process and direction: the events read and those the ring refused.
     pid = os.getpid()
-    assert totals.per_process[(pid, "send")][0] == 6000
-    assert totals.per_process[(pid, "recv")][0] == 6000
+    dropped = totals.dropped_per_process
+    assert sum(n for n, _ in dropped.values()) == totals.lost_routine
+    assert set(dropped) <= {(pid, "send"), (pid, "recv")}
+    for side, cls in (("send", SendEvent), ("recv", RecvEvent)):
+        read = sum(isinstance(e, cls) for e in got)
+        assert read + dropped.get((pid, side), (0, 0))[0] == 6000
 
 
 FLOOD_PY = r"""

@@ -62,7 +62,8 @@ LOST_ROUTINE = 0  # routine events the ring buffer refused (the reader fell behi
 LOST_UNTRACKED = 1  # calls not tracked: a per-thread map was full
 LOST_ANOMALY = 2  # anomalies the anomaly ring refused
 LOST_SLOTS = 3
-MAX_COUNTED_PIDS = 16384  # (process, direction) pairs whose events are counted
+PRODUCED_SLOTS = 4  # events produced: send/receive x routine/anomaly
+MAX_COUNTED_PIDS = 16384  # (process, direction) pairs whose dropped events are counted
 MAX_INFLIGHT = 4096  # threads inside a traced syscall at the same time
 MAX_SENDING = 1024  # of which inside sendmsg with fds (4 KiB of fd/file slots each)
 # Messages whose SCM_RIGHTS the kernel handled, kept by the kprobe and fentry
@@ -463,6 +464,7 @@ def render_prelude(
     defines["LOST_ANOMALY"] = LOST_ANOMALY
     defines["LOST_SLOTS"] = LOST_SLOTS
     defines["MAX_COUNTED_PIDS"] = MAX_COUNTED_PIDS
+    defines["PRODUCED_SLOTS"] = PRODUCED_SLOTS
     defines["FILTER_PID"] = int(bool(filters.pids))
     defines["FILTER_TID"] = int(bool(filters.tids))
     defines["FILTER_COMM"] = int(filters.comm is not None)
