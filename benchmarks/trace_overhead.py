@@ -262,12 +262,12 @@ def one_run(exe: Path, tmp: Path, count: int, backend: str | None = None) -> dic
     }
 
 
-def rss_kib(pid: int) -> int:
-    """Resident set size of *pid* in KiB (0 once it is gone)."""
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """Resident set size of *pid* in KiB (0 once it is gone); *field*: RssAnon for the heap."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         pass
@@ -316,6 +316,8 @@ def sustained_run(exe: Path, tmp: Path, seconds: float, ctrunc_every: int,
         wait_for_tracing(tracer)
         rss_start = rss_kib(tracer.pid)
         rss_peak = rss_start
+        anon_start = rss_kib(tracer.pid, "RssAnon")
+        anon_peak = anon_start
         go = time.monotonic()
         assert proc.stdin is not None
         # Sample the tracer's memory while the loop runs.
@@ -324,9 +326,10 @@ def sustained_run(exe: Path, tmp: Path, seconds: float, ctrunc_every: int,
         done = threading.Event()
 
         def sample() -> None:
-            nonlocal rss_peak
+            nonlocal rss_peak, anon_peak
             while not done.wait(0.25):
                 rss_peak = max(rss_peak, rss_kib(tracer.pid))
+                anon_peak = max(anon_peak, rss_kib(tracer.pid, "RssAnon"))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -354,6 +357,7 @@ def sustained_run(exe: Path, tmp: Path, seconds: float, ctrunc_every: int,
         "traced_rate": transfers / elapsed, "expected_events": 2 * transfers,
         "lines_written": written, "stop_latency": stop_latency,
         "rss_start_kib": rss_start, "rss_peak_kib": rss_peak,
+        "anon_start_kib": anon_start, "anon_peak_kib": anon_peak,
         "reader_rate": written / (loop_end - go), "producer_rate": produced / elapsed,
         "summary": text.strip().splitlines()[-6:],  # type: ignore[dict-item]
         **figures,
@@ -383,6 +387,8 @@ def print_sustained(title: str, r: dict) -> None:  # type: ignore[type-arg]
     growth = (r["rss_peak_kib"] - r["rss_start_kib"]) / 1024
     print(f"RSS growth              {growth:.1f} MiB  (from {r['rss_start_kib'] / 1024:.1f} MiB "
           f"at the Tracing line; target <= 64 MiB)")
+    anon = (r["anon_peak_kib"] - r["anon_start_kib"]) / 1024
+    print(f"  of which the heap     {anon:.1f} MiB  (RssAnon)")
     print(f"stop latency            {r['stop_latency']:.2f} s after SIGINT  (target <= 1 s)")
     if r["ctrunc_injected"]:
         print(f"CTRUNC injected         {r['ctrunc_injected']}")
