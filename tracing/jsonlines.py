@@ -13,13 +13,12 @@ the same text, byte for byte (the tests compare them on every kind of record).
 from __future__ import annotations
 
 import json
-import struct
 
 from rawsys.trace.events import (
     EV_FLAG_REF_IS_FILE_REF,
     FD_FLAG_CLOEXEC,
-    FILE_RECORD_SIZE,
-    HEADER_SIZE,
+    ONE_FD_SIZE,
+    ONE_FD_STRUCT,
     EventKind,
     Syscall,
     _flag_names,
@@ -30,12 +29,7 @@ from rawsys.trace.events import (
 
 __all__ = ["ONE_FD_SIZE", "json_line", "json_lines"]
 
-ONE_FD_SIZE = HEADER_SIZE + FILE_RECORD_SIZE
-# The header and one file record, as events._HEADER_STRUCT + events._FILE_STRUCT.
-_ONE = struct.Struct("<QqII16siIIIBBBBHHHHI" + "QQQiHH32s")
-if _ONE.size != ONE_FD_SIZE:  # pragma: no cover - raised, not asserted (python -O)
-    raise ImportError(f"rawsys.trace.jsonlines: a one-fd record is {ONE_FD_SIZE} bytes, "
-                      f"its format {_ONE.size}")
+_ONE = ONE_FD_STRUCT
 
 _CACHE_MAX = 65536  # entries per cache; cleared when full (the output stays the same)
 # Whole lines but their timestamp, keyed by the record after its timestamp:

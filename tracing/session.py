@@ -39,19 +39,17 @@ from rawsys.trace.bpf.prelude import (
     Filters,
 )
 from rawsys.trace.events import (
-    FILE_RECORD_SIZE,
-    HEADER_SIZE,
+    ONE_FD_SIZE,
     EventKind,
     TraceEvent,
     Transfer,
-    decode_event,
+    decode_events,
 )
 from rawsys.trace.matcher import Matcher
 from rawsys.trace.reader import RingReader, wait_readable
 
 __all__ = ["Session", "SessionError", "Totals"]
 
-ONE_FD_SIZE = HEADER_SIZE + FILE_RECORD_SIZE  # the usual record: one message, one fd
 MAX_BATCH = 4096  # records read, decoded and written per poll: the reader's memory budget
 
 
@@ -366,7 +364,7 @@ class Session:
     def decode(self, records: list[bytes]) -> list[TraceEvent]:
         """Records from :meth:`poll_raw`, decoded for this session's backend."""
         backend = self.backend or "?"
-        out = [decode_event(r, backend) for r in records]
+        out = decode_events(records, backend)
         self._decoded += len(out)
         return out
 

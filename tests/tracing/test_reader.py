@@ -321,3 +321,14 @@ def _figure(text: str, pattern: str) -> str:
 def test_raw_event_header_size_is_a_multiple_of_eight() -> None:
     """The fast ring path needs one-fd records 8-byte aligned (ring records are)."""
     assert ctypes.sizeof(events.RawEventHeader) % 8 == 0 and ONE_FD_SIZE % 8 == 0
+
+
+def test_decode_events_is_decode_event_field_for_field() -> None:
+    from rawsys.trace.events import decode_event, decode_events
+
+    for backend in ("tracepoint", "fentry"):
+        fast = decode_events(VARIED + VARIED, backend)  # the second time from the caches
+        slow = [decode_event(r, backend) for r in VARIED + VARIED]
+        assert fast == slow
+        assert [type(e) for e in fast] == [type(e) for e in slow]
+        assert [e.__dict__ for e in fast] == [e.__dict__ for e in slow]
