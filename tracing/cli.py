@@ -178,7 +178,6 @@ class _StopSignal:
 
     def __init__(self) -> None:
         self.signum = 0
-        self.at = 0.0  # time.monotonic() of the first signal
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
@@ -188,7 +187,7 @@ class _StopSignal:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if not self.signum:
-            self.signum, self.at = signum, time.monotonic()
+            self.signum = signum
 
     @property
     def wake_fds(self) -> tuple[int, ...]:
