@@ -291,6 +291,7 @@ class Session:
         b = self._bpf
         if b is not None:
             try:
+                self.detach()  # side by side: faster than bcc's one after another
                 self._totals = self.totals()
                 self._lost_at_close = self.lost
             finally:
