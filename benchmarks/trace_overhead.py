@@ -17,10 +17,21 @@ With ``--runs N`` the whole sequence is repeated N times and the figures of
 the median run (by ratio) are printed, then each run's ratio: the machine is
 shared, and one run can be off by several hundredths.
 
+``--mode sustained`` runs the loop for ``--seconds`` (30) at full speed
+instead, under ``rawsys-trace --json -p PID``, and stops the tracer with
+SIGINT the moment the loop ends, as a user would: it prints the events
+produced (the tracer's exact in-kernel counts), written and dropped, the
+reader's rate over the producer's, the tracer's RSS growth from its
+``Tracing`` line to the end, and how long it took to exit after the signal.
+``--mode anomalies`` is the same flood with one receive in ``--ctrunc-every``
+(1000) cut short (MSG_CTRUNC): each must be reported.  ``--mode all`` runs
+the three.
+
 Needs root and the distribution's bcc.  Usage::
 
     sudo .venv/bin/python benchmarks/trace_overhead.py [--count 100000] [--runs 3]
         [--backend kprobe|fentry|tracepoint] [--json FILE]
+        [--mode burst|sustained|anomalies|all] [--seconds 30] [--ctrunc-every 1000]
 
 ``--backend`` forces the tracer's backend; ``--json FILE`` also writes the
 median run's figures there (the kernel matrix reads them).

@@ -127,13 +127,12 @@ class _Formatter:
 
 def _file_json(address: int, ino: int, ref_raw: int, mode: int, name: bytes,
                file_ref: bool) -> str:
-    return json.dumps({
-        "address": f"0x{address:x}",
-        "inode": ino,
-        "kind": file_kind(mode),
-        "name": name.split(b"\0", 1)[0].decode("utf-8", "replace"),
-        "refcount": refs_from_raw(ref_raw, file_ref) if address else 0,
-    }, sort_keys=True)
+    """``json.dumps(FileIdentity(...).to_json(), sort_keys=True)``, without the dict."""
+    text = name.split(b"\0", 1)[0]
+    quoted = json.dumps(text.decode("utf-8", "replace")) if text else '""'
+    refs = refs_from_raw(ref_raw, file_ref) if address else 0
+    return (f'{{"address": "0x{address:x}", "inode": {ino}, "kind": "{file_kind(mode)}", '
+            f'"name": {quoted}, "refcount": {refs}}}')
 
 
 class JsonLines:
