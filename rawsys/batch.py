@@ -29,13 +29,16 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 from rawsys._sockutil import (
     SOCKADDR_STORAGE_SIZE,
+    SigSet,
     Waiter,
+    block_signals,
     c_int_arg,
     decode_address,
     family_of,
     fileno,
     handle_errno,
     release_fds,
+    restore_signals,
 )
 from rawsys.c.cmsg import CMSG_ALIGN, CMSG_LEN, CMSG_SPACE
 from rawsys.c.constants import (
@@ -256,7 +259,8 @@ class _RecvBatch:
     """``count`` mmsghdrs with a data, control and name slot each, and a reset template."""
 
     __slots__ = ("count", "bufsize", "room", "stride", "mm", "mm_ba", "mm_i", "mm_u",
-                 "mm_q", "template", "data", "dview", "ctrl", "ctrl_i", "names", "keep", "mm_ref")
+                 "mm_q", "template", "data", "dview", "ctrl", "ctrl_i", "names", "keep", "mm_ref",
+                 "sigmask")
 
     def __init__(self, count: int, bufsize: int, room: int) -> None:
         self.count = count
@@ -293,6 +297,7 @@ class _RecvBatch:
         self.mm_u = memoryview(self.mm_ba).cast("I")
         self.mm_q = memoryview(self.mm_ba).cast("Q")
         self.ctrl_i = memoryview(self.ctrl).cast("i")
+        self.sigmask = SigSet()  # the signal mask saved while cleaning up after an exception
 
 
 _RECV_POOL: Dict[Tuple[int, int, int], List[_RecvBatch]] = {}
@@ -472,15 +477,22 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
     except ControlTruncatedError:
         raise  # it owns the fds that arrived
     except BaseException:
-        # A second exception (a signal handler raising again) may land here:
-        # each attempt is idempotent, and runs with signals blocked.
+        # As in recv_fds: every signal blocked first, in C, then the
+        # idempotent _settle tried until a handler already due has run.
         try:
-            _settle(state, count, handed, results, owned, pidfds)
+            block_signals(state.sigmask)
         except BaseException:
+            pass  # a handler already due ran after the block: the block holds
+        try:
             try:
                 _settle(state, count, handed, results, owned, pidfds)
             except BaseException:
-                _settle(state, count, handed, results, owned, pidfds)
+                try:
+                    _settle(state, count, handed, results, owned, pidfds)
+                except BaseException:
+                    _settle(state, count, handed, results, owned, pidfds)
+        finally:
+            restore_signals(state.sigmask, None)
         if not handed:
             put_back(state)
         raise

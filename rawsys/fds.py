@@ -40,8 +40,10 @@ from typing import Any, Iterable, List, Tuple
 
 from rawsys._sockutil import (
     SOCKADDR_STORAGE_SIZE,
+    SigSet,
     Waiter,
     address_arg,
+    block_signals,
     c_int_arg,
     decode_address,
     family_of,
@@ -49,6 +51,7 @@ from rawsys._sockutil import (
     fileno,
     handle_errno,
     release_fds,
+    restore_signals,
     sendmsg_once,
 )
 from rawsys.c.cmsg import CMSG_LEN, CMSG_SPACE
@@ -116,7 +119,7 @@ class _State:
     __slots__ = ("msg", "iov", "send_msg", "send_iov", "data", "view", "ctrl", "ctrl_i",
                  "send_ctrl", "send_fd", "name", "named", "keep", "data_cap", "msg_ba",
                  "msg_q", "msg_i", "msg_ref", "send_ref", "send_data", "send_layout",
-                 "recv_len", "plain_one", "plain_more")
+                 "recv_len", "plain_one", "plain_more", "sigmask")
 
     def __init__(self, data_cap: int = _DATA_CAP, ctrl_cap: int = _CTRL_CAP) -> None:
         self.data_cap = data_cap
@@ -167,6 +170,7 @@ class _State:
         # -- for maxfds 1 (controllen CMSG_LEN(4)) and more (CMSG_SPACE(4)).
         self.plain_one = _plain_result(self.msg_ba, _LEN_RIGHTS1)
         self.plain_more = _plain_result(self.msg_ba, _SPACE_RIGHTS1)
+        self.sigmask = SigSet()  # the signal mask saved while cleaning up after an exception
 
     def layout_one(self) -> None:
         """A one-fd SCM_RIGHTS header in ``send_ctrl``; the fd goes in ``send_fd``."""
@@ -494,15 +498,23 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
     except ControlTruncatedError:
         raise  # it owns the fds that arrived
     except BaseException:
-        # A second exception (a signal handler raising again) may land here:
-        # each attempt is idempotent, and runs with signals blocked.
+        # Cleanup that a signal handler raising again cannot cut short: every
+        # signal blocked first, in C; then only a handler already due can
+        # raise, once, so the idempotent _settle is simply tried again.
         try:
-            _settle(state, handed, rights, pidfds)
+            block_signals(state.sigmask)
         except BaseException:
+            pass  # a handler already due ran after the block: the block holds
+        try:
             try:
                 _settle(state, handed, rights, pidfds)
             except BaseException:
-                _settle(state, handed, rights, pidfds)
+                try:
+                    _settle(state, handed, rights, pidfds)
+                except BaseException:
+                    _settle(state, handed, rights, pidfds)
+        finally:
+            restore_signals(state.sigmask, None)
         if not handed:
             put_back(state)
         raise

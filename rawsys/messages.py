@@ -23,12 +23,15 @@ from typing import Any, Iterable, List, Sequence
 
 from rawsys._sockutil import (
     SOCKADDR_STORAGE_SIZE,
+    SigSet,
     Waiter,
     address_arg,
+    block_signals,
     decode_address,
     fd_and_flags,
     handle_errno,
     release_fds,
+    restore_signals,
     sendmsg_once,
 )
 from rawsys.c.cmsg import CMSG_LEN, CMSG_SPACE
@@ -154,6 +157,7 @@ def recv_message(sock: Any, bufsize: int, maxfds: int = 0, flags: int = 0, *,
     msg.msg_name = addressof(name_c)
     msg.msg_namelen = SOCKADDR_STORAGE_SIZE
     msg.msg_flags = -1  # written by the kernel only on success
+    sigmask = SigSet()  # the signal mask saved while cleaning up after an exception
     # Every argument is known good from here on.
     handed = False  # until the fds move from the control buffer to `owned`
     owned: List[int] = _NO_FDS
@@ -205,15 +209,22 @@ def recv_message(sock: Any, bufsize: int, maxfds: int = 0, flags: int = 0, *,
     except ControlTruncatedError:
         raise  # it owns the fds that arrived
     except BaseException:
-        # A second exception (a signal handler raising again) may land here:
-        # each attempt is idempotent, and runs with signals blocked.
+        # As in recv_fds: every signal blocked first, in C, then the
+        # idempotent _settle tried until a handler already due has run.
         try:
-            _settle(msg, ctrl_c, handed, owned)
+            block_signals(sigmask)
         except BaseException:
+            pass  # a handler already due ran after the block: the block holds
+        try:
             try:
                 _settle(msg, ctrl_c, handed, owned)
             except BaseException:
-                _settle(msg, ctrl_c, handed, owned)
+                try:
+                    _settle(msg, ctrl_c, handed, owned)
+                except BaseException:
+                    _settle(msg, ctrl_c, handed, owned)
+        finally:
+            restore_signals(sigmask, None)
         raise
 
 
