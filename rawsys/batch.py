@@ -182,10 +182,12 @@ def send_fds_batch(sock: Any, items: Iterable[Tuple[Iterable[Any], Iterable[int]
     fdls = list(map(_second, items))
     first: array.array[int] | None = None
     rights: List[bytes] = []
-    if set(map(type, fdls)) <= _ONE_FD_TYPES and set(map(len, fdls)) == {1}:
-        try:  # the common case: one fd a message, all C ints
-            first = array.array("i", map(_first, fdls))
-        except (TypeError, OverflowError):
+    # The common case: lists or tuples (not bytes, which array() reads as raw
+    # ints) of one fd each, all C ints; sum == n with no empty one means one each.
+    if _ONE_FD_TYPES.issuperset(map(type, fdls)) and sum(map(len, fdls)) == n:
+        try:
+            first = array.array("i", list(map(_first, fdls)))  # from a list: ~13 ns/message less
+        except (TypeError, OverflowError, IndexError):
             first = None
     if first is None:
         rights = list(map(rights_payload, fdls))  # CPython's conversion and errors
