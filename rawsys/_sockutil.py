@@ -338,8 +338,31 @@ _FULL_SIGSET = SigSet(*([b"\xff"] * 128))  # sigfillset (glibc keeps its own two
 block_signals: Callable[[Any], int] = partial(_pthread_sigmask, signal.SIG_BLOCK, _FULL_SIGSET)
 """``block_signals(saved)``: block every signal in this thread, the old mask into *saved*
 (a ``SigSet``); a C-level callable, so no handler runs between the block and the save."""
-restore_signals: Callable[[Any, None], int] = partial(_pthread_sigmask, signal.SIG_SETMASK)
-"""``restore_signals(saved, None)``: put back the mask ``block_signals`` saved."""
+_setmask = partial(_pthread_sigmask, signal.SIG_SETMASK)
+# What a SigSet holds when block_signals has not saved a mask in it: no real
+# mask has every bit set (SIGKILL and SIGSTOP cannot be blocked), and the
+# kernel writes the first 8 bytes (its sigset size) of the old mask.
+_NOT_SAVED = b"\xff" * 8
+
+
+def new_sigset() -> Any:
+    """A ``SigSet`` for ``block_signals``, marked as holding no saved mask."""
+    saved = SigSet()
+    ctypes.memmove(saved, _NOT_SAVED, 8)
+    return saved
+
+
+def restore_signals(saved: Any) -> None:
+    """Put back the mask ``block_signals`` saved in *saved*, if it did; mark *saved* unused.
+
+    (On 3.9/3.10 a handler may raise before ``block_signals`` is even called:
+    then nothing was saved and the mask is left as it is.)
+    """
+    if saved.raw[:8] != _NOT_SAVED:
+        try:
+            _setmask(saved, None)
+        finally:
+            ctypes.memmove(saved, _NOT_SAVED, 8)
 _sigmask = _signal.pthread_sigmask  # the C function: signal.pthread_sigmask wraps it in Python
 _closerange = os.closerange
 _drain: Callable[[Any], None] = deque(maxlen=0).extend

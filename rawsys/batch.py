@@ -29,7 +29,6 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 from rawsys._sockutil import (
     SOCKADDR_STORAGE_SIZE,
-    SigSet,
     Waiter,
     block_signals,
     c_int_arg,
@@ -37,6 +36,7 @@ from rawsys._sockutil import (
     family_of,
     fileno,
     handle_errno,
+    new_sigset,
     release_fds,
     restore_signals,
 )
@@ -299,7 +299,7 @@ class _RecvBatch:
         self.mm_u = memoryview(self.mm_ba).cast("I")
         self.mm_q = memoryview(self.mm_ba).cast("Q")
         self.ctrl_i = memoryview(self.ctrl).cast("i")
-        self.sigmask = SigSet()  # the signal mask saved while cleaning up after an exception
+        self.sigmask = new_sigset()  # the signal mask saved while cleaning up after an exception
 
 
 _RECV_POOL: Dict[Tuple[int, int, int], List[_RecvBatch]] = {}
@@ -442,6 +442,7 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
     except IndexError:
         state = _RecvBatch(count, bufsize, room)
     put_back = pool.append if len(state.data) <= _POOLED_BYTES else _drop
+    raising = False  # set just before raising our ControlTruncatedError
     handed = False  # until the fds move from the control slots to `results`
     results: List[Received] = _NO_RESULTS
     owned: List[int] = _NO_FDS
@@ -471,19 +472,23 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
         put_back(state)
         if truncated is not None:
             truncated.own(owned)  # the exception owns every fd of the call
+            raising = True
             try:
                 raise truncated
             finally:
                 truncated = None  # no cycle through this frame: the handler's end closes it
         return results
-    except ControlTruncatedError:
-        raise  # it owns the fds that arrived
-    except BaseException:
+    # A bare except: no name to look up, so on 3.9/3.10 (which may run a
+    # signal handler before any instruction that looks a name up) nothing
+    # can interrupt between the exception and the block below.
+    except:  # noqa: E722
+        if raising:
+            raise  # our ControlTruncatedError: it owns the fds that arrived
         # As in recv_fds: every signal blocked first, in C, then the
         # idempotent _settle tried until a handler already due has run.
         try:
             block_signals(state.sigmask)
-        except BaseException:
+        except:  # noqa: E722
             pass  # a handler already due ran after the block: the block holds
         try:
             try:
@@ -494,7 +499,7 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
                 except BaseException:
                     _settle(state, count, handed, results, owned, pidfds)
         finally:
-            restore_signals(state.sigmask, None)
+            restore_signals(state.sigmask)
         if not handed:
             put_back(state)
         raise

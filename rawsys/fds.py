@@ -40,7 +40,6 @@ from typing import Any, Iterable, List, Tuple
 
 from rawsys._sockutil import (
     SOCKADDR_STORAGE_SIZE,
-    SigSet,
     Waiter,
     address_arg,
     block_signals,
@@ -50,6 +49,7 @@ from rawsys._sockutil import (
     fd_and_flags,
     fileno,
     handle_errno,
+    new_sigset,
     release_fds,
     restore_signals,
     sendmsg_once,
@@ -166,7 +166,7 @@ class _State:
         # CMSG_SPACE(4); 0: no control data; -1: anything else.
         self.send_layout = -1
         self.recv_len = -1  # iov.iov_len
-        self.sigmask = SigSet()  # the signal mask saved while cleaning up after an exception
+        self.sigmask = new_sigset()  # the signal mask saved while cleaning up after an exception
 
     def layout_one(self) -> None:
         """A one-fd SCM_RIGHTS header in ``send_ctrl``; the fd goes in ``send_fd``."""
@@ -433,6 +433,7 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
         state = _State(bufsize)  # one-off: dropped after the call
         put_back = _drop
     msg_i = state.msg_i
+    raising = False  # set just before raising our ControlTruncatedError
     handed = False  # until the fds move from the control buffer to the lists below
     rights: List[int] = _NO_FDS
     pidfds: List[int] = _NO_FDS
@@ -488,20 +489,24 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
         put_back(state)
         if truncated is not None:
             truncated.own(rights)  # the exception owns the fds that arrived
+            raising = True
             try:
                 raise truncated
             finally:
                 truncated = None  # no cycle through this frame: the handler's end closes it
         return data, rights, msg_flags, address
-    except ControlTruncatedError:
-        raise  # it owns the fds that arrived
-    except BaseException:
+    # A bare except: no name to look up, so on 3.9/3.10 (which may run a
+    # signal handler before any instruction that looks a name up) nothing
+    # can interrupt between the exception and the block below.
+    except:  # noqa: E722
+        if raising:
+            raise  # our ControlTruncatedError: it owns the fds that arrived
         # Cleanup that a signal handler raising again cannot cut short: every
         # signal blocked first, in C; then only a handler already due can
         # raise, once, so the idempotent _settle is simply tried again.
         try:
             block_signals(state.sigmask)
-        except BaseException:
+        except:  # noqa: E722
             pass  # a handler already due ran after the block: the block holds
         try:
             try:
@@ -512,7 +517,7 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
                 except BaseException:
                     _settle(state, handed, rights, pidfds)
         finally:
-            restore_signals(state.sigmask, None)
+            restore_signals(state.sigmask)
         if not handed:
             put_back(state)
         raise

@@ -23,13 +23,13 @@ from typing import Any, Iterable, List, Sequence
 
 from rawsys._sockutil import (
     SOCKADDR_STORAGE_SIZE,
-    SigSet,
     Waiter,
     address_arg,
     block_signals,
     decode_address,
     fd_and_flags,
     handle_errno,
+    new_sigset,
     release_fds,
     restore_signals,
     sendmsg_once,
@@ -157,8 +157,9 @@ def recv_message(sock: Any, bufsize: int, maxfds: int = 0, flags: int = 0, *,
     msg.msg_name = addressof(name_c)
     msg.msg_namelen = SOCKADDR_STORAGE_SIZE
     msg.msg_flags = -1  # written by the kernel only on success
-    sigmask = SigSet()  # the signal mask saved while cleaning up after an exception
+    sigmask = new_sigset()  # the signal mask saved while cleaning up after an exception
     # Every argument is known good from here on.
+    raising = False  # set just before raising our ControlTruncatedError
     handed = False  # until the fds move from the control buffer to `owned`
     owned: List[int] = _NO_FDS
     try:
@@ -201,19 +202,23 @@ def recv_message(sock: Any, bufsize: int, maxfds: int = 0, flags: int = 0, *,
         msg.msg_flags = -1
         if truncated is not None:
             truncated.own(owned)  # the exception owns the fds that arrived
+            raising = True
             try:
                 raise truncated
             finally:
                 truncated = None  # no cycle through this frame: the handler's end closes it
         return result  # type: ignore[return-value]  # a Message when not truncated
-    except ControlTruncatedError:
-        raise  # it owns the fds that arrived
-    except BaseException:
+    # A bare except: no name to look up, so on 3.9/3.10 (which may run a
+    # signal handler before any instruction that looks a name up) nothing
+    # can interrupt between the exception and the block below.
+    except:  # noqa: E722
+        if raising:
+            raise  # our ControlTruncatedError: it owns the fds that arrived
         # As in recv_fds: every signal blocked first, in C, then the
         # idempotent _settle tried until a handler already due has run.
         try:
             block_signals(sigmask)
-        except BaseException:
+        except:  # noqa: E722
             pass  # a handler already due ran after the block: the block holds
         try:
             try:
@@ -224,7 +229,7 @@ def recv_message(sock: Any, bufsize: int, maxfds: int = 0, flags: int = 0, *,
                 except BaseException:
                     _settle(msg, ctrl_c, handed, owned)
         finally:
-            restore_signals(sigmask, None)
+            restore_signals(sigmask)
         raise
 
 
