@@ -26,8 +26,10 @@ import fcntl
 import itertools
 import os
 import socket
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import rawsys
 from rawsys import ControlTruncatedError, ScmCredentials, ScmRights, UnknownControl
@@ -38,6 +40,10 @@ BIG = 70000  # more than rawsys's pooled data buffer (64 KiB): its general paths
 DRAIN_BUFSIZE = BIG + 16
 DRAIN_ROOM = (socket.CMSG_SPACE(UCRED_SIZE) + socket.CMSG_SPACE(4 * SCM_MAX_FD)
               + socket.CMSG_SPACE(4))
+# Plain ints: an operation with the enum socket.MSG_* gives "flags | MSG_X" an enum's masking.
+MSG_CMSG_CLOEXEC = int(socket.MSG_CMSG_CLOEXEC)
+MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
+MSG_CTRUNC = int(socket.MSG_CTRUNC)
 FILES = 6  # fds per channel that operations send: the ends of three pipes
 
 # (st_dev, st_ino, access mode, close-on-exec): which open file an fd is.
@@ -201,7 +207,7 @@ class Wire:
     data: bytes
     fds: Tuple[Identity, ...]
     flags: int = 0
-    creds: Optional[Tuple[int, int, int]] = None
+    creds: Tuple[int, int, int] | None = None
     address: Any = None
 
     def __repr__(self) -> str:
@@ -250,10 +256,10 @@ def drain(sock: socket.socket) -> Tuple[Wire, ...]:
     while True:
         try:
             data, anc, flags, address = sock.recvmsg(
-                DRAIN_BUFSIZE, DRAIN_ROOM, socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+                DRAIN_BUFSIZE, DRAIN_ROOM, MSG_DONTWAIT | MSG_CMSG_CLOEXEC)
         except BlockingIOError:
             return tuple(got)
-        got.append(from_ancdata(data, anc, flags, address, socket.MSG_CMSG_CLOEXEC))
+        got.append(from_ancdata(data, anc, flags, address, MSG_CMSG_CLOEXEC))
 
 
 # ---------------------------------------------------------------- operations
@@ -285,10 +291,9 @@ class Op:
 class Outcome:
     """What one side did: the exception (class, errno) or the value, and the wire after."""
 
-    error: Optional[Tuple[str, Optional[int]]] = None
+    error: Tuple[str, int | None] | None = None
     value: Any = None
     wire: Tuple[Wire, ...] = ()
-    notes: List[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         head = f"raised {self.error[0]}(errno={self.error[1]})" if self.error else (
@@ -296,7 +301,7 @@ class Outcome:
         return f"{head}; then on the wire: {list(self.wire)!r}"
 
 
-def _error(exc: BaseException) -> Tuple[str, Optional[int]]:
+def _error(exc: BaseException) -> Tuple[str, int | None]:
     return (type(exc).__name__, exc.errno if isinstance(exc, OSError) else None)
 
 
@@ -377,9 +382,10 @@ def _cp_send_fds_batch(sock: socket.socket, items: Any, flags: Any = 0) -> Any:
 def _cp_recvmsg(sock: socket.socket, bufsize: Any, room: int, flags: Any,
                 cloexec: bool) -> Wire:
     strip = 0
-    if cloexec and isinstance(flags, int) and not flags & socket.MSG_CMSG_CLOEXEC:
-        flags |= socket.MSG_CMSG_CLOEXEC
-        strip = socket.MSG_CMSG_CLOEXEC
+    if cloexec and isinstance(flags, int) and -(2**31) <= flags < 2**31 and (
+            not flags & MSG_CMSG_CLOEXEC):
+        flags = int(flags) | MSG_CMSG_CLOEXEC
+        strip = MSG_CMSG_CLOEXEC
     data, anc, msg_flags, address = sock.recvmsg(bufsize, room, flags)
     return from_ancdata(data, anc, msg_flags, address, strip)
 
@@ -389,7 +395,7 @@ def _truncated(wires: List[Wire], creds: bool = False) -> Any:
 
     Without *creds* (recv_fds, recv_fds_batch) credentials are not returned.
     """
-    if any(w.flags & socket.MSG_CTRUNC for w in wires):
+    if any(w.flags & MSG_CTRUNC for w in wires):
         return ("ControlTruncatedError", [Wire(w.data, w.fds, w.flags, None, w.address)
                                           for w in wires])
     if creds:
@@ -417,6 +423,7 @@ def _cp_recv_message(sock: socket.socket, bufsize: Any, maxfds: Any = 0, flags: 
                      cloexec: bool = True) -> Any:
     if extra_control < 0:
         raise OverflowError("extra_control")
+    socket.CMSG_LEN(maxfds * 4)  # maxfds as socket.recv_fds takes it
     room = socket.CMSG_LEN(4 * min(maxfds, SCM_MAX_FD)) + extra_control
     if credentials:
         room += socket.CMSG_SPACE(UCRED_SIZE)
@@ -430,6 +437,7 @@ def _cp_recv_fds_batch(sock: socket.socket, count: Any, bufsize: Any, maxfds: An
         raise TypeError("count")
     if count < 0:
         raise ValueError("count")  # as a negative bufsize
+    socket.CMSG_LEN(maxfds * 4)  # maxfds as socket.recv_fds takes it
     room = socket.CMSG_LEN(4 * min(maxfds, SCM_MAX_FD))
     if count == 0:
         _check_c_int(flags)
@@ -440,7 +448,7 @@ def _cp_recv_fds_batch(sock: socket.socket, count: Any, bufsize: Any, maxfds: An
     wires = [_cp_recvmsg(sock, bufsize, room, flags, cloexec)]
     while len(wires) < count:
         try:
-            wires.append(_cp_recvmsg(sock, bufsize, room, flags | socket.MSG_DONTWAIT, cloexec))
+            wires.append(_cp_recvmsg(sock, bufsize, room, int(flags) | MSG_DONTWAIT, cloexec))
         except BlockingIOError:
             break
     return _truncated(wires)
@@ -504,7 +512,7 @@ def run_side(channel: Channel, op: Op, side: str) -> Outcome:
         results = exc.take()
         outcome.value = ("ControlTruncatedError", [
             Wire(d, identities(fds), fl, None, _address(a)) for d, fds, fl, a in results])
-    except Exception as exc:  # noqa: BLE001 -- every exception is an outcome to compare
+    except Exception as exc:  # every exception is an outcome to compare
         outcome.error = _error(exc)
     else:
         outcome.value = _rawsys_value(op.name, value) if side == "rawsys" else value
@@ -512,7 +520,7 @@ def run_side(channel: Channel, op: Op, side: str) -> Outcome:
     return outcome
 
 
-def sent_identities(channel: Channel, op: Op) -> Optional[Tuple[Identity, ...]]:
+def sent_identities(channel: Channel, op: Op) -> Tuple[Identity, ...] | None:
     """The identities of the files *op* sends, when its fds are all channel files."""
     if op.name == "send_fd":
         fds: Any = op.args[:1]
@@ -531,10 +539,17 @@ def sent_identities(channel: Channel, op: Op) -> Optional[Tuple[Identity, ...]]:
     return tuple(out)
 
 
+# Calls compared, by function and by CPython's outcome ("ok" or the exception's name).
+CALLS: Counter[Tuple[str, str]] = Counter()
+_calls_lock = threading.Lock()
+
+
 def compare(channel: Channel, op: Op) -> List[str]:
     """Run *op* on both sides of *channel*; the differences, described (none: agreement)."""
     theirs = run_side(channel, op, "cpython")
     ours = run_side(channel, op, "rawsys")
+    with _calls_lock:
+        CALLS[(op.name, theirs.error[0] if theirs.error else "ok")] += 1
     problems = []
     if ours.error != theirs.error:
         problems.append("exception")

@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from stateful_support import (
     BIG,
+    CALLS,
     FILES,
     SCM_MAX_FD,
     Channel,
@@ -101,10 +102,12 @@ def invalid_fds() -> st.SearchStrategy[Any]:
     )
 
 
-SEND_FLAGS = st.sampled_from([0, 0, 0, socket.MSG_DONTWAIT, socket.MSG_NOSIGNAL])
-RECV_FLAGS = st.sampled_from([0, 0, 0, socket.MSG_DONTWAIT, socket.MSG_PEEK,
-                              socket.MSG_CMSG_CLOEXEC])
-BAD_FLAGS = st.sampled_from(NOT_AN_INT + [2**40, -(2**40), socket.MSG_OOB])
+# Plain ints, and once the socket module's enum (rawsys takes both).
+SEND_FLAGS = st.sampled_from([0, 0, 0, int(socket.MSG_DONTWAIT), int(socket.MSG_NOSIGNAL),
+                              socket.MSG_DONTWAIT])
+RECV_FLAGS = st.sampled_from([0, 0, 0, int(socket.MSG_DONTWAIT), int(socket.MSG_PEEK),
+                              int(socket.MSG_CMSG_CLOEXEC), socket.MSG_PEEK])
+BAD_FLAGS = st.sampled_from(NOT_AN_INT + [2**40, -(2**40), int(socket.MSG_OOB)])
 ADDRESS = st.sampled_from([None, None, None, Peer()])
 BAD_ADDRESS = st.sampled_from([(), 123, ("127.0.0.1", 80), "/nonexistent/rawsys",
                                "\0rawsys-stateful-nobody"])
@@ -255,7 +258,7 @@ def _recv_fds_batch(a: Dict[str, Any]) -> Op:
 
 RECV_FDS_BATCH = one_bad(
     {"count": st.sampled_from([0, 1, 2, 3, 8]), "bufsize": BUFSIZE, "maxfds": MAXFDS,
-     "flags": st.sampled_from([0, socket.MSG_DONTWAIT, socket.MSG_CMSG_CLOEXEC]),
+     "flags": st.sampled_from([0, int(socket.MSG_DONTWAIT), int(socket.MSG_CMSG_CLOEXEC)]),
      "cloexec": st.booleans(), "queue": QUEUED, "passcred": st.booleans()},
     {"count": st.sampled_from(NOT_AN_INT + [-1]), "bufsize": BAD_BUFSIZE,
      "maxfds": BAD_MAXFDS, "flags": BAD_FLAGS},
@@ -374,8 +377,8 @@ class FdWire(RuleBasedStateMachine):
 
 
 FdWire.TestCase.settings = settings(
-    derandomize=True, database=None, deadline=None, max_examples=60,
-    stateful_step_count=20, print_blob=False,
+    derandomize=True, database=None, deadline=None, max_examples=100,
+    stateful_step_count=25, print_blob=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                            HealthCheck.data_too_large],
 )
@@ -392,4 +395,70 @@ def test_rawsys_and_cpython_agree_call_by_call(capsys: pytest.CaptureFixture[str
         with capsys.disabled():
             print(f"\nstateful: {STATS['examples']} examples, {STATS['steps']} steps run, "
                   f"{STATS['calls']} calls on each side, {STATS['mismatches']} mismatches")
+            for name in sorted({name for name, _ in CALLS}):
+                outcomes = {o: n for (f, o), n in CALLS.items() if f == name}
+                print(f"  {name}: " + ", ".join(f"{o} {n}" for o, n in sorted(outcomes.items())))
     assert STATS["steps"] > 0
+    # Every function was called, both accepted and refused (a run that never
+    # reaches a case cannot find its bugs).
+    for name in ["send_fds", "send_fd", "send_message", "send_credentials", "send_fds_batch",
+                 "recv_fds", "recv_message", "recv_fds_batch"]:
+        assert CALLS[(name, "ok")] and sum(n for (f, o), n in CALLS.items()
+                                           if f == name and o != "ok"), name
+    assert CALLS[("recv_fd", "ok")]
+
+
+# ---------------------------------------------------------------- cases it found
+# The first failures the state machine found, as fixed sequences: the same
+# comparison, readable on their own.
+
+
+def _agree(*ops: Op) -> None:
+    channel = Channel()
+    try:
+        problems = [p for op in ops for p in compare(channel, op)]
+    finally:
+        channel.close()
+    assert not problems, "rawsys and CPython differ:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("bad", [
+    [F(0), "bad"], [F(0), None], (F(0), 1.5), [F(0), 2**40], [F(0), F(1), "bad"],
+    Repeat(F(0), SCM_MAX_FD + 1),
+], ids=repr)
+def test_found_rejected_send_fds_then_send_fd_sends_one_fd(bad: Any) -> None:
+    """A refused send_fds leaves nothing behind: the next send_fd sends exactly its fd."""
+    _agree(Op("send_fd", (F(2),)), Op("send_fds", ((Chunk(b"x"),), bad, 0)),
+           Op("send_fd", (F(3),)), Op("send_fds", ((Chunk(b"y"),), [F(4)], 0)))
+
+
+@pytest.mark.parametrize("fds", [
+    Packed((F(0),)), Packed((F(0), F(1)), "bytearray"), Packed((F(1),), "memoryview"),
+    Packed((F(0),), "bytes", b"\x00\x01\x02"),
+], ids=repr)
+def test_found_bytes_like_fds_as_cpython(fds: Packed) -> None:
+    """fds as a bytes-like object: CPython's ``array("i", fds)`` reads native ints."""
+    _agree(Op("send_fds", ((Chunk(b"x"),), fds, 0)),
+           Op("send_fds_batch", ([((Chunk(b"x"),), fds)], 0)))
+
+
+@pytest.mark.parametrize("creds", [
+    ScmCredentials("1", 0, 0), ScmCredentials(2**40, 0, 0), ScmCredentials(-1, -1, -1),
+    ScmCredentials(os.getpid(), "0", 0),
+], ids=repr)
+def test_found_bad_credentials_raise_what_cpython_raises(creds: ScmCredentials) -> None:
+    _agree(Op("send_message", ((Chunk(b"x"),), [creds]), passcred=True),
+           Op("send_credentials", ((Chunk(b"x"),), creds), passcred=True),
+           Op("send_credentials", ((Chunk(b"x"),), None, (2**40,)), passcred=True))
+
+
+def test_found_recv_fds_batch_with_passcred_truncates_as_recv_fds() -> None:
+    queued = (((Chunk(b"x"),), (F(0),)),)
+    _agree(Op("recv_fds_batch", (1, 10, 0), queue=queued, passcred=True),
+           Op("recv_fds", (10, 0), queue=queued, passcred=True))
+
+
+def test_found_recv_message_refuses_maxfds_as_recv_fds() -> None:
+    queued = (((Chunk(b"x"),), (F(0),)),)
+    _agree(Op("recv_fds", (10, 2**40), queue=queued),
+           Op("recv_message", (10, 2**40), queue=queued))
