@@ -32,7 +32,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import rawsys
-from rawsys import ControlTruncatedError, ScmCredentials, ScmRights, UnknownControl
+from rawsys import (
+    ControlTruncatedError,
+    FdPassingUnsupportedError,
+    ScmCredentials,
+    ScmRights,
+    UnknownControl,
+)
 
 SCM_MAX_FD = 253  # include/net/scm.h
 UCRED_SIZE = 12  # sizeof(struct ucred)
@@ -108,10 +114,12 @@ class Repeat:
 
 @dataclass(frozen=True)
 class Peer:
-    """The address of the socket that receives on this channel."""
+    """The address of the socket that receives on this channel (UDP: its port + offset)."""
+
+    port_offset: int = 0
 
     def __repr__(self) -> str:
-        return "Peer()"
+        return f"Peer(port{self.port_offset:+})" if self.port_offset else "Peer()"
 
 
 @dataclass(frozen=True)
@@ -131,15 +139,29 @@ class Chunk:
 
 
 class Pair:
-    """A connected ``AF_UNIX`` datagram pair; the receiver is bound to an abstract name."""
+    """A sender and a receiver, connected; *kind* is ``unix`` (``AF_UNIX`` datagrams, the
+    receiver bound to an abstract name), ``passcred`` (the same with ``SO_PASSCRED`` on the
+    receiver) or ``udp`` (``AF_INET`` datagrams on 127.0.0.1).
+    """
 
     _names = itertools.count()
 
-    def __init__(self, passcred: bool) -> None:
+    def __init__(self, kind: str) -> None:
+        self.address: Any
+        if kind == "udp":
+            self.receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.receiver.bind(("127.0.0.1", 0))
+            self.address = self.receiver.getsockname()
+            self.sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sender.bind(("127.0.0.1", 0))
+            self.sender.connect(self.address)
+            self.sender_address: Any = self.sender.getsockname()
+            return
         self.sender, self.receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sender_address = None
         self.address = f"\0rawsys-stateful-{os.getpid()}-{next(self._names)}"
         self.receiver.bind(self.address)
-        if passcred:
+        if kind == "passcred":
             self.receiver.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
 
     def close(self) -> None:
@@ -151,16 +173,16 @@ class Channel:
     """The sockets and files one thread uses: a rawsys pair and a CPython pair of each kind.
 
     ``files`` are the ends of three pipes (six distinct identities); the
-    pairs with ``passcred`` have ``SO_PASSCRED`` on the receiver.
+    pairs are keyed by side (``rawsys``, ``cpython``) and ``Pair`` kind.
     """
 
     def __init__(self) -> None:
         self.files: List[int] = []
         for _ in range(FILES // 2):
             self.files.extend(os.pipe())
-        self.pairs: Dict[Tuple[str, bool], Pair] = {
-            (side, passcred): Pair(passcred)
-            for side in ("rawsys", "cpython") for passcred in (False, True)
+        self.pairs: Dict[Tuple[str, str], Pair] = {
+            (side, kind): Pair(kind)
+            for side in ("rawsys", "cpython") for kind in ("unix", "passcred", "udp")
         }
 
     def close(self) -> None:
@@ -175,6 +197,8 @@ class Channel:
         if isinstance(value, F):
             return self.files[value.index]
         if isinstance(value, Peer):
+            if isinstance(pair.address, tuple):
+                return (pair.address[0], pair.address[1] + value.port_offset)
             return pair.address
         if isinstance(value, Chunk):
             return {"bytes": bytes, "bytearray": bytearray, "memoryview": memoryview}[
@@ -222,7 +246,13 @@ class Wire:
         return f"Wire({data!r}, {len(self.fds)} fds {list(self.fds)}{extra})"
 
 
+_sender = threading.local()  # the address of the pair's sender, while a call runs
+
+
 def _address(address: Any) -> Any:
+    """*address*; the pair's sender (on either side's pair) as ``"SENDER"``."""
+    if address and address == getattr(_sender, "address", None):
+        return "SENDER"
     return address or None  # an unnamed AF_UNIX sender: None or ''
 
 
@@ -270,7 +300,8 @@ class Op:
     """One call: ``name`` in rawsys with ``args``/``kwargs`` (symbols resolved per channel).
 
     ``queue``: messages (buffers, fds) sent with CPython before a receive.
-    ``passcred``: run on the pairs whose receiver has ``SO_PASSCRED``.
+    ``passcred``: run on the pairs whose receiver has ``SO_PASSCRED``;
+    ``udp``: on the ``AF_INET`` pairs.
     """
 
     name: str
@@ -278,13 +309,18 @@ class Op:
     kwargs: Tuple[Tuple[str, Any], ...] = ()
     queue: Tuple[Tuple[Tuple[Any, ...], Tuple[Any, ...]], ...] = ()
     passcred: bool = False
+    udp: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "udp" if self.udp else "passcred" if self.passcred else "unix"
 
     def __repr__(self) -> str:
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs]
         call = f"{self.name}(sock, {', '.join(parts)})"
         if self.queue:
             call = f"[queued {list(self.queue)!r}] " + call
-        return call + (" [SO_PASSCRED]" if self.passcred else "")
+        return call + {"unix": "", "passcred": " [SO_PASSCRED]", "udp": " [UDP]"}[self.kind]
 
 
 @dataclass
@@ -335,6 +371,9 @@ def _rights(fds: Any) -> List[Tuple[int, int, Any]]:
 def _cp_send_fds(sock: socket.socket, buffers: Any, fds: Any, flags: Any = 0,
                  address: Any = None) -> Any:
     anc = _rights(fds)  # socket.send_fds's own conversion, before sendmsg
+    if sock.family != socket.AF_UNIX and len(anc[0][2]):
+        # rawsys refuses where the kernel would drop the fds silently.
+        raise FdPassingUnsupportedError(errno.EOPNOTSUPP, "no fds on AF_INET")
     return sock.sendmsg(buffers, anc, flags, address)
 
 
@@ -496,7 +535,8 @@ def _queue(channel: Channel, pair: Pair, op: Op) -> None:
 
 def run_side(channel: Channel, op: Op, side: str) -> Outcome:
     """Make *op*'s call on *side*'s pair of *channel*; read the wire after it."""
-    pair = channel.pairs[(side, op.passcred)]
+    pair = channel.pairs[(side, op.kind)]
+    _sender.address = pair.sender_address
     _queue(channel, pair, op)
     sending = op.name in SENDS
     sock = pair.sender if sending else pair.receiver

@@ -264,8 +264,33 @@ RECV_FDS_BATCH = one_bad(
      "maxfds": BAD_MAXFDS, "flags": BAD_FLAGS},
 ).map(_recv_fds_batch)
 
+# On AF_INET (UDP): addresses CPython checks (a port out of range is OverflowError,
+# never another port), no fds (rawsys refuses them: FdPassingUnsupportedError).
+BAD_UDP_ADDRESS = st.sampled_from([Peer(65536), Peer(-70000), ("127.0.0.1",),
+                                   ("127.0.0.1", "80"), "/tmp/rawsys", (), None])
+
+
+def _udp_send(a: Dict[str, Any]) -> Op:
+    kwargs: Tuple[Tuple[str, Any], ...] = (("address", a["address"]),)
+    if a["control"]:
+        return Op("send_message", (a["buffers"], (), a["flags"]), kwargs, udp=True)
+    return Op("send_fds", (a["buffers"], a["fds"], a["flags"]), kwargs, udp=True)
+
+
+UDP_SEND = one_bad(
+    {"buffers": SMALL_CHUNKS, "flags": SEND_FLAGS, "address": st.sampled_from([None, Peer()]),
+     "control": st.booleans(), "fds": st.just(())},
+    {"buffers": BAD_BUFFERS, "flags": BAD_FLAGS, "address": BAD_UDP_ADDRESS,
+     "fds": st.lists(FILE, min_size=1, max_size=2)},
+).map(_udp_send)
+UDP_QUEUED = st.lists(st.tuples(SMALL_CHUNKS, st.just(())), min_size=1, max_size=2).map(tuple)
+UDP_RECV = st.one_of(
+    RECV_FDS.map(lambda op: Op(op.name, op.args, op.kwargs, (((Chunk(b"u"),), ()),), udp=True)),
+    st.builds(lambda q, n: Op("recv_message", (n, 0), queue=q, udp=True), UDP_QUEUED, BUFSIZE),
+)
+
 ANY_OP = st.one_of(SEND_FDS, SEND_FD, SEND_MESSAGE, SEND_CREDENTIALS, SEND_FDS_BATCH,
-                   RECV_FDS, RECV_FD, RECV_MESSAGE, RECV_FDS_BATCH)
+                   RECV_FDS, RECV_FD, RECV_MESSAGE, RECV_FDS_BATCH, UDP_SEND, UDP_RECV)
 # In threads: no 253-fd messages (four threads' worth at once is many fds).
 THREAD_OP = ANY_OP.filter(lambda op: not any(isinstance(a, Repeat) for a in op.args))
 
@@ -335,6 +360,10 @@ class FdWire(RuleBasedStateMachine):
 
     @rule(op=RECV_FDS_BATCH)
     def recv_fds_batch(self, op: Op) -> None:
+        self._one(op)
+
+    @rule(op=st.one_of(UDP_SEND, UDP_RECV))
+    def udp(self, op: Op) -> None:
         self._one(op)
 
     @rule(plans=st.lists(st.lists(THREAD_OP, min_size=1, max_size=5), min_size=2, max_size=4))
@@ -462,3 +491,12 @@ def test_found_recv_message_refuses_maxfds_as_recv_fds() -> None:
     queued = (((Chunk(b"x"),), (F(0),)),)
     _agree(Op("recv_fds", (10, 2**40), queue=queued),
            Op("recv_message", (10, 2**40), queue=queued))
+
+
+@pytest.mark.parametrize("address", [
+    Peer(65536), Peer(-70000), (), ("127.0.0.1",), ("127.0.0.1", "80"),
+], ids=repr)
+def test_found_bad_inet_address_raises_what_cpython_raises(address: Any) -> None:
+    """A port out of range is never another port; a bad address shape is a TypeError."""
+    _agree(Op("send_fds", ((Chunk(b"x"),), [], 0), (("address", address),), udp=True),
+           Op("send_message", ((Chunk(b"x"),), (), 0, address), udp=True))
