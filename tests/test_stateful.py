@@ -298,12 +298,12 @@ THREAD_OP = ANY_OP.filter(lambda op: not any(isinstance(a, Repeat) for a in op.a
 # ---------------------------------------------------------------- the machine
 
 
-def _run_ops(channel: Channel, ops: List[Op], problems: List[str]) -> None:
+def _run_ops(name: str, channel: Channel, ops: List[Op], problems: List[str]) -> None:
     for op in ops:
         try:
-            problems.extend(compare(channel, op))
+            problems.extend(f"{name}: {p}" for p in compare(channel, op))
         except BaseException as exc:  # a crash of the harness or of rawsys: also a finding
-            problems.append(f"{op!r}: {type(exc).__name__}: {exc}")
+            problems.append(f"{name}: {op!r}: {type(exc).__name__}: {exc}")
             return
 
 
@@ -372,12 +372,11 @@ class FdWire(RuleBasedStateMachine):
         problems: List[str] = []
         start = threading.Barrier(len(plans))
 
-        def worker(channel: Channel, ops: List[Op]) -> None:
+        def worker(i: int, ops: List[Op]) -> None:
             start.wait()
-            _run_ops(channel, ops, problems)
+            _run_ops(f"thread {i}", self.channels[i], ops, problems)
 
-        threads = [threading.Thread(target=worker, args=(self.channels[i], ops))
-                   for i, ops in enumerate(plans)]
+        threads = [threading.Thread(target=worker, args=(i, ops)) for i, ops in enumerate(plans)]
         interval = sys.getswitchinterval()
         sys.setswitchinterval(1e-5)  # switch threads often: interleave inside calls
         try:
