@@ -50,6 +50,7 @@ from stateful_support import (
     open_fd_count,
 )
 
+import rawsys
 from rawsys import ScmCredentials, ScmRights, UnknownControl
 
 pytestmark = pytest.mark.usefixtures("fd_leak_check")
@@ -434,6 +435,49 @@ def test_rawsys_and_cpython_agree_call_by_call(capsys: pytest.CaptureFixture[str
         assert CALLS[(name, "ok")] and sum(n for (f, o), n in CALLS.items()
                                            if f == name and o != "ok"), name
     assert CALLS[("recv_fd", "ok")]
+
+
+# ---------------------------------------------------------------- the comparison itself
+
+
+def _stdin_too(sock: Any, fd: int) -> int:
+    return socket.send_fds(sock, [b"x"], [fd, 0])
+
+
+def _other_file(sock: Any, fd: int) -> int:
+    return socket.send_fds(sock, [b"x"], [fd + 1])
+
+
+def _twice(sock: Any, fd: int) -> int:
+    socket.send_fds(sock, [b"x"], [fd])
+    return socket.send_fds(sock, [b"x"], [fd])
+
+
+def _wrong_error(sock: Any, fd: int) -> int:
+    raise ValueError(fd)
+
+
+def _inheritable(sock: Any, bufsize: int, maxfds: int, flags: int = 0,
+                 cloexec: bool = True) -> Any:
+    return socket.recv_fds(sock, bufsize, maxfds, flags)
+
+
+@pytest.mark.parametrize("name, fake, op", [
+    ("send_fd", _stdin_too, Op("send_fd", (F(0),))),
+    ("send_fd", _other_file, Op("send_fd", (F(0),))),
+    ("send_fd", _twice, Op("send_fd", (F(0),))),
+    ("send_fd", _wrong_error, Op("send_fd", ("bad",))),
+    ("recv_fds", _inheritable, Op("recv_fds", (10, 2), queue=(((Chunk(b"x"),), (F(1),)),))),
+], ids=["stdin-too", "other-file", "twice", "wrong-error", "not-cloexec"])
+def test_the_comparison_sees_a_wrong_implementation(monkeypatch: pytest.MonkeyPatch, name: str,
+                                                    fake: Any, op: Op) -> None:
+    """The oracle is not vacuous: a send of the wrong fds, or a wrong exception, is reported."""
+    monkeypatch.setattr(rawsys, name, fake)
+    channel = Channel()
+    try:
+        assert compare(channel, op)
+    finally:
+        channel.close()
 
 
 # ---------------------------------------------------------------- cases it found
