@@ -25,6 +25,7 @@ import errno
 import fcntl
 import itertools
 import os
+import select
 import socket
 import threading
 from collections import Counter
@@ -280,14 +281,37 @@ def from_ancdata(data: bytes, ancdata: List[Tuple[int, int, bytes]], flags: int,
     return Wire(data, identities(fds), flags & ~strip, creds, _address(address))
 
 
-def drain(sock: socket.socket) -> Tuple[Wire, ...]:
-    """Every message queued on *sock*, read with CPython's ``recvmsg``."""
+_SYNC = b"\0rawsys-stateful-sync"
+_SETTLE_SECONDS = 10.0
+
+
+def wait_readable(pair: Pair) -> None:
+    """On UDP, wait until a datagram is queued (loopback may deliver after sendmsg returns)."""
+    if pair.sender_address is not None:
+        select.select([pair.receiver], [], [], _SETTLE_SECONDS)
+
+
+def drain(pair: Pair) -> Tuple[Wire, ...]:
+    """Every message queued on *pair*'s receiver, read with CPython's ``recvmsg``.
+
+    On UDP a marker datagram sent last marks the end, so a datagram still in
+    the loopback device is not missed.
+    """
+    udp = pair.sender_address is not None
+    if udp:
+        pair.sender.send(_SYNC)
     got = []
     while True:
         try:
-            data, anc, flags, address = sock.recvmsg(
+            data, anc, flags, address = pair.receiver.recvmsg(
                 DRAIN_BUFSIZE, DRAIN_ROOM, MSG_DONTWAIT | MSG_CMSG_CLOEXEC)
         except BlockingIOError:
+            if not udp:
+                return tuple(got)
+            if not select.select([pair.receiver], [], [], _SETTLE_SECONDS)[0]:
+                raise AssertionError("the UDP marker datagram did not arrive") from None
+            continue
+        if udp and data == _SYNC:
             return tuple(got)
         got.append(from_ancdata(data, anc, flags, address, MSG_CMSG_CLOEXEC))
 
@@ -531,6 +555,8 @@ def _queue(channel: Channel, pair: Pair, op: Op) -> None:
         buffers = channel.resolve(buffers, pair)
         fds = channel.resolve(fds, pair)
         pair.sender.sendmsg(list(buffers), _rights(fds) if fds else [])
+    if op.queue:
+        wait_readable(pair)
 
 
 def run_side(channel: Channel, op: Op, side: str) -> Outcome:
@@ -556,7 +582,7 @@ def run_side(channel: Channel, op: Op, side: str) -> Outcome:
         outcome.error = _error(exc)
     else:
         outcome.value = _rawsys_value(op.name, value) if side == "rawsys" else value
-    outcome.wire = drain(pair.receiver)
+    outcome.wire = drain(pair)
     return outcome
 
 

@@ -394,7 +394,7 @@ class FdWire(RuleBasedStateMachine):
     def wires_empty(self) -> None:
         for channel in self.channels:
             for pair in channel.pairs.values():
-                left = drain(pair.receiver)
+                left = drain(pair)
                 assert not left, f"left on a wire: {left!r}"
 
     def teardown(self) -> None:
