@@ -502,10 +502,11 @@ def _cp_recv_fds_batch(sock: socket.socket, count: Any, bufsize: Any, maxfds: An
         raise ValueError("count")  # as a negative bufsize
     socket.CMSG_LEN(maxfds * 4)  # maxfds as socket.recv_fds takes it
     room = socket.CMSG_LEN(4 * min(maxfds, SCM_MAX_FD))
-    if count == 0:
+    if count == 0:  # no recvmsg: check its arguments as it would
         _check_c_int(flags)
+        array.array("q", [bufsize])  # its "n" format: TypeError, OverflowError
         if bufsize < 0:
-            raise ValueError("bufsize")
+            raise ValueError("negative buffer size")
         return []
     # MSG_WAITFORONE: wait for the first message, then take what is queued.
     wires = [_cp_recvmsg(sock, bufsize, room, flags, cloexec)]
