@@ -325,7 +325,8 @@ class Op:
 
     ``queue``: messages (buffers, fds) sent with CPython before a receive.
     ``passcred``: run on the pairs whose receiver has ``SO_PASSCRED``;
-    ``udp``: on the ``AF_INET`` pairs.
+    ``udp``: on the ``AF_INET`` pairs.  ``fileno``: rawsys is given the socket's
+    fd number (which it accepts) where CPython is given the socket object.
     """
 
     name: str
@@ -334,6 +335,7 @@ class Op:
     queue: Tuple[Tuple[Tuple[Any, ...], Tuple[Any, ...]], ...] = ()
     passcred: bool = False
     udp: bool = False
+    fileno: bool = False
 
     @property
     def kind(self) -> str:
@@ -341,7 +343,7 @@ class Op:
 
     def __repr__(self) -> str:
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs]
-        call = f"{self.name}(sock, {', '.join(parts)})"
+        call = f"{self.name}({'sock.fileno()' if self.fileno else 'sock'}, {', '.join(parts)})"
         if self.queue:
             call = f"[queued {list(self.queue)!r}] " + call
         return call + {"unix": "", "passcred": " [SO_PASSCRED]", "udp": " [UDP]"}[self.kind]
@@ -566,7 +568,9 @@ def run_side(channel: Channel, op: Op, side: str) -> Outcome:
     _sender.address = pair.sender_address
     _queue(channel, pair, op)
     sending = op.name in SENDS
-    sock = pair.sender if sending else pair.receiver
+    sock: Any = pair.sender if sending else pair.receiver
+    if op.fileno and side == "rawsys":
+        sock = sock.fileno()
     args = channel.resolve(op.args, pair)
     kwargs = {k: channel.resolve(v, pair) for k, v in op.kwargs}
     call = getattr(rawsys, op.name) if side == "rawsys" else CPYTHON[op.name]

@@ -26,6 +26,7 @@ import os
 import socket
 import sys
 import threading
+from dataclasses import replace
 from typing import Any, Dict, List, Tuple
 
 import pytest
@@ -290,10 +291,16 @@ UDP_RECV = st.one_of(
     st.builds(lambda q, n: Op("recv_message", (n, 0), queue=q, udp=True), UDP_QUEUED, BUFSIZE),
 )
 
+def or_fileno(ops: st.SearchStrategy[Op]) -> st.SearchStrategy[Op]:
+    """*ops*, a quarter of them given to rawsys as the socket's fd number."""
+    return st.builds(lambda op, fileno: replace(op, fileno=fileno), ops,
+                     st.sampled_from([False, False, False, True]))
+
+
 ANY_OP = st.one_of(SEND_FDS, SEND_FD, SEND_MESSAGE, SEND_CREDENTIALS, SEND_FDS_BATCH,
                    RECV_FDS, RECV_FD, RECV_MESSAGE, RECV_FDS_BATCH, UDP_SEND, UDP_RECV)
 # In threads: no 253-fd messages (four threads' worth at once is many fds).
-THREAD_OP = ANY_OP.filter(lambda op: not any(isinstance(a, Repeat) for a in op.args))
+THREAD_OP = or_fileno(ANY_OP).filter(lambda op: not any(isinstance(a, Repeat) for a in op.args))
 
 
 # ---------------------------------------------------------------- the machine
@@ -327,43 +334,43 @@ class FdWire(RuleBasedStateMachine):
         STATS["calls"] += 1
         self._check(compare(self.channels[0], op))
 
-    @rule(op=SEND_FDS)
+    @rule(op=or_fileno(SEND_FDS))
     def send_fds(self, op: Op) -> None:
         self._one(op)
 
-    @rule(op=SEND_FD)
+    @rule(op=or_fileno(SEND_FD))
     def send_fd(self, op: Op) -> None:
         self._one(op)
 
-    @rule(op=SEND_MESSAGE)
+    @rule(op=or_fileno(SEND_MESSAGE))
     def send_message(self, op: Op) -> None:
         self._one(op)
 
-    @rule(op=SEND_CREDENTIALS)
+    @rule(op=or_fileno(SEND_CREDENTIALS))
     def send_credentials(self, op: Op) -> None:
         self._one(op)
 
-    @rule(op=SEND_FDS_BATCH)
+    @rule(op=or_fileno(SEND_FDS_BATCH))
     def send_fds_batch(self, op: Op) -> None:
         self._one(op)
 
-    @rule(op=RECV_FDS)
+    @rule(op=or_fileno(RECV_FDS))
     def recv_fds(self, op: Op) -> None:
         self._one(op)
 
-    @rule(op=RECV_FD)
+    @rule(op=or_fileno(RECV_FD))
     def recv_fd(self, op: Op) -> None:
         self._one(op)
 
-    @rule(op=RECV_MESSAGE)
+    @rule(op=or_fileno(RECV_MESSAGE))
     def recv_message(self, op: Op) -> None:
         self._one(op)
 
-    @rule(op=RECV_FDS_BATCH)
+    @rule(op=or_fileno(RECV_FDS_BATCH))
     def recv_fds_batch(self, op: Op) -> None:
         self._one(op)
 
-    @rule(op=st.one_of(UDP_SEND, UDP_RECV))
+    @rule(op=or_fileno(st.one_of(UDP_SEND, UDP_RECV)))
     def udp(self, op: Op) -> None:
         self._one(op)
 
