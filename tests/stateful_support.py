@@ -300,7 +300,7 @@ def drain(pair: Pair) -> Tuple[Wire, ...]:
     udp = pair.sender_address is not None
     if udp:
         pair.sender.send(_SYNC)
-    got = []
+    got: List[Wire] = []
     while True:
         try:
             data, anc, flags, address = pair.receiver.recvmsg(
