@@ -550,3 +550,10 @@ def test_found_bad_inet_address_raises_what_cpython_raises(address: Any) -> None
     """A port out of range is never another port; a bad address shape is a TypeError."""
     _agree(Op("send_fds", ((Chunk(b"x"),), [], 0), (("address", address),), udp=True),
            Op("send_message", ((Chunk(b"x"),), (), 0, address), udp=True))
+
+
+def test_found_recv_fds_batch_checks_bufsize_whatever_the_count() -> None:
+    """``count=0`` receives nothing, but its arguments are checked as for any count."""
+    queued = (((Chunk(b"x"),), ()),)
+    _agree(Op("recv_fds_batch", (1, 2**63, 1), queue=queued),
+           Op("recv_fds_batch", (0, 2**63, 1), queue=queued))
