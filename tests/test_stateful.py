@@ -413,8 +413,8 @@ class FdWire(RuleBasedStateMachine):
 
 
 FdWire.TestCase.settings = settings(
-    derandomize=True, database=None, deadline=None, max_examples=100,
-    stateful_step_count=25, print_blob=False,
+    derandomize=True, database=None, deadline=None, max_examples=150,
+    stateful_step_count=30, print_blob=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                            HealthCheck.data_too_large],
 )
