@@ -51,6 +51,9 @@ DRAIN_ROOM = (socket.CMSG_SPACE(UCRED_SIZE) + socket.CMSG_SPACE(4 * SCM_MAX_FD)
 MSG_CMSG_CLOEXEC = int(socket.MSG_CMSG_CLOEXEC)
 MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
 MSG_CTRUNC = int(socket.MSG_CTRUNC)
+# <asm-generic/socket.h>, <linux/socket.h> (Linux 6.5+); not in every Python's socket module.
+SO_PASSPIDFD = 76
+SCM_PIDFD = 0x04
 FILES = 6  # fds per channel that operations send: the ends of three pipes
 
 # (st_dev, st_ino, access mode, close-on-exec): which open file an fd is.
@@ -142,7 +145,9 @@ class Chunk:
 class Pair:
     """A sender and a receiver, connected; *kind* is ``unix`` (``AF_UNIX`` datagrams, the
     receiver bound to an abstract name), ``passcred`` (the same with ``SO_PASSCRED`` on the
-    receiver) or ``udp`` (``AF_INET`` datagrams on 127.0.0.1).
+    receiver), ``pidfd`` (with ``SO_PASSPIDFD``, where the kernel has it: Linux 6.5+; else
+    a plain pair, on which both sides still must agree) or ``udp`` (``AF_INET`` datagrams
+    on 127.0.0.1).
     """
 
     _names = itertools.count()
@@ -164,6 +169,11 @@ class Pair:
         self.receiver.bind(self.address)
         if kind == "passcred":
             self.receiver.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        if kind == "pidfd":
+            try:
+                self.receiver.setsockopt(socket.SOL_SOCKET, SO_PASSPIDFD, 1)
+            except OSError:  # ENOPROTOOPT before Linux 6.5
+                pass
 
     def close(self) -> None:
         self.sender.close()
@@ -183,7 +193,7 @@ class Channel:
             self.files.extend(os.pipe())
         self.pairs: Dict[Tuple[str, str], Pair] = {
             (side, kind): Pair(kind)
-            for side in ("rawsys", "cpython") for kind in ("unix", "passcred", "udp")
+            for side in ("rawsys", "cpython") for kind in ("unix", "passcred", "pidfd", "udp")
         }
 
     def close(self) -> None:
@@ -234,6 +244,7 @@ class Wire:
     flags: int = 0
     creds: Tuple[int, int, int] | None = None
     address: Any = None
+    pidfd: Any = None  # an SCM_PIDFD's Identity, or ("failed", errno)
 
     def __repr__(self) -> str:
         data = self.data if len(self.data) <= 16 else f"{self.data[:1]!r} * {len(self.data)}"
@@ -244,6 +255,8 @@ class Wire:
             extra += f", creds={self.creds}"
         if self.address is not None:
             extra += f", address={self.address!r}"
+        if self.pidfd is not None:
+            extra += f", pidfd={self.pidfd!r}"
         return f"Wire({data!r}, {len(self.fds)} fds {list(self.fds)}{extra})"
 
 
@@ -271,6 +284,7 @@ def from_ancdata(data: bytes, ancdata: List[Tuple[int, int, bytes]], flags: int,
     """A ``Wire`` from what ``socket.recvmsg`` returned; closes the fds received."""
     fds: List[int] = []
     creds = None
+    pidfd: Any = None
     for level, ctype, payload in ancdata:
         if level == socket.SOL_SOCKET and ctype == socket.SCM_RIGHTS:
             fds.extend(array.array("i", payload[: len(payload) - len(payload) % 4]))
@@ -278,7 +292,10 @@ def from_ancdata(data: bytes, ancdata: List[Tuple[int, int, bytes]], flags: int,
                 len(payload) >= UCRED_SIZE):
             pid, uid, gid = array.array("i", payload[:UCRED_SIZE])
             creds = (pid, uid, gid)
-    return Wire(data, identities(fds), flags & ~strip, creds, _address(address))
+        elif level == socket.SOL_SOCKET and ctype == SCM_PIDFD and len(payload) >= 4:
+            (value,) = array.array("i", payload[:4])
+            pidfd = identities([value])[0] if value >= 0 else ("failed", -value)
+    return Wire(data, identities(fds), flags & ~strip, creds, _address(address), pidfd)
 
 
 _SYNC = b"\0rawsys-stateful-sync"
@@ -324,7 +341,8 @@ class Op:
     """One call: ``name`` in rawsys with ``args``/``kwargs`` (symbols resolved per channel).
 
     ``queue``: messages (buffers, fds) sent with CPython before a receive.
-    ``passcred``: run on the pairs whose receiver has ``SO_PASSCRED``;
+    ``passcred``, ``passpidfd``: run on the pairs whose receiver has ``SO_PASSCRED``,
+    ``SO_PASSPIDFD``;
     ``udp``: on the ``AF_INET`` pairs.  ``fileno``: rawsys is given the socket's
     fd number (which it accepts) where CPython is given the socket object.
     """
@@ -334,19 +352,23 @@ class Op:
     kwargs: Tuple[Tuple[str, Any], ...] = ()
     queue: Tuple[Tuple[Tuple[Any, ...], Tuple[Any, ...]], ...] = ()
     passcred: bool = False
+    passpidfd: bool = False
     udp: bool = False
     fileno: bool = False
 
     @property
     def kind(self) -> str:
-        return "udp" if self.udp else "passcred" if self.passcred else "unix"
+        if self.udp:
+            return "udp"
+        return "passcred" if self.passcred else "pidfd" if self.passpidfd else "unix"
 
     def __repr__(self) -> str:
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs]
         call = f"{self.name}({'sock.fileno()' if self.fileno else 'sock'}, {', '.join(parts)})"
         if self.queue:
             call = f"[queued {list(self.queue)!r}] " + call
-        return call + {"unix": "", "passcred": " [SO_PASSCRED]", "udp": " [UDP]"}[self.kind]
+        return call + {"unix": "", "passcred": " [SO_PASSCRED]", "pidfd": " [SO_PASSPIDFD]",
+                       "udp": " [UDP]"}[self.kind]
 
 
 @dataclass
@@ -455,17 +477,24 @@ def _cp_recvmsg(sock: socket.socket, bufsize: Any, room: int, flags: Any,
     return from_ancdata(data, anc, msg_flags, address, strip)
 
 
-def _truncated(wires: List[Wire], creds: bool = False) -> Any:
+def _truncated(wires: List[Wire], message: bool = False) -> Any:
     """rawsys raises ControlTruncatedError where a message has MSG_CTRUNC.
 
-    Without *creds* (recv_fds, recv_fds_batch) credentials are not returned.
+    recv_fds and recv_fds_batch return neither credentials nor a pidfd (they
+    close it); recv_message returns both, and its ControlTruncatedError holds
+    the pidfd after the other fds.
     """
     if any(w.flags & MSG_CTRUNC for w in wires):
-        return ("ControlTruncatedError", [Wire(w.data, w.fds, w.flags, None, w.address)
-                                          for w in wires])
-    if creds:
+        return ("ControlTruncatedError", [
+            Wire(w.data, w.fds + ((w.pidfd,) if message and _installed(w.pidfd) else ()),
+                 w.flags, None, w.address) for w in wires])
+    if message:
         return wires
     return [Wire(w.data, w.fds, w.flags, None, w.address) for w in wires]
+
+
+def _installed(pidfd: Any) -> bool:
+    return pidfd is not None and pidfd[0] != "failed"
 
 
 def _cp_recv_fds(sock: socket.socket, bufsize: Any, maxfds: Any, flags: Any = 0,
@@ -484,7 +513,7 @@ def _cp_recv_fd(sock: socket.socket) -> Any:
 
 
 def _cp_recv_message(sock: socket.socket, bufsize: Any, maxfds: Any = 0, flags: Any = 0, *,
-                     credentials: bool = False, extra_control: int = 0,
+                     credentials: bool = False, pidfd: bool = False, extra_control: int = 0,
                      cloexec: bool = True) -> Any:
     if extra_control < 0:
         raise OverflowError("extra_control")
@@ -492,7 +521,9 @@ def _cp_recv_message(sock: socket.socket, bufsize: Any, maxfds: Any = 0, flags: 
     room = socket.CMSG_LEN(4 * min(maxfds, SCM_MAX_FD)) + extra_control
     if credentials:
         room += socket.CMSG_SPACE(UCRED_SIZE)
-    got = _truncated([_cp_recvmsg(sock, bufsize, room, flags, cloexec)], creds=True)
+    if pidfd:
+        room += socket.CMSG_SPACE(4)
+    got = _truncated([_cp_recvmsg(sock, bufsize, room, flags, cloexec)], message=True)
     return got if isinstance(got, tuple) else got[0]
 
 
@@ -545,11 +576,14 @@ def _rawsys_value(name: str, value: Any) -> Any:
         return identities([value])[0]
     if name == "recv_message":
         creds = value.credentials
+        pidfd: Any = None
         if value.pidfd is not None:
-            os.close(value.pidfd)
+            pidfd = identities([value.pidfd])[0]
+        elif getattr(value, "pidfd_errno", None) is not None:
+            pidfd = ("failed", value.pidfd_errno)
         return Wire(value.data, identities(value.fds), value.msg_flags,
                     None if creds is None else (creds.pid, creds.uid, creds.gid),
-                    _address(value.address))
+                    _address(value.address), pidfd)
     return value
 
 

@@ -115,6 +115,10 @@ BAD_ADDRESS = st.sampled_from([(), 123, ("127.0.0.1", 80), "/nonexistent/rawsys"
                                "\0rawsys-stateful-nobody"])
 
 
+# Which receiving socket: plain, with SO_PASSCRED, with SO_PASSPIDFD.
+ON = st.sampled_from([{}, {}, {"passcred": True}, {"passpidfd": True}])
+
+
 def one_bad(valid: Dict[str, st.SearchStrategy[Any]],
             invalid: Dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[Dict[str, Any]]:
     """Arguments drawn from *valid*, or with one of them from *invalid* instead."""
@@ -152,7 +156,7 @@ def _control(draw_rights: Any, creds: Any, other: Any) -> List[Any]:
 
 def _send_message(a: Dict[str, Any]) -> Op:
     return Op("send_message", (a["buffers"], a["control"], a["flags"], a["address"]),
-              passcred=a["passcred"])
+              **a["on"])
 
 
 OWN = ScmCredentials(os.getpid(), os.getuid(), os.getgid())
@@ -169,7 +173,7 @@ BAD_CONTROL = st.sampled_from([
 ])
 SEND_MESSAGE = one_bad(
     {"buffers": chunks(), "control": GOOD_CONTROL, "flags": SEND_FLAGS, "address": ADDRESS,
-     "passcred": st.booleans()},
+     "on": ON},
     {"buffers": BAD_BUFFERS, "control": BAD_CONTROL, "flags": BAD_FLAGS,
      "address": BAD_ADDRESS},
 ).map(_send_message)
@@ -228,40 +232,40 @@ BAD_MAXFDS = st.sampled_from(NOT_AN_INT + [-1, 2**40])
 
 def _recv_fds(a: Dict[str, Any]) -> Op:
     return Op("recv_fds", (a["bufsize"], a["maxfds"], a["flags"]),
-              (("cloexec", a["cloexec"]),), queue=a["queue"], passcred=a["passcred"])
+              (("cloexec", a["cloexec"]),), queue=a["queue"], **a["on"])
 
 
 RECV_FDS = one_bad(
     {"bufsize": BUFSIZE, "maxfds": MAXFDS, "flags": RECV_FLAGS, "cloexec": st.booleans(),
-     "queue": QUEUED, "passcred": st.booleans()},
+     "queue": QUEUED, "on": ON},
     {"bufsize": BAD_BUFSIZE, "maxfds": BAD_MAXFDS, "flags": BAD_FLAGS},
 ).map(_recv_fds)
 
-RECV_FD = st.builds(lambda q, pc: Op("recv_fd", (), queue=q, passcred=pc), QUEUED, st.booleans())
+RECV_FD = st.builds(lambda q, on: Op("recv_fd", (), queue=q, **on), QUEUED, ON)
 
 
 def _recv_message(a: Dict[str, Any]) -> Op:
     return Op("recv_message", (a["bufsize"], a["maxfds"], a["flags"]),
-              (("credentials", a["credentials"]), ("cloexec", a["cloexec"])),
-              queue=a["queue"], passcred=a["passcred"])
+              (("credentials", a["credentials"]), ("pidfd", a["pidfd"]), ("cloexec", a["cloexec"])),
+              queue=a["queue"], **a["on"])
 
 
 RECV_MESSAGE = one_bad(
     {"bufsize": BUFSIZE, "maxfds": MAXFDS, "flags": RECV_FLAGS, "cloexec": st.booleans(),
-     "credentials": st.booleans(), "queue": QUEUED, "passcred": st.booleans()},
+     "credentials": st.booleans(), "pidfd": st.booleans(), "queue": QUEUED, "on": ON},
     {"bufsize": BAD_BUFSIZE, "maxfds": BAD_MAXFDS, "flags": BAD_FLAGS},
 ).map(_recv_message)
 
 
 def _recv_fds_batch(a: Dict[str, Any]) -> Op:
     return Op("recv_fds_batch", (a["count"], a["bufsize"], a["maxfds"], a["flags"]),
-              (("cloexec", a["cloexec"]),), queue=a["queue"], passcred=a["passcred"])
+              (("cloexec", a["cloexec"]),), queue=a["queue"], **a["on"])
 
 
 RECV_FDS_BATCH = one_bad(
     {"count": st.sampled_from([0, 1, 2, 3, 8]), "bufsize": BUFSIZE, "maxfds": MAXFDS,
      "flags": st.sampled_from([0, int(socket.MSG_DONTWAIT), int(socket.MSG_CMSG_CLOEXEC)]),
-     "cloexec": st.booleans(), "queue": QUEUED, "passcred": st.booleans()},
+     "cloexec": st.booleans(), "queue": QUEUED, "on": ON},
     {"count": st.sampled_from(NOT_AN_INT + [-1]), "bufsize": BAD_BUFSIZE,
      "maxfds": BAD_MAXFDS, "flags": BAD_FLAGS},
 ).map(_recv_fds_batch)
