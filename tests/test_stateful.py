@@ -528,7 +528,7 @@ def test_found_bytes_like_fds_as_cpython(fds: Packed) -> None:
 @pytest.mark.parametrize("creds", [
     ScmCredentials("1", 0, 0), ScmCredentials(2**40, 0, 0), ScmCredentials(-1, -1, -1),
     ScmCredentials(os.getpid(), "0", 0),
-], ids=repr)
+], ids=["pid-str", "pid-2**40", "all--1", "uid-str"])
 def test_found_bad_credentials_raise_what_cpython_raises(creds: ScmCredentials) -> None:
     _agree(Op("send_message", ((Chunk(b"x"),), [creds]), passcred=True),
            Op("send_credentials", ((Chunk(b"x"),), creds), passcred=True),
