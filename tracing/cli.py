@@ -35,9 +35,10 @@ from typing import Callable, Sequence, TextIO
 
 from rawsys.trace.bpf.prelude import PID_MAX_LIMIT
 from rawsys.trace.bpf.program import BACKENDS
-from rawsys.trace.events import TraceEvent, Transfer
+from rawsys.trace.events import LostEvent, TraceEvent, Transfer
+from rawsys.trace.matcher import Verdict
 
-__all__ = ["main", "format_transfer", "HEADER"]
+__all__ = ["main", "format_lost", "format_transfer", "format_verdict", "HEADER"]
 
 EXAMPLES = """examples:
     rawsys-trace                  # trace every fd passed over Unix sockets
@@ -144,6 +145,8 @@ def format_transfer(t: Transfer, *, start_ns: int = 0, timestamp: bool = False) 
         flags.add("FAILED:" + errno_mod.errorcode.get(t.send.errno, str(t.send.errno)))
     elif t.send is None:
         flags.add("NOSEND")
+    elif t.in_flight:
+        flags.add("INFLIGHT")
     elif t.recv is None:
         flags.add("NORECV")
     flags.discard("CMSG_CLOEXEC")  # CLOEXEC says what the fd got
@@ -152,6 +155,30 @@ def format_transfer(t: Transfer, *, start_ns: int = 0, timestamp: bool = False) 
         f"{when:<8} {side(t.send, t.send_fd)} {side(t.recv, t.recv_fd)} "
         f"{_short(_file_column(t), 15):<15} {inode:>7} {','.join(sorted(flags)) or '-'}"
     )
+
+
+def format_lost(lost: LostEvent, *, start_ns: int = 0, timestamp: bool = False) -> str:
+    """One LOST line: the sender, who lost it, the file, and the reason in words."""
+    if timestamp:
+        when = f"{max(0, lost.timestamp_ns - start_ns) / 1e9:<8.3f}"
+    else:
+        when = time.strftime("%H:%M:%S")
+    pid = "-" if lost.pid is None else str(lost.pid)
+    fd = "-" if lost.fd is None else str(lost.fd)
+    r = lost.receiver
+    rpid, rcomm = ("-", "-") if r is None else (str(r.pid), r.comm)
+    inode = str(lost.file.inode) if lost.file.address else "-"
+    return (
+        f"{when:<8} {pid:>6} {_short(lost.comm or '-', 7):<7} {fd:>3} {rpid:>6} "
+        f"{_short(rcomm, 7):<7} {'-':>3} {_short(lost.file.label, 15):<15} {inode:>7} "
+        f"LOST: {lost.words}"
+    )
+
+
+def format_verdict(v: Verdict, *, start_ns: int = 0, timestamp: bool = False) -> str:
+    if isinstance(v, LostEvent):
+        return format_lost(v, start_ns=start_ns, timestamp=timestamp)
+    return format_transfer(v, start_ns=start_ns, timestamp=timestamp)
 
 
 def _file_column(t: Transfer) -> str:
@@ -193,13 +220,19 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     _install_signal_handlers()
     start_ns = time.monotonic_ns()
 
-    def show(transfers: list[Transfer]) -> None:
+    def show(transfers: list[Verdict]) -> None:
         for t in transfers:
-            out.write(format_transfer(t, start_ns=start_ns, timestamp=args.timestamp) + "\n")
+            out.write(format_verdict(t, start_ns=start_ns, timestamp=args.timestamp) + "\n")
 
-    def show_json(events: list[TraceEvent]) -> None:
+    def show_json(events: list[TraceEvent], ending: bool = False) -> None:
         for ev in events:
-            out.write(json.dumps(ev.to_json(), sort_keys=True) + "\n")
+            if ev.event != "loss":
+                out.write(json.dumps(ev.to_json(), sort_keys=True) + "\n")
+        # Losses, one per fd, with the sender the matcher linked them to.
+        verdicts = session.transfers(events) + (session.flush() if ending else [])
+        for v in verdicts:
+            if isinstance(v, LostEvent):
+                out.write(json.dumps(v.to_json(), sort_keys=True) + "\n")
 
     try:
         try:
@@ -239,7 +272,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             try:
                 events = session.drain()
                 if args.json:
-                    show_json(events)
+                    show_json(events, ending=True)
                 else:
                     show(session.transfers(events) + session.flush())
                 out.flush()

@@ -405,6 +405,7 @@ class Transfer:
     send_fd: int | None
     recv_fd: int | None
     file: FileIdentity
+    in_flight: bool = False  # a send still queued when tracing stopped (not lost)
 
     @property
     def matched(self) -> bool:
@@ -434,6 +435,7 @@ class Transfer:
             "receiver": side(self.recv, self.recv_fd),
             "file": self.file.to_json(),
             "flags": sorted(self.flags),
+            "in_flight": self.in_flight,
         }
 
 

@@ -28,8 +28,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from rawsys.trace.bpf import program
 from rawsys.trace.bpf.prelude import RING_PAGES_DEFAULT, Filters
-from rawsys.trace.events import TraceEvent, Transfer, decode_event
-from rawsys.trace.matcher import Matcher
+from rawsys.trace.events import TraceEvent, decode_event
+from rawsys.trace.matcher import Matcher, Verdict
 
 __all__ = ["Session", "SessionError"]
 
@@ -281,16 +281,21 @@ class Session:
                 got.extend(self._drain(None))
                 return got
 
-    def transfers(self, events: Iterable[TraceEvent]) -> list[Transfer]:
-        """Feed *events* to the session's matcher; the transfers they complete."""
-        out: list[Transfer] = []
+    def transfers(self, events: Iterable[TraceEvent]) -> list[Verdict]:
+        """Feed *events* to the session's matcher; the transfers and losses they complete."""
+        out: list[Verdict] = []
         for ev in events:
             out.extend(self.matcher.feed(ev))
         return out
 
-    def flush(self) -> list[Transfer]:
-        """Unmatched halves still pending, as transfers."""
+    def flush(self) -> list[Verdict]:
+        """What is still pending: sends in flight, receives whose send was not seen."""
         return self.matcher.flush()
+
+    @property
+    def evicted(self) -> int:
+        """Pending sends the matcher dropped to stay within its cap (shown as in flight)."""
+        return self.matcher.evicted
 
     @property
     def decoded(self) -> int:

@@ -213,7 +213,9 @@ static __always_inline void emit_msg(u32 kind, const struct call_args *a, struct
     if (size && bpf_probe_read_kernel(ev->files, size, m->files))
         n = 0;
     ev->nfds = n;
-    if (kind == EV_RECV) {
+    /* recvmsg only: within recvmmsg's loop over messages the verifier's
+     * budget does not allow these (its losses are told from MSG_CTRUNC alone). */
+    if (kind == EV_RECV && slots == FD_SLOTS) {
         if (msg_flags & MSG_CTRUNC)
             note_ctrunc(ev, a->sock);
         if (a->flags & MSG_CMSG_CLOEXEC)
@@ -368,7 +370,8 @@ static __always_inline void emit_recv(const struct call_args *a, struct scm_msg 
     if (ev) {
         ev->msg_flags = msg_flags;
         ev->controllen = controllen;
-        note_ctrunc(ev, a->sock);
+        if (slots == FD_SLOTS)
+            note_ctrunc(ev, a->sock);
         submit(ev);
     }
 }

@@ -78,7 +78,8 @@ static __always_inline void emit_user_msghdr(u32 kind, const struct call_args *a
         resolve_fds(t, s->fds, n, max, ev, 0);
         ev->nfds = n;
     }
-    if (kind == EV_RECV) {
+    /* recvmsg only (recvmmsg's loop over messages has no room for these). */
+    if (kind == EV_RECV && max == FD_SLOTS) {
         if (msg_flags & MSG_CTRUNC)
             note_ctrunc(ev, a->sock);
         if (a->flags & MSG_CMSG_CLOEXEC)
