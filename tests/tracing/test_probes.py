@@ -59,8 +59,8 @@ def source(name: str) -> str:
 
 # ------------------------------------------------------------------ rendering
 def test_the_sources_are_the_bpf_files() -> None:
-    assert C_SOURCES == ["causes.bpf.h", "cmsg.bpf.h", "fentry.bpf.c", "files.bpf.h", "kprobe.bpf.c",
-                         "maps.bpf.h", "scm.bpf.h", "tracepoint.bpf.c"]
+    assert C_SOURCES == ["causes.bpf.h", "cmsg.bpf.h", "fentry.bpf.c", "files.bpf.h",
+                         "kprobe.bpf.c", "maps.bpf.h", "scm.bpf.h", "tracepoint.bpf.c"]
 
 
 @pytest.mark.parametrize("name", C_SOURCES)
