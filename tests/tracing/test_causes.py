@@ -40,7 +40,7 @@ from rawsys.trace.matcher import Matcher, Verdict
 from rawsys.trace.session import Session
 
 CSRC = Path(__file__).parent / "csrc"
-C_NAME = "lostfd"
+C_NAME = "lostfd-c-causes"  # 15 characters: the most a comm holds, and -n takes
 PY_NAME = "lostfd-py"
 
 
@@ -131,7 +131,7 @@ def test_a_loss_report_consumes_its_send() -> None:
 @pytest.fixture(scope="module")
 def c_program(build_c: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     exe = build_c(CSRC / "lostfd.c")
-    dest = tmp_path_factory.mktemp("lostfd") / C_NAME  # its comm is then "lostfd"
+    dest = tmp_path_factory.mktemp("lostfd") / C_NAME  # its comm is then C_NAME
     dest.write_bytes(exe.read_bytes())
     dest.chmod(0o755)
     return dest
@@ -224,3 +224,36 @@ def test_c_program_loss_is_named(cause: str, c_session: Session, c_program: Path
 @pytest.mark.parametrize("cause", sorted(CAUSES))
 def test_python_program_loss_is_named(cause: str, py_session: Session) -> None:
     check_cause(py_session, [sys.executable, str(CSRC / "lostfd.py"), cause], cause, PY_NAME)
+
+
+@pytest.mark.kernel_matrix
+def test_a_slow_receiver_is_linked_and_in_flight_until_then(py_session: Session) -> None:
+    """The receiver takes the fd 3 s after it was sent: while it waits the send
+    is in flight (not lost, no NORECV), and then it is one linked transfer."""
+    s = py_session
+    s.drain()
+    linked, early = Matcher(), Matcher()
+    proc = subprocess.Popen([sys.executable, str(CSRC / "lostfd.py"), "slow"],
+                            stdout=subprocess.PIPE, text=True)
+    verdicts: list[Verdict] = []
+    start = time.monotonic()
+    flushed: list[Verdict] | None = None
+    while time.monotonic() - start < 10 and not any(
+            isinstance(v, Transfer) and v.matched for v in verdicts):
+        for ev in s.poll(0.1):
+            verdicts += linked.feed(ev)
+            if flushed is None:
+                early.feed(ev)
+        if flushed is None and time.monotonic() - start > 1.5:
+            flushed = early.flush()  # tracing stopped while the fd waits in the queue
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    ((sender_pid, fd, ino),) = [tuple(int(w) for w in line.split()[2::2])
+                                for line in out.splitlines() if line.startswith("sender")]
+    assert flushed is not None
+    (pending,) = flushed
+    assert isinstance(pending, Transfer) and pending.in_flight and pending.send_fd == fd
+    (t,) = verdicts
+    assert isinstance(t, Transfer) and t.matched and t.send is not None
+    assert (t.send.pid, t.send_fd, t.file.inode) == (sender_pid, fd, ino)
+    assert t.recv is not None and t.recv.timestamp_ns - t.send.timestamp_ns > 2_000_000_000

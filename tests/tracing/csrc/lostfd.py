@@ -8,7 +8,8 @@ and ``emfile``, its write end) to its forked child (receiver) with
 for 1 of 2), ``nocontrol`` (recvmsg without control buffer), ``read``
 (os.read), ``recv`` (socket.recv on SOCK_STREAM), ``zero`` (the parent sends
 0 data bytes on SOCK_STREAM), ``close``, ``exit``, ``emfile`` (RLIMIT_NOFILE
-reached), ``exec`` (MSG_CMSG_CLOEXEC, then exec of /bin/true).
+reached), ``exec`` (MSG_CMSG_CLOEXEC, then exec of /bin/true).  And one
+that loses nothing: ``slow`` receives properly, but only after 3 seconds.
 
 The process names itself ``lostfd-py`` (prctl PR_SET_NAME) so the tracer
 can filter on it, and prints ``sender pid P fd F ino I`` per fd sent and
@@ -22,6 +23,7 @@ import os
 import resource
 import socket
 import sys
+import time
 
 PR_SET_NAME = 15  # <linux/prctl.h>
 NAME = b"lostfd-py"
@@ -46,6 +48,11 @@ def child(cause: str, sock: socket.socket) -> None:
             fd = os.dup(0)
         os.close(fd)  # fd 15 free: one of the two fits
         sock.recvmsg(1, socket.CMSG_LEN(8))
+    elif cause == "slow":
+        time.sleep(3)
+        _, fds, _, _ = socket.recv_fds(sock, 1, 1)
+        for fd in fds:
+            os.close(fd)
     elif cause == "exec":
         sock.recvmsg(1, socket.CMSG_LEN(4), socket.MSG_CMSG_CLOEXEC)
         os.execv("/bin/true", ["true"])
