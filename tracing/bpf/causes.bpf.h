@@ -57,6 +57,8 @@ struct exit_socks {
 /* File addresses taken from a closed socket's queue (slack for masked reads). */
 struct lost_scratch {
     u64 addrs[4 * LOST_FILES];
+    u32 n;
+    u32 count;
 };
 
 BPF_PERCPU_ARRAY(lost_scratch, struct lost_scratch, 1);
@@ -390,9 +392,12 @@ TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom)
 
 /* ------------------------------------------------------------ socket closed */
 
-/* file is the last reference to a unix socket whose queue holds messages with
- * fds: a LOST event for them (up to LOST_FILES, from QUEUE_WALK messages). */
-static __always_inline void report_queued(u64 file, s32 fd, u32 syscall)
+/* When file is the last reference to a unix socket, the files its queued
+ * messages carry (QUEUE_WALK messages at most) are added to ls->addrs[*n..]
+ * (LOST_FILES in all) and counted in *count.  Per message one read of its
+ * list's files: no loop inside a loop for the verifier. */
+static __always_inline void collect_queued(u64 file, struct lost_scratch *ls, u32 *n,
+                                           u32 *count)
 {
     u64 sk = unix_sk_of_file(file);
     if (!sk)
@@ -402,15 +407,7 @@ static __always_inline void report_queued(u64 file, s32 fd, u32 syscall)
         return; /* another reference keeps the socket (and its queue) alive */
     u64 head = sk + OFF_SOCK_SK_RECEIVE_QUEUE;
     u64 skb = kread_u64(sk + OFF_SOCK_SK_RECEIVE_QUEUE_NEXT);
-    if (!skb || skb == head)
-        return; /* nothing queued */
-    int zero = 0;
-    struct lost_scratch *ls = lost_scratch.lookup(&zero);
-    if (!ls)
-        return;
-    /* Per message one read of (the first of) its list's files, then one
-     * loop for their identities: no loop inside a loop for the verifier. */
-    u32 n = 0, count = 0;
+    u32 got = *n, total = *count;
 #pragma clang loop unroll(disable)
     for (u32 walked = 0; walked < QUEUE_WALK; walked++) {
         if (!skb || skb == head)
@@ -421,23 +418,31 @@ static __always_inline void report_queued(u64 file, s32 fd, u32 syscall)
         if (!fpl || bpf_probe_read_kernel(&c, sizeof(c), (void *)(fpl + OFF_SCM_FP_LIST_COUNT)) ||
             c <= 0)
             continue;
-        count += c;
-        OPAQUE(count);
-        if (n >= LOST_FILES)
+        total += c;
+        OPAQUE(total);
+        if (got >= LOST_FILES)
             continue;
         u32 take = c;
-        if (take > LOST_FILES - n)
-            take = LOST_FILES - n;
-        u32 at = n;
+        if (take > LOST_FILES - got)
+            take = LOST_FILES - got;
+        u32 at = got;
         OPAQUE(at);
         at &= LOST_FILES - 1;
         u32 bytes = take * sizeof(u64);
         OPAQUE(bytes);
         bytes &= 2 * LOST_FILES * sizeof(u64) - 1;
         bpf_probe_read_kernel(&ls->addrs[at], bytes, (void *)(fpl + OFF_SCM_FP_LIST_FP));
-        n += take;
-        OPAQUE(n);
+        got += take;
+        OPAQUE(got);
     }
+    *n = got;
+    *count = total;
+}
+
+/* A socket-closed LOST event for the files collected (nothing when none). */
+static __always_inline void emit_queued(struct lost_scratch *ls, u32 n, u32 count, s32 fd,
+                                        u32 syscall)
+{
     if (!count)
         return; /* no message carried fds */
     struct fd_event *ev = new_lost(LOST_SOCKET_CLOSED, syscall, fd);
@@ -464,9 +469,14 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {
     if (!wanted(bpf_get_current_pid_tgid()))
         return 0;
+    int zero = 0;
+    struct lost_scratch *ls = lost_scratch.lookup(&zero);
     const struct fd_table *t = current_fd_table_read();
-    if (t)
-        report_queued(file_of_fd(t, (s32)args->fd), (s32)args->fd, SYS_CLOSE);
+    if (!ls || !t)
+        return 0;
+    u32 n = 0, count = 0;
+    collect_queued(file_of_fd(t, (s32)args->fd), ls, &n, &count);
+    emit_queued(ls, n, count, (s32)args->fd, SYS_CLOSE);
     return 0;
 }
 
@@ -496,24 +506,39 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     u32 found = 0;
 #pragma clang loop unroll(disable)
     for (s32 fd = 0; fd < EXIT_FDS; fd++) {
+        OPAQUE(found); /* the verifier need not tell 0..3 apart: its states merge */
         if (found >= EXIT_SOCKS || (u32)fd >= t->max_fds)
             break;
+        /* Only the fd's inode mode here: is it a socket at all? */
         u64 file = file_of_fd(t, fd);
-        if (!unix_sk_of_file(file))
+        u64 inode = file ? kread_u64(file + OFF_FILE_F_INODE) : 0;
+        u16 mode = 0;
+        if (!inode || bpf_probe_read_kernel(&mode, sizeof(mode), (void *)(inode + OFF_INODE_I_MODE)) ||
+            (mode & S_IFMT) != S_IFSOCK)
             continue;
         u32 k = found & (EXIT_SOCKS - 1);
         xs->fds[k] = fd;
         xs->files[k] = file;
         found++;
     }
+    /* One event for all of them (its sock: -1, the process had several). */
+    struct lost_scratch *ls = lost_scratch.lookup(&zero);
+    if (!ls)
+        return 0;
+    ls->n = 0;
+    ls->count = 0;
 #pragma clang loop unroll(disable)
     for (u32 i = 0; i < EXIT_SOCKS; i++) {
         if (i >= found)
             break;
         OPAQUE(i);
         u32 k = i & (EXIT_SOCKS - 1);
-        report_queued(xs->files[k], xs->fds[k], SYS_EXIT);
+        /* The counts live in the map, not on the stack: each round's state
+         * is then the same to the verifier, which prunes instead of walking
+         * every round anew. */
+        collect_queued(xs->files[k], ls, &ls->n, &ls->count);
     }
+    emit_queued(ls, ls->n, ls->count, found == 1 ? xs->fds[0] : -1, SYS_EXIT);
     return 0;
 }
 
