@@ -115,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per send/receive event on stdout")
     parser.add_argument("--unmatched-after", type=_duration, default=2.0, metavar="SECONDS",
-                        help="show a send or receive as unmatched after this long alone "
-                        "(default 2)")
+                        help="show a receive whose send was not reported after this long "
+                        "as NOSEND (default 2); sends wait for their receive")
     parser.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     return parser
 
@@ -281,6 +281,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             finally:
                 session.close()
                 err.write(f"Lost events: {session.lost}\n")
+                if session.evicted:
+                    err.write(f"Pending sends evicted (cap reached): {session.evicted}\n")
                 err.flush()
     return 0
 
