@@ -20,10 +20,12 @@ zero-length stream send, socket closed with the message queued, close-on-exec
 fds closed by exec).  A receive cut short before any fd was installed is
 linked to the oldest message pending from the socket connected to it.
 
-Receives can be reported before their send (the receiver's ``recvmsg`` may
-return before the sender's ``sendmsg`` exit is written): a receive alone
-waits ``grace_ns`` of later events for its send, then shows ``NOSEND``
-(its send happened before tracing began, or the sender is filtered out).
+Receives and losses can be reported before their send (the receiver's
+``recvmsg`` may return before the sender's ``sendmsg`` exit is written;
+anomalies travel in their own ring, read first): a receive or a loss alone
+waits ``grace_ns`` of later events for its send, then shows ``NOSEND`` (a
+loss: no sender), its send having happened before tracing began or the
+sender being filtered out.
 
 Pending sends are capped (``max_pending`` fds, :data:`MAX_PENDING` by
 default): past it the oldest is evicted, shown as in flight, and counted
@@ -136,6 +138,11 @@ class Matcher:
             linked = False
             while waiting:
                 r = waiting.popleft()
+                if isinstance(r.event, LossReport):
+                    out.append(_lost(r.event.reason.label, half, r.event,
+                                     _loss_party(r.event), r.file))
+                    linked = True
+                    break
                 out.append(self._transfer(half, r))
                 if not _is_peek(r.event):
                     linked = True
@@ -233,19 +240,20 @@ class Matcher:
 
     def _on_loss(self, report: LossReport, out: list[Verdict]) -> None:
         reason = report.reason
-        if reason is LossReason.ZERO_LENGTH_STREAM:
-            receiver = None  # nobody received anything: the sender's own send dropped them
-        else:
-            receiver = LostParty(report.pid, report.tid, report.comm,
-                                 report.sock if report.sock >= 0 else None)
+        receiver = _loss_party(report)
         for fd, f in zip(report.fds, report.files):
             sender: _Half | None = None
             if reason is LossReason.CLOSED_ON_EXEC:
                 sender = self._delivered.pop((report.pid, fd, f.address), None)
             elif f.address:
                 sender = self._pending_send(f)
-                if sender is not None:
-                    self._drop(sender)
+                if sender is None:
+                    # Its send may be reported after it (losses travel in
+                    # their own ring, read first): it waits like a receive.
+                    loss = _Half(report, fd, f, report.timestamp_ns)
+                    self._recvs.setdefault(_key(f), deque()).append(loss)
+                    continue
+                self._drop(sender)
             out.append(_lost(reason.label, sender, report, receiver, f))
 
     def _remember_delivery(self, s: _Half, r: _Half) -> None:
@@ -323,11 +331,22 @@ def _lost(reason: str, sender: _Half | None, where: TraceEvent, receiver: LostPa
     )
 
 
+def _loss_party(report: LossReport) -> LostParty | None:
+    """The process whose action lost the fds (None: a zero-length send, nobody received)."""
+    if report.reason is LossReason.ZERO_LENGTH_STREAM:
+        return None
+    return LostParty(report.pid, report.tid, report.comm,
+                     report.sock if report.sock >= 0 else None)
+
+
 def _in_flight(h: _Half) -> Transfer:
     assert isinstance(h.event, SendEvent)
     return Transfer(h.event, None, h.fd, None, h.file, in_flight=True)
 
 
-def _alone_recv(h: _Half) -> Transfer:
+def _alone_recv(h: _Half) -> Verdict:
+    """A receive whose send was not seen (NOSEND), or a loss whose send was not."""
+    if isinstance(h.event, LossReport):
+        return _lost(h.event.reason.label, None, h.event, _loss_party(h.event), h.file)
     assert isinstance(h.event, RecvEvent)
     return Transfer(None, h.event, None, h.fd, h.file)

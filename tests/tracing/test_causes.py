@@ -165,7 +165,9 @@ def run_and_trace(s: Session, argv: list[str], want: Callable[[list[Verdict]], b
     verdicts: list[Verdict] = []
     deadline = time.monotonic() + timeout
     while not want(verdicts) and time.monotonic() < deadline:
-        for ev in s.poll(0.1):
+        # In the order they happened, as Session.transfers feeds them (the
+        # anomaly ring, read first, holds the losses).
+        for ev in sorted(s.poll(0.1), key=lambda e: e.timestamp_ns):
             verdicts += m.feed(ev)
     return roles, verdicts
 

@@ -35,8 +35,10 @@ static __always_inline void emit_user_msghdr(u32 kind, const struct call_args *a
         have_chunk = read_user_msghdr_near(s, hdr, &control, &controllen, &msg_flags);
     else
         read_user_msghdr(hdr, &control, &controllen, &msg_flags);
-    if (fast && collect_single_fd(s, control, controllen, 1, have_chunk)) {
-        /* The usual one-fd message: the event is written in place in the ring. */
+    if (fast && !(msg_flags & MSG_CTRUNC) &&
+        collect_single_fd(s, control, controllen, 1, have_chunk)) {
+        /* The usual one-fd message: the event is written in place in the ring
+         * (a receive cut short is an anomaly: the general path routes it). */
         struct fd_event *one = new_event_one(kind, a, ret, index);
         if (!one)
             return;
@@ -51,12 +53,8 @@ static __always_inline void emit_user_msghdr(u32 kind, const struct call_args *a
         one->files[0].fd_flags = fl;
         fill_file(&one->files[0], file);
         one->nfds = 1;
-        if (kind == EV_RECV) {
-            if (msg_flags & MSG_CTRUNC)
-                note_ctrunc(one, a->sock);
-            if (fl & FD_FLAG_CLOEXEC)
-                note_cloexec(fd, file);
-        }
+        if (kind == EV_RECV && (fl & FD_FLAG_CLOEXEC))
+            note_cloexec(fd, file);
         submit_one(one);
         return;
     }
@@ -183,8 +181,9 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
     a.syscall = SYS_SENDMSG;
     /* A SOCK_STREAM send of no data byte drops its fds (reported below). */
     int dropped = zero_length_stream(sf->sock, args->ret);
-    if (sf->n == 1 && sf->seen == 1 && !dropped) {
-        /* The usual one-fd message: written in place in the ring buffer. */
+    if (sf->n == 1 && sf->seen == 1 && args->ret >= 0 && !dropped) {
+        /* The usual one-fd message: written in place in the ring buffer (a
+         * failed send is an anomaly: the general path routes it). */
         struct fd_event *one = new_event_one(EV_SEND, &a, args->ret, 0);
         if (one) {
             one->sock_file = sf->sock_file;
