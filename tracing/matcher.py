@@ -102,6 +102,8 @@ class Matcher:
         self._order: OrderedDict[int, _Half] = OrderedDict()  # every pending send, oldest first
         self._by_sock: dict[int, deque[_Msg]] = {}  # messages by their socket's struct file
         self._recvs: dict[_Key, deque[_Half]] = {}
+        # Receives cut short before any fd, whose message is not seen yet, by peer socket.
+        self._cut_waiting: dict[int, deque[RecvEvent]] = {}
         self._delivered: OrderedDict[tuple[int, int, int], _Half] = OrderedDict()
         self._last_ns = 0
 
@@ -127,6 +129,7 @@ class Matcher:
                 out.append(Transfer(event, None, None, None, _NO_FILE))
             return
         msg = _Msg(event)
+        cut: RecvEvent | None = None  # a receive of this message cut short, seen before it
         for fd, f in zip(event.fds, event.files):
             half = _Half(event, fd, f, event.timestamp_ns, msg)
             msg.halves.append(half)
@@ -146,8 +149,11 @@ class Matcher:
                 out.append(self._transfer(half, r))
                 if not _is_peek(r.event):
                     linked = True
-                    if isinstance(r.event, RecvEvent) and r.event.cloexec:
-                        self._remember_delivery(half, r)
+                    if isinstance(r.event, RecvEvent):
+                        if r.event.cloexec:
+                            self._remember_delivery(half, r)
+                        if "CTRUNC" in r.event.flags:
+                            cut = r.event
                     break
                 half.peeked = True
             if waiting is not None and not waiting:
@@ -156,6 +162,24 @@ class Matcher:
                 self._add_pending(half, out)
         if msg.waiting and event.sock_file:
             self._by_sock.setdefault(event.sock_file, deque()).append(msg)
+            early = self._cut_waiting.get(event.sock_file)
+            if cut is None and early:
+                cut = early.popleft()  # cut short before any fd: this message
+                if not early:
+                    del self._cut_waiting[event.sock_file]
+        if cut is not None:
+            self._cut_short(cut, msg, out)
+
+    def _cut_short(self, event: RecvEvent, msg: _Msg | None, out: list[Verdict]) -> None:
+        """Receive *event* came back with MSG_CTRUNC: *msg*'s fds it did not install are lost."""
+        reason = "emfile" if event.ev_flags & _FD_TABLE_FULL else "ctrunc"
+        receiver = LostParty(event.pid, event.tid, event.comm, event.sock)
+        if msg is None:
+            out.append(_lost(reason, None, event, receiver, _NO_FILE, fit=len(event.fds)))
+            return
+        for h in [h for h in msg.halves if not h.done and id(h) in self._order]:
+            self._drop(h)
+            out.append(_lost(reason, h, event, receiver, h.file, fit=len(event.fds)))
 
     def _add_pending(self, half: _Half, out: list[Verdict]) -> None:
         self._sends.setdefault(_key(half.file), deque()).append(half)
@@ -226,17 +250,16 @@ class Matcher:
                 out.append(Transfer(None, event, None, None, _NO_FILE))
             return
         # Cut short: the fds of the message that were not installed are lost.
-        reason = "emfile" if event.ev_flags & _FD_TABLE_FULL else "ctrunc"
         if msg is None and event.sock_file:
             q = self._by_sock.get(event.sock_file)
             msg = q[0] if q else None
-        receiver = LostParty(event.pid, event.tid, event.comm, event.sock)
-        if msg is None:
-            out.append(_lost(reason, None, event, receiver, _NO_FILE, fit=len(event.fds)))
+        if msg is None and event.fds:
+            return  # its fds wait for their send, which settles the rest (_on_send)
+        if msg is None and event.sock_file:
+            # Its send may be reported after it: it waits, like a receive.
+            self._cut_waiting.setdefault(event.sock_file, deque()).append(event)
             return
-        for h in [h for h in msg.halves if not h.done]:
-            self._drop(h)
-            out.append(_lost(reason, h, event, receiver, h.file, fit=len(event.fds)))
+        self._cut_short(event, msg, out)
 
     def _on_loss(self, report: LossReport, out: list[Verdict]) -> None:
         reason = report.reason
@@ -281,6 +304,12 @@ class Matcher:
                 out.append(_alone_recv(q.popleft()))
             if not q:
                 del self._recvs[key]
+        for sock_file in list(self._cut_waiting):
+            cq = self._cut_waiting[sock_file]
+            while cq and cq[0].timestamp_ns < limit:
+                self._cut_short(cq.popleft(), None, out)
+            if not cq:
+                del self._cut_waiting[sock_file]
         return out
 
     def flush(self) -> list[Verdict]:
@@ -288,6 +317,10 @@ class Matcher:
         out: list[Verdict] = [_in_flight(h) for h in self._order.values()]
         for q in self._recvs.values():
             out.extend(_alone_recv(h) for h in q)
+        for cq in self._cut_waiting.values():
+            for ev in cq:
+                self._cut_short(ev, None, out)
+        self._cut_waiting.clear()
         self._sends.clear()
         self._order.clear()
         self._by_sock.clear()
@@ -296,7 +329,8 @@ class Matcher:
 
     @property
     def pending(self) -> int:
-        return len(self._order) + sum(len(q) for q in self._recvs.values())
+        return (len(self._order) + sum(len(q) for q in self._recvs.values())
+                + sum(len(q) for q in self._cut_waiting.values()))
 
 
 _NO_FILE = FileIdentity(address=0, inode=0, mode=0, refcount=0, name="")

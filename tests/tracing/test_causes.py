@@ -259,3 +259,20 @@ def test_a_slow_receiver_is_linked_and_in_flight_until_then(py_session: Session)
     assert isinstance(t, Transfer) and t.matched and t.send is not None
     assert (t.send.pid, t.send_fd, t.file.inode) == (sender_pid, fd, ino)
     assert t.recv is not None and t.recv.timestamp_ns - t.send.timestamp_ns > 2_000_000_000
+
+
+def test_losses_read_before_their_send_wait_for_it() -> None:
+    """Losses travel in the anomaly ring, read first: a receive cut short and a
+    loss report that arrive before their send are linked when it comes."""
+    m = Matcher()
+    assert m.feed(_recv((), (), 5, frozenset({"CTRUNC"}), sock_file=0x77)) == []
+    (lost,) = m.feed(_send((5,), (_file(0xA),), 4, sock_file=0x77))
+    assert isinstance(lost, LostEvent) and (lost.reason, lost.pid, lost.fd) == ("ctrunc", 1, 5)
+    report = LossReport(pid=2, tid=2, comm="rcv", sock=4, fds=(-1,), files=(_file(0xB),),
+                        flags=frozenset(), ok=True, errno=0, ret=0, syscall="close",
+                        msg_index=0, backend="test", timestamp_ns=7,
+                        reason=LossReason.SOCKET_CLOSED)
+    assert m.feed(report) == []
+    (closed,) = m.feed(_send((6,), (_file(0xB),), 6))
+    assert isinstance(closed, LostEvent) and (closed.reason, closed.fd) == ("socket-closed", 6)
+    assert m.flush() == []
