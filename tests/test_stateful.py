@@ -417,7 +417,7 @@ class FdWire(RuleBasedStateMachine):
 
 
 FdWire.TestCase.settings = settings(
-    derandomize=True, database=None, deadline=None, max_examples=150,
+    derandomize=True, database=None, deadline=None, max_examples=120,
     stateful_step_count=30, print_blob=False,
     # No shrinking: it takes minutes on thread steps, and the failure message
     # already names the call and both outcomes, after the steps that led there.
