@@ -3,11 +3,11 @@
 An ``Op`` is one call of a public send or receive function of rawsys, with
 symbolic arguments (``F(2)`` is the channel's third file, ``Peer()`` the
 receiving socket's address) so that the same operation can run on any
-``Channel``.  ``run_op`` makes the call twice: through rawsys on the
-channel's rawsys socket pair, and through CPython's ``socket.sendmsg`` /
-``recvmsg`` (what ``socket.send_fds``/``recv_fds`` call) on the parallel
-CPython pair; then it reads what arrived on each wire with CPython and returns
-both ``Outcome``s.  The test compares them.
+``Channel``.  ``compare`` makes the call twice (``run_side``): through rawsys
+on the channel's rawsys socket pair, and through CPython's ``socket.sendmsg``
+/ ``recvmsg`` (what ``socket.send_fds``/``recv_fds`` call) on the parallel
+CPython pair; each time it then reads what arrived on the wire with CPython.
+It returns the differences between the two ``Outcome``s, described.
 
 Where rawsys differs from CPython on purpose (documented in its docstrings)
 the CPython side is adjusted here, each place saying why: ``flags`` and
@@ -15,7 +15,9 @@ the CPython side is adjusted here, each place saying why: ``flags`` and
 the oracle calls ``sendmsg``/``recvmsg`` itself); received fds are
 close-on-exec (the oracle passes ``MSG_CMSG_CLOEXEC``); ``MSG_CTRUNC`` raises
 ``ControlTruncatedError`` holding what arrived; ``recv_fd`` of a message
-without an fd raises ``OSError(EBADMSG)``.
+without an fd raises ``OSError(EBADMSG)``; fds for an ``AF_INET`` socket raise
+``FdPassingUnsupportedError``; ``recv_fds``/``recv_fds_batch`` return no
+credentials and close a pidfd.
 """
 
 from __future__ import annotations
