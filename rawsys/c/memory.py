@@ -25,7 +25,22 @@ returns ``-1`` with ``errno`` ``EFAULT``, what the kernel answers for an
 address it cannot use.  A known buffer that is too short raises
 ``BufferOverflowDetected``; a read-only one (``bytes``) where the kernel
 would write raises ``TypeError``.
-"""
+
+Cost, measured in CPU time on the development machine against the bare
+un-prototyped libc call (3.2-3.8 us with a 1-byte datagram read back): a
+``sendmsg`` of a ``msghdr`` built with ``set_iov`` ~2.5 us more (~1.7 us more
+than before the walk existed), with ``msg_iov = pointer(iov)`` ~3 us more; a
+``recvmsg`` ~2.5 us more (unchanged: it checked read-only buffers before);
+``send`` of a bytearray ~0.3 us more.  The Pythonic layer calls ``LIBC``/
+``LIBC_FAST`` on structures it owns and never goes through this walk.
+
+Limits: a structure changed by another thread while a call is in the kernel
+is a data race, as in C (the objects holding the checked memory are kept
+alive through the call, so none is freed meanwhile); a stale pointer whose
+address a *reachable* live object now occupies points into that object
+(memory-safe, wrong bytes); ctypes' ``_objects`` dictionaries and its
+private ``_cast`` are relied on (CPython 3.9-3.13 checked).
+
 
 from __future__ import annotations
 
