@@ -40,7 +40,7 @@ alive through the call, so none is freed meanwhile); a stale pointer whose
 address a *reachable* live object now occupies points into that object
 (memory-safe, wrong bytes); ctypes' ``_objects`` dictionaries and its
 private ``_cast`` are relied on (CPython 3.9-3.13 checked).
-
+"""
 
 from __future__ import annotations
 
