@@ -257,7 +257,15 @@ def _reachable(roots: Tuple[object, ...]) -> Iterator[Range]:
         elif type(node) in (tuple, list):
             stack.extend(typing_seq(node))
         elif type(node) is memoryview:
-            continue  # a from_buffer export: its range is its ctypes object's
+            # What a from_buffer() object keeps: the export of its whole exporter,
+            # which holds the memory before and after the object too.
+            exporter = node.obj
+            if isinstance(exporter, _CData):
+                stack.append(exporter)
+            elif not node.readonly and node.c_contiguous and node.nbytes:
+                view = (ctypes.c_char * node.nbytes).from_buffer(node)
+                address = ctypes.addressof(view)
+                yield address, address + node.nbytes, True, view
 
 
 def typing_seq(value: Any) -> List[object]:
@@ -267,6 +275,7 @@ def typing_seq(value: Any) -> List[object]:
 # --- the msghdr walk -------------------------------------------------------------
 
 _UIO_MAXIOV = 1024  # <linux/uio.h>
+_INT_MAX = 2**31 - 1
 _MSGHDR = struct.Struct("@P I 4x P N P N i 4x")  # struct msghdr, LP64
 _IOVEC = struct.Struct("@P N")
 MSGHDR_SIZE = _MSGHDR.size
@@ -391,7 +400,8 @@ def check_msghdr(root: Any, address: int, writing: bool, known: KnownMemory,
             hold.append(pin.holder if pin is not None else _check_range(
                 array_root, item, "iov_base", known, base, length, writing,
                 f"{where}.msg_iov[{i}].iov_base")[3])
-    if controllen:
+    if controllen and (writing or controllen <= _INT_MAX):
+        # (sendmsg answers ENOBUFS past INT_MAX without reading the buffer)
         if not control:
             raise UnknownMemory(f"{where}.msg_control is NULL with msg_controllen "
                                 f"{controllen}")
