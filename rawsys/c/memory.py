@@ -131,13 +131,10 @@ def _objects_of(root: Any, struct_obj: Any = None) -> Dict[Any, Any]:
     else:  # cast() makes one and files its source under its id, removed at once
         ctypes._cast(0, root, c_void_p)  # type: ignore[attr-defined]
         root._objects.pop(id(root), None)
-    return typing_dict(root._objects)
-
-
-def typing_dict(value: Any) -> Dict[Any, Any]:
-    if type(value) is not dict:
-        raise TypeError(f"{type(value).__name__} keeps no ctypes objects")
-    return value
+    objects = root._objects
+    if type(objects) is not dict:
+        raise TypeError(f"{type(root).__name__} keeps no ctypes objects")
+    return objects
 
 
 def keep(struct_obj: Any, slot: str, pin: Pin | None) -> None:
@@ -255,7 +252,7 @@ def _reachable(roots: Tuple[object, ...]) -> Iterator[Range]:
         elif type(node) is dict:
             stack.extend(node.values())
         elif type(node) in (tuple, list):
-            stack.extend(typing_seq(node))
+            stack.extend(node)
         elif type(node) is memoryview:
             # What a from_buffer() object keeps: the export of its whole exporter,
             # which holds the memory before and after the object too.
@@ -266,10 +263,6 @@ def _reachable(roots: Tuple[object, ...]) -> Iterator[Range]:
                 view = (ctypes.c_char * node.nbytes).from_buffer(node)
                 address = ctypes.addressof(view)
                 yield address, address + node.nbytes, True, view
-
-
-def typing_seq(value: Any) -> List[object]:
-    return list(value)
 
 
 # --- the msghdr walk -------------------------------------------------------------
