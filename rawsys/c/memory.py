@@ -268,7 +268,6 @@ def _reachable(roots: Tuple[object, ...]) -> Iterator[Range]:
 # --- the msghdr walk -------------------------------------------------------------
 
 _UIO_MAXIOV = 1024  # <linux/uio.h>
-_INT_MAX = 2**31 - 1
 _MSGHDR = struct.Struct("@P I 4x P N P N i 4x")  # struct msghdr, LP64
 _IOVEC = struct.Struct("@P N")
 MSGHDR_SIZE = _MSGHDR.size
@@ -393,8 +392,7 @@ def check_msghdr(root: Any, address: int, writing: bool, known: KnownMemory,
             hold.append(pin.holder if pin is not None else _check_range(
                 array_root, item, "iov_base", known, base, length, writing,
                 f"{where}.msg_iov[{i}].iov_base")[3])
-    if controllen and (writing or controllen <= _INT_MAX):
-        # (sendmsg answers ENOBUFS past INT_MAX without reading the buffer)
+    if controllen:
         if not control:
             raise UnknownMemory(f"{where}.msg_control is NULL with msg_controllen "
                                 f"{controllen}")
