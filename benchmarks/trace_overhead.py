@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""What tracing costs a program that passes fds as fast as it can (issue 4, item 7).
+"""What tracing costs a program that passes fds as fast as it can.
 
-Builds with gcc, into a temporary directory, a loop in the shape of seed
-003's send_fd/recv_fd: one byte and one fd per message over an AF_UNIX
-SOCK_DGRAM socketpair, sender and receiver alternating in one process, every
-received fd closed.  Runs it untraced, then traced by PID with
-``rawsys-trace --json -p PID`` (the command users run, its output written to
-a file), and prints, from one run of each (``--runs``: the median of several):
+Builds with gcc, into a temporary directory, a loop of the classic
+send_fd/recv_fd pair of cmsg(3) (``csrc/send_recv_fd.h``): one byte and one
+fd per message over an AF_UNIX SOCK_DGRAM socketpair, sender and receiver
+alternating in one process, every received fd closed.  Runs it untraced,
+then traced by PID with ``rawsys-trace --json -p PID`` (the command users
+run, its output written to a file), and prints, from one run of each
+(``--runs``: the median of several):
 
 * events seen vs expected (one send and one receive per transfer),
 * events lost in the kernel (target 0),
@@ -62,7 +63,7 @@ LOOP_C = r"""
 #include <unistd.h>
 #include <sys/socket.h>
 
-#include "seed003_fd.h"
+#include "send_recv_fd.h"
 
 int main(int argc, char **argv)
 {
@@ -105,7 +106,7 @@ FLOOD_C = r"""
 #include <unistd.h>
 #include <sys/socket.h>
 
-#include "seed003_fd.h"
+#include "send_recv_fd.h"
 
 static int recv_truncated(int fd)
 {

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import errno as errno_mod
+import json
 import os
 import signal
 import sys
@@ -34,12 +35,13 @@ from typing import TYPE_CHECKING, Callable, Sequence, TextIO
 
 from rawsys.trace.bpf.prelude import PID_MAX_LIMIT
 from rawsys.trace.bpf.program import BACKENDS
-from rawsys.trace.events import TraceEvent, Transfer
+from rawsys.trace.events import LostEvent, TraceEvent, Transfer
+from rawsys.trace.matcher import Verdict
 
 if TYPE_CHECKING:
     from rawsys.trace.session import Session, Totals
 
-__all__ = ["main", "format_transfer", "HEADER"]
+__all__ = ["main", "format_lost", "format_transfer", "format_verdict", "HEADER"]
 
 EXAMPLES = """examples:
     rawsys-trace                  # trace every fd passed over Unix sockets
@@ -117,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per send/receive event on stdout")
     parser.add_argument("--unmatched-after", type=_duration, default=2.0, metavar="SECONDS",
-                        help="show a send or receive as unmatched after this long alone "
-                        "(default 2)")
+                        help="show a receive whose send was not reported after this long "
+                        "as NOSEND (default 2); sends wait for their receive")
     parser.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     return parser
 
@@ -147,6 +149,8 @@ def format_transfer(t: Transfer, *, start_ns: int = 0, timestamp: bool = False) 
         flags.add("FAILED:" + errno_mod.errorcode.get(t.send.errno, str(t.send.errno)))
     elif t.send is None:
         flags.add("NOSEND")
+    elif t.in_flight:
+        flags.add("INFLIGHT")
     elif t.recv is None:
         flags.add("NORECV")
     flags.discard("CMSG_CLOEXEC")  # CLOEXEC says what the fd got
@@ -155,6 +159,30 @@ def format_transfer(t: Transfer, *, start_ns: int = 0, timestamp: bool = False) 
         f"{when:<8} {side(t.send, t.send_fd)} {side(t.recv, t.recv_fd)} "
         f"{_short(_file_column(t), 15):<15} {inode:>7} {','.join(sorted(flags)) or '-'}"
     )
+
+
+def format_lost(lost: LostEvent, *, start_ns: int = 0, timestamp: bool = False) -> str:
+    """One LOST line: the sender, who lost it, the file, and the reason in words."""
+    if timestamp:
+        when = f"{max(0, lost.timestamp_ns - start_ns) / 1e9:<8.3f}"
+    else:
+        when = time.strftime("%H:%M:%S")
+    pid = "-" if lost.pid is None else str(lost.pid)
+    fd = "-" if lost.fd is None else str(lost.fd)
+    r = lost.receiver
+    rpid, rcomm = ("-", "-") if r is None else (str(r.pid), r.comm)
+    inode = str(lost.file.inode) if lost.file.address else "-"
+    return (
+        f"{when:<8} {pid:>6} {_short(lost.comm or '-', 7):<7} {fd:>3} {rpid:>6} "
+        f"{_short(rcomm, 7):<7} {'-':>3} {_short(lost.file.label, 15):<15} {inode:>7} "
+        f"LOST: {lost.words}"
+    )
+
+
+def format_verdict(v: Verdict, *, start_ns: int = 0, timestamp: bool = False) -> str:
+    if isinstance(v, LostEvent):
+        return format_lost(v, start_ns=start_ns, timestamp=timestamp)
+    return format_transfer(v, start_ns=start_ns, timestamp=timestamp)
 
 
 def _file_column(t: Transfer) -> str:
@@ -240,19 +268,24 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     written = 0
     to_json = JsonLines(args.backend or "?")
 
-    def show(transfers: list[Transfer]) -> None:
+    def show(transfers: list[Verdict]) -> None:
         for t in transfers:
-            out.write(format_transfer(t, start_ns=start_ns, timestamp=args.timestamp) + "\n")
+            out.write(format_verdict(t, start_ns=start_ns, timestamp=args.timestamp) + "\n")
 
     def show_records(records: list[bytes], final: bool = False) -> None:
-        """Write a batch: --json straight from the records, else the linked transfers."""
+        """Write a batch: --json straight from the records (and one record per
+        lost fd, from the matcher), else the linked transfers and losses."""
         nonlocal written
+        events = session.decode(records)
+        verdicts = session.transfers(events) + (
+            session.flush() if final else session.matcher.expire(time.monotonic_ns()))
         if args.json:
-            out.write(to_json(records))
+            out.write(to_json([r for r, ev in zip(records, events) if ev.event != "loss"]))
+            for v in verdicts:
+                if isinstance(v, LostEvent):
+                    out.write(json.dumps(v.to_json(), sort_keys=True) + "\n")
         else:
-            events = session.decode(records)
-            show(session.transfers(events) + (session.flush() if final else
-                                              session.matcher.expire(time.monotonic_ns())))
+            show(verdicts)
         written += len(records)
 
     try:
@@ -298,6 +331,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 session.close()
                 for line in summary_lines(totals, written):
                     err.write(line + "\n")
+                if session.evicted:
+                    err.write(f"Pending sends evicted (cap reached): {session.evicted}\n")
                 err.flush()
     return 0
 
