@@ -43,7 +43,7 @@ struct fd_scratch {
 };
 
 /* Routine events: a flood of them may fill this ring (then they are counted
- * in lost[LOST_ROUTINE] and in transfer_counts, never silently). */
+ * in lost[LOST_ROUTINE] and in dropped_by_process, never silently). */
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);
 /* Anomalies (a CTRUNC receive, a failed send, fds the probes could not
  * record, losses): their own ring, read first, so a flood of routine events
