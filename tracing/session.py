@@ -72,6 +72,10 @@ class Session:
         self.ring_pages = ring_pages
         self.matcher = Matcher(int(grace * 1e9))
         self.start_seconds = 0.0  # from start() to every probe attached
+        # Where start() spent that time, in order: "import" (bcc), "facts"
+        # (kernel facts and the program's text), "compile", "load" (the
+        # verifier), "attach"; benchmarks/trace_startup.py prints them.
+        self.start_phases: dict[str, float] = {}
         self._bpf: Any = None
         self._raw: deque[bytes] = deque()
         self._callback: Callable[[Any, Any, int], int] | None = None
@@ -106,12 +110,14 @@ class Session:
         if self._bpf is not None:
             return self
         t0 = time.monotonic()
+        self.start_phases = {}
         from rawsys.trace.system.bccloader import BccUnavailable, load_bcc
 
         try:
             bcc = load_bcc()
         except BccUnavailable as e:
             raise SessionError(str(e)) from None
+        self._phase("import", t0)
         try:
             self._load(bcc)
         except Exception as e:
@@ -143,15 +149,25 @@ class Session:
                 table = b[name.encode()]
                 for i in ids:
                     table[ctypes.c_uint32(i)] = ctypes.c_uint8(1)
+            t = time.monotonic()
             b[b"events"].open_ring_buffer(on_event)
+            self._phase("attach", t)
         except BaseException:
             self.close()
             raise
         self.start_seconds = time.monotonic() - t0
         return self
 
+    def _phase(self, name: str, since: float) -> float:
+        """Add the time since *since* to phase *name*; returns now."""
+        now = time.monotonic()
+        self.start_phases[name] = self.start_phases.get(name, 0.0) + now - since
+        return now
+
     def _load(self, bcc: Any) -> None:
+        t = time.monotonic()
         text = self.program_text()
+        t = self._phase("facts", t)
 
         class _Deferred(bcc.BPF):  # type: ignore[misc]
             """bcc's BPF without its attach-on-construction, done below instead."""
@@ -164,8 +180,12 @@ class Session:
             # released: keep the object first, attach after (bcc would raise
             # from its constructor and leak them).
             self._bpf = _Deferred(text=text.encode())
-            bcc.BPF._trace_autoload(self._bpf)
+            t = self._phase("compile", t)
+            program.load_programs(self._bpf, bcc)
+            t = self._phase("load", t)
+            bcc.BPF._trace_autoload(self._bpf)  # attaches what load_programs loaded
             self._attach(bcc)
+            self._phase("attach", t)
         except BaseException:
             self.close()
             raise
