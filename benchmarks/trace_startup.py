@@ -102,13 +102,7 @@ def verifier_work(backend: str | None) -> tuple[str, dict[str, int]]:
 
     bcc = load_bcc()
     s = Session(backend=backend)
-    text = s.program_text()
-
-    class Deferred(bcc.BPF):  # type: ignore[misc,name-defined]
-        def _trace_autoload(self) -> None:
-            pass
-
-    b = Deferred(text=text.encode())
+    b = program.compile_program(bcc, s.program_text())
     try:
         return s.backend or "?", program.verifier_work(b, bcc)
     finally:

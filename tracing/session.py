@@ -169,17 +169,11 @@ class Session:
         text = self.program_text()
         t = self._phase("facts", t)
 
-        class _Deferred(bcc.BPF):  # type: ignore[misc]
-            """bcc's BPF without its attach-on-construction, done below instead."""
-
-            def _trace_autoload(self) -> None:
-                pass
-
         try:
             # If attaching fails, the maps and programs already created must be
             # released: keep the object first, attach after (bcc would raise
             # from its constructor and leak them).
-            self._bpf = _Deferred(text=text.encode())
+            self._bpf = program.compile_program(bcc, text)
             t = self._phase("compile", t)
             program.load_programs(self._bpf, bcc)
             t = self._phase("load", t)

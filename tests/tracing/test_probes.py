@@ -350,8 +350,10 @@ def test_tracepoint_programs_load_and_attach() -> None:
     from rawsys.trace.system.bccloader import load_bcc
 
     bcc = load_bcc()
-    b = bcc.BPF(text=render("tracepoint").encode())
+    b = program.compile_program(bcc, render("tracepoint"))
     try:
+        program.load_programs(b, bcc)  # links the bpf_loop callbacks bcc cannot
+        bcc.BPF._trace_autoload(b)
         names = sorted(k.decode() for k in b.funcs)
         # sendmsg at entry and exit; recvmsg, sendmmsg, recvmmsg at exit only
         assert names == sorted(TRACEPOINT_PROGRAMS)
@@ -437,12 +439,7 @@ def test_verifier_work_stays_bounded(backend: str) -> None:
     from rawsys.trace.system.bccloader import load_bcc
 
     bcc = load_bcc()
-
-    class Deferred(bcc.BPF):  # type: ignore[misc,name-defined]
-        def _trace_autoload(self) -> None:
-            pass
-
-    b = Deferred(text=render(backend).encode())
+    b = program.compile_program(bcc, render(backend))
     try:
         work = program.verifier_work(b, bcc)
     finally:

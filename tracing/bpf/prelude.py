@@ -29,6 +29,7 @@ from rawsys.c import constants
 from rawsys.c.cmsg import CMSG_ALIGN, CMSG_LEN, CMSG_SPACE
 from rawsys.c.structs import cmsghdr, mmsghdr, msghdr
 from rawsys.trace import events
+from rawsys.trace.bpf.link import callback_defines
 from rawsys.trace.kernel.facts import FUNCTIONS, READS, SYSCALL_ARG_REGS, KernelFacts
 from rawsys.trace.kernel.shapes import Resolved, ShapeError
 
@@ -426,6 +427,21 @@ def render_defines(defines: Mapping[str, int | str]) -> str:
 
 
 # --------------------------------------------------------------------- prelude
+# bpf_loop(nr, callback) for a callback ``long loop__name(u64 index)``: bcc
+# cannot take a function's address, so the address loaded is the callback's
+# marker (LOOP_MARK_NAME), which rawsys.trace.bpf.link turns into a
+# reference to the callback's code when it loads the program.  The count is
+# passed as a zero-extended u64: the kernel's inlined bpf_loop compares the
+# whole register with its limit, and a u32 argument may carry garbage above.
+_LOOP_MACRO = """\
+#define LOOP_STR_(x) #x
+#define LOOP_STR(x) LOOP_STR_(x)
+#define LOOP(nr, NAME) ({ \\
+    void *loop_fn_; \\
+    asm volatile("%0 = " LOOP_STR(LOOP_MARK_##NAME) " ll" : "=r"(loop_fn_)); \\
+    ((long (*)(u64, void *, void *, u64))BPF_FUNC_loop)((u64)(u32)(nr), loop_fn_, 0, 0); \\
+})"""
+
 def render_prelude(
     backend: str,
     facts: KernelFacts,
@@ -451,8 +467,10 @@ def render_prelude(
     defines["FILTER_PID"] = int(bool(filters.pids))
     defines["FILTER_TID"] = int(bool(filters.tids))
     defines["FILTER_COMM"] = int(filters.comm is not None)
+    defines.update(callback_defines())
     return "\n\n".join((
         render_defines(defines),
+        _LOOP_MACRO,
         c_struct(events.RawFile, "fd_file"),
         c_struct(events.RawEvent, "fd_event"),
         filters.c_source(),

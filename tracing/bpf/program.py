@@ -24,6 +24,7 @@ import re
 from importlib import resources
 from typing import Any
 
+from rawsys.trace.bpf import link
 from rawsys.trace.bpf.prelude import (
     RING_PAGES_DEFAULT,
     Filters,
@@ -35,6 +36,7 @@ from rawsys.trace.kernel.facts import KernelFacts
 
 __all__ = [
     "BACKENDS",
+    "compile_program",
     "function_names",
     "kprobe_attachments",
     "load_programs",
@@ -107,11 +109,29 @@ def kprobe_attachments(facts: KernelFacts) -> list[tuple[str, str, str]]:
     return out
 
 
+def compile_program(bcc: Any, text: str) -> Any:
+    """bcc's ``BPF`` object for *text*: compiled, its maps made, no program loaded yet.
+
+    bcc's constructor would also load and attach every program it recognises
+    by name; that is left to :func:`load_programs` (which links bpf_loop
+    callbacks, which bcc cannot) and then to ``bcc.BPF._trace_autoload``.
+    """
+
+    class _Deferred(bcc.BPF):  # type: ignore[misc,name-defined]
+        """bcc's BPF without its load-and-attach-on-construction."""
+
+        def _trace_autoload(self) -> None:
+            pass
+
+    return _Deferred(text=text.encode())
+
+
 def function_names(bpf: Any) -> list[bytes]:
-    """The BPF functions (programs) of a compiled bcc module, in source order."""
+    """The programs of a compiled bcc module, in source order (bpf_loop callbacks aside)."""
     from bcc.libbcc import lib
 
-    return [lib.bpf_function_name(bpf.module, i) for i in range(lib.bpf_num_functions(bpf.module))]
+    names = (lib.bpf_function_name(bpf.module, i) for i in range(lib.bpf_num_functions(bpf.module)))
+    return [name for name in names if not link.is_callback(name)]
 
 
 def program_type(bcc: Any, name: bytes) -> int:
@@ -128,9 +148,21 @@ def load_programs(bpf: Any, bcc: Any) -> list[Any]:
 
     bcc keeps each loaded function, so attaching afterwards (bcc's
     ``_trace_autoload``, ``attach_kprobe``) reuses it; loading them all first
-    keeps the verifier's time apart from attaching's.
+    keeps the verifier's time apart from attaching's.  A program that runs
+    bpf_loop callbacks is linked with them and loaded here
+    (:mod:`rawsys.trace.bpf.link`), then handed to bcc as if bcc had loaded it.
     """
-    return [bpf.load_func(name, program_type(bcc, name)) for name in function_names(bpf)]
+    out = []
+    for name in function_names(bpf):
+        kind = program_type(bcc, name)
+        linked = link.load_linked(bpf, name, kind)
+        if linked is None:
+            out.append(bpf.load_func(name, kind))
+        else:
+            fn = bcc.BPF.Function(bpf, name, linked[0])
+            bpf.funcs[name] = fn
+            out.append(fn)
+    return out
 
 
 _PROCESSED = re.compile(rb"processed (\d+) insns")
@@ -150,6 +182,12 @@ def verifier_work(bpf: Any, bcc: Any) -> dict[str, int]:
     log_stats = 4  # BPF_LOG_STATS, <linux/bpf.h>
     out: dict[str, int] = {}
     for name in function_names(bpf):
+        linked = link.load_linked(bpf, name, program_type(bcc, name), log_stats)
+        if linked is not None:
+            os.close(linked[0])
+            m = _PROCESSED.search(linked[1].encode())
+            out[name.decode()] = int(m.group(1)) if m else -1
+            continue
         log = ctypes.create_string_buffer(1 << 16)
         ctypes.set_errno(0)
         fd = lib.bcc_func_load(
