@@ -117,7 +117,7 @@ def compile_program(bcc: Any, text: str) -> Any:
     callbacks, which bcc cannot) and then to ``bcc.BPF._trace_autoload``.
     """
 
-    class _Deferred(bcc.BPF):  # type: ignore[misc,name-defined]
+    class _Deferred(bcc.BPF):  # type: ignore[misc]
         """bcc's BPF without its load-and-attach-on-construction."""
 
         def _trace_autoload(self) -> None:
