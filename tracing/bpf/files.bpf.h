@@ -23,7 +23,7 @@ struct span_scratch {
     u8 inode[MAX_SPAN];
     u8 fdt[MAX_SPAN];
 };
-BPF_PERCPU_ARRAY(spans, struct span_scratch, 1);
+BPF_BYTES_TABLE("percpu_array", int, struct span_scratch, spans, 1);
 #define SPAN_GET(buf, span, off, dst) \
     __builtin_memcpy(&(dst), (buf) + ((off) - SPAN_##span##_LO), sizeof(dst))
 
