@@ -47,7 +47,7 @@ C_SOURCES = sorted(p.name for p in BPF_DIR.iterdir() if p.name.endswith((".bpf.c
 C_MACROS = {"OPAQUE", "SPAN_GET", "FENTRY", "FEXIT", "KP_ARG"}
 # Instructions the verifier may process for all of a backend's programs
 # (benchmarks/trace_startup.py prints today's figures).
-VERIFIER_BUDGET = {"tracepoint": 3_500_000, "kprobe": 1_000_000}
+VERIFIER_BUDGET = {"tracepoint": 150_000, "kprobe": 1_000_000}
 
 
 def render(backend: str, filters: Filters | None = None, facts: object = None) -> str:
@@ -431,7 +431,8 @@ def test_verifier_work_stays_bounded(backend: str) -> None:
     """The instructions the verifier processes, the bulk of start-up, stay under a budget.
 
     The bound is in instructions, not seconds, so a busy machine cannot
-    fail it; it is about twice today's total, so a loop that stops
+    fail it; it is 2-2.5 times today's total (tracepoint 60,667, kprobe
+    405,674 on 6.18), so a loop that stops
     verifying in bounded steps shows here before it reaches the kernel's
     1,000,000-per-program limit on some kernel.
     """

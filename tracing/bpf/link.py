@@ -34,6 +34,7 @@ CALLBACKS: tuple[str, ...] = (
     "loop__resolve_into_event",
     "loop__resolve_into_sent",
     "loop__copy_sent_into_event",
+    "loop__walk_user_cmsg",
 )
 _MARK_BASE = 0x7261_7773_0000_0000  # "raws" in the upper half: not a value the C loads
 BPF_BTF_LOAD = 18  # <linux/bpf.h>
