@@ -432,9 +432,9 @@ def test_verifier_work_stays_bounded(backend: str) -> None:
 
     The bound is in instructions, not seconds, so a busy machine cannot
     fail it; it is 2-2.5 times today's total (tracepoint 60,667, kprobe
-    405,674 on 6.18), so a loop that stops
-    verifying in bounded steps shows here before it reaches the kernel's
-    1,000,000-per-program limit on some kernel.
+    405,674 on 6.18), so a loop that stops verifying in bounded steps shows
+    here before it reaches the kernel's 1,000,000-per-program limit on some
+    kernel.
     """
     require_live_tracing()
     from rawsys.trace.system.bccloader import load_bcc
