@@ -139,6 +139,21 @@ static __always_inline void fill_file(struct fd_file *r, u64 file)
         bpf_probe_read_kernel_str(r->name, sizeof(r->name), (void *)name);
 }
 
+/* Where loop__files_into_event takes each fd: 0, from fd_scratch, looked up
+ * in the per-CPU table; 1, from the thread's slot of sent, looked up already.
+ * (One callback for both: each copy of fill_file() costs bcc's compile.) */
+BPF_PERCPU_ARRAY(files_from_sent, u32, 1);
+
+static __always_inline int set_files_from_sent(u32 from_sent)
+{
+    int zero = 0;
+    u32 *from = files_from_sent.lookup(&zero);
+    if (!from)
+        return 0;
+    *from = from_sent;
+    return 1;
+}
+
 /* The fd-to-file loop, the one every path uses: fds[0..n) (n <= max), each
  * looked up in table t.  Each fd, its close-on-exec flag and its struct file
  * go to ev->files[i] (with the file's identity) when ev is given, else to sf.
@@ -152,23 +167,38 @@ static __always_inline void resolve_fds(const struct fd_table *t, const s32 *fds
 {
     if (n > max)
         n = max;
-    if (ev)
-        LOOP(n, RESOLVE_INTO_EVENT);
-    else
+    if (!ev)
         LOOP(n, RESOLVE_INTO_SENT);
+    else if (set_files_from_sent(0))
+        LOOP(n, FILES_INTO_EVENT);
 }
 
-long loop__resolve_into_event(u64 i)
+long loop__files_into_event(u64 i)
 {
     int zero = 0;
-    struct span_scratch *sp = spans.lookup(&zero);
-    struct fd_scratch *s = fd_scratch.lookup(&zero);
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u32 *from_sent = files_from_sent.lookup(&zero);
     struct fd_event *ev = event_scratch.lookup(&zero);
-    if (!sp || !s || !ev || i >= FD_SLOTS)
+    if (!from_sent || !ev || i >= FD_SLOTS)
         return 1;
     u32 fl = 0;
-    s32 fd = s->fds[i];
-    u64 file = resolve_fd(&sp->table, fd, &fl);
+    s32 fd;
+    u64 file;
+    if (*from_sent) {
+        struct sent_files *sf = sent.lookup(&tid);
+        if (!sf)
+            return 1;
+        fd = sf->fds[i];
+        fl = sf->fd_flags[i];
+        file = sf->files[i];
+    } else {
+        struct span_scratch *sp = spans.lookup(&zero);
+        struct fd_scratch *s = fd_scratch.lookup(&zero);
+        if (!sp || !s)
+            return 1;
+        fd = s->fds[i];
+        file = resolve_fd(&sp->table, fd, &fl);
+    }
     ev->files[i].fd = fd;
     ev->files[i].fd_flags = fl;
     fill_file(&ev->files[i], file);
@@ -199,20 +229,7 @@ static __always_inline void copy_sent_files(struct fd_event *ev, struct sent_fil
 {
     if (n > slots)
         n = slots;
-    LOOP(n, COPY_SENT_INTO_EVENT);
+    if (set_files_from_sent(1))
+        LOOP(n, FILES_INTO_EVENT);
     ev->nfds = n;
-}
-
-long loop__copy_sent_into_event(u64 i)
-{
-    int zero = 0;
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct sent_files *sf = sent.lookup(&tid);
-    struct fd_event *ev = event_scratch.lookup(&zero);
-    if (!sf || !ev || i >= FD_SLOTS)
-        return 1;
-    ev->files[i].fd = sf->fds[i];
-    ev->files[i].fd_flags = sf->fd_flags[i];
-    fill_file(&ev->files[i], sf->files[i]);
-    return 0;
 }

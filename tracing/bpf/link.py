@@ -31,9 +31,8 @@ __all__ = ["CALLBACKS", "LinkError", "callback_defines", "is_callback", "load_li
 
 # Every bpf_loop callback of the C sources, by name; each gets a marker.
 CALLBACKS: tuple[str, ...] = (
-    "loop__resolve_into_event",
+    "loop__files_into_event",
     "loop__resolve_into_sent",
-    "loop__copy_sent_into_event",
     "loop__walk_user_cmsg",
 )
 _MARK_BASE = 0x7261_7773_0000_0000  # "raws" in the upper half: not a value the C loads
