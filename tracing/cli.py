@@ -31,13 +31,17 @@ import signal
 import sys
 import time
 from types import FrameType
-from typing import Callable, Sequence, TextIO
+from typing import TYPE_CHECKING, Callable, Sequence, TextIO
 
 from rawsys.trace.bpf.prelude import PID_MAX_LIMIT
 from rawsys.trace.bpf.program import BACKENDS
-from rawsys.trace.events import TraceEvent, Transfer
+from rawsys.trace.events import LostEvent, TraceEvent, Transfer
+from rawsys.trace.matcher import Verdict
 
-__all__ = ["main", "format_transfer", "HEADER"]
+if TYPE_CHECKING:
+    from rawsys.trace.session import Session, Totals
+
+__all__ = ["main", "format_lost", "format_transfer", "format_verdict", "HEADER"]
 
 EXAMPLES = """examples:
     rawsys-trace                  # trace every fd passed over Unix sockets
@@ -58,8 +62,9 @@ HEADER = (
 )
 
 
-class _Stop(Exception):
-    """SIGTERM (or SIGINT) asked the loop to end."""
+# Stopping at once: after the signal (or -d), routine events still in the ring
+# are written for at most this long, then counted as dropped.
+STOP_BUDGET = 0.1
 
 
 def _typed_id(what: str) -> Callable[[str], int]:
@@ -114,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per send/receive event on stdout")
     parser.add_argument("--unmatched-after", type=_duration, default=2.0, metavar="SECONDS",
-                        help="show a send or receive as unmatched after this long alone "
-                        "(default 2)")
+                        help="show a receive whose send was not reported after this long "
+                        "as NOSEND (default 2); sends wait for their receive")
     parser.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     return parser
 
@@ -144,6 +149,8 @@ def format_transfer(t: Transfer, *, start_ns: int = 0, timestamp: bool = False) 
         flags.add("FAILED:" + errno_mod.errorcode.get(t.send.errno, str(t.send.errno)))
     elif t.send is None:
         flags.add("NOSEND")
+    elif t.in_flight:
+        flags.add("INFLIGHT")
     elif t.recv is None:
         flags.add("NORECV")
     flags.discard("CMSG_CLOEXEC")  # CLOEXEC says what the fd got
@@ -152,6 +159,30 @@ def format_transfer(t: Transfer, *, start_ns: int = 0, timestamp: bool = False) 
         f"{when:<8} {side(t.send, t.send_fd)} {side(t.recv, t.recv_fd)} "
         f"{_short(_file_column(t), 15):<15} {inode:>7} {','.join(sorted(flags)) or '-'}"
     )
+
+
+def format_lost(lost: LostEvent, *, start_ns: int = 0, timestamp: bool = False) -> str:
+    """One LOST line: the sender, who lost it, the file, and the reason in words."""
+    if timestamp:
+        when = f"{max(0, lost.timestamp_ns - start_ns) / 1e9:<8.3f}"
+    else:
+        when = time.strftime("%H:%M:%S")
+    pid = "-" if lost.pid is None else str(lost.pid)
+    fd = "-" if lost.fd is None else str(lost.fd)
+    r = lost.receiver
+    rpid, rcomm = ("-", "-") if r is None else (str(r.pid), r.comm)
+    inode = str(lost.file.inode) if lost.file.address else "-"
+    return (
+        f"{when:<8} {pid:>6} {_short(lost.comm or '-', 7):<7} {fd:>3} {rpid:>6} "
+        f"{_short(rcomm, 7):<7} {'-':>3} {_short(lost.file.label, 15):<15} {inode:>7} "
+        f"LOST: {lost.words}"
+    )
+
+
+def format_verdict(v: Verdict, *, start_ns: int = 0, timestamp: bool = False) -> str:
+    if isinstance(v, LostEvent):
+        return format_lost(v, start_ns=start_ns, timestamp=timestamp)
+    return format_transfer(v, start_ns=start_ns, timestamp=timestamp)
 
 
 def _file_column(t: Transfer) -> str:
@@ -166,16 +197,58 @@ def _file_column(t: Transfer) -> str:
     return f.kind
 
 
-def _install_signal_handlers() -> None:
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise _Stop()
+class _StopSignal:
+    """SIGINT and SIGTERM set a flag and wake the loop's wait through a pipe.
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    The handler raises nothing, so a signal never cuts an output line in
+    half; the loop sees the flag after its current batch.
+    """
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+        self._old_wakeup = signal.set_wakeup_fd(self._w)
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if not self.signum:
+            self.signum = signum
+
+    @property
+    def wake_fds(self) -> tuple[int, ...]:
+        return (self._r,)
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.set_wakeup_fd(self._old_wakeup)
+        os.close(self._r)
+        os.close(self._w)
+
+
+def summary_lines(totals: Totals, written: int) -> list[str]:
+    """The closing summary: what was produced, written and dropped (and that no anomaly was)."""
+    produced = totals.produced_routine + totals.produced_anomalies
+    lines = [
+        f"Events: {produced} produced ({totals.produced_routine} routine, "
+        f"{totals.produced_anomalies} anomalies), {written} written",
+        f"Routine events dropped: {totals.routine_dropped} ({totals.lost_routine} refused "
+        f"by the full ring buffer, {totals.unread_routine} unread at stop)",
+        f"Anomalies dropped: {totals.anomalies_dropped}",
+    ]
+    if totals.untracked:
+        lines.append(f"Calls not followed (a per-thread map was full): {totals.untracked}")
+    lost = totals.routine_dropped + totals.anomalies_dropped + totals.untracked
+    lines.append(f"Lost events: {lost}")
+    return lines
 
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from rawsys.trace.session import Session, SessionError
+    from rawsys.trace.jsonlines import JsonLines
+    from rawsys.trace.session import MAX_BATCH, Session, SessionError
 
     session = Session(
         pids=args.pid,
@@ -190,16 +263,30 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if os.geteuid() != 0:
         err.write("rawsys-trace: must be run as root (eBPF); try sudo\n")
         return 1
-    _install_signal_handlers()
+    stop = _StopSignal()
     start_ns = time.monotonic_ns()
+    written = 0
+    to_json = JsonLines(args.backend or "?")
 
-    def show(transfers: list[Transfer]) -> None:
+    def show(transfers: list[Verdict]) -> None:
         for t in transfers:
-            out.write(format_transfer(t, start_ns=start_ns, timestamp=args.timestamp) + "\n")
+            out.write(format_verdict(t, start_ns=start_ns, timestamp=args.timestamp) + "\n")
 
-    def show_json(events: list[TraceEvent]) -> None:
-        for ev in events:
-            out.write(json.dumps(ev.to_json(), sort_keys=True) + "\n")
+    def show_records(records: list[bytes], final: bool = False) -> None:
+        """Write a batch: --json straight from the records (and one record per
+        lost fd, from the matcher), else the linked transfers and losses."""
+        nonlocal written
+        events = session.decode(records)
+        verdicts = session.transfers(events) + (
+            session.flush() if final else session.matcher.expire(time.monotonic_ns()))
+        if args.json:
+            out.write(to_json([r for r, ev in zip(records, events) if ev.event != "loss"]))
+            for v in verdicts:
+                if isinstance(v, LostEvent):
+                    out.write(json.dumps(v.to_json(), sort_keys=True) + "\n")
+        else:
+            show(verdicts)
+        written += len(records)
 
     try:
         try:
@@ -207,6 +294,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         except SessionError as e:
             err.write(f"rawsys-trace: {e}\n")
             return 1
+        to_json.backend = session.backend or "?"
         why = session.backend_reason.split(";")[0]
         err.write(
             f"Tracing fd transfers, backend {session.backend} ({why}). "
@@ -217,39 +305,57 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write(HEADER + "\n")
             out.flush()
         deadline = None if args.duration is None else time.monotonic() + args.duration
-        while True:
+        while not stop.signum:
             wait = 0.2
             if deadline is not None:
                 wait = min(wait, deadline - time.monotonic())
                 if wait <= 0:
                     break
-            events = session.poll(wait)
-            if args.json:
-                show_json(events)
-            else:
-                show(session.transfers(events) + session.matcher.expire(time.monotonic_ns()))
-            if events:
+            records = session.poll_raw(wait, MAX_BATCH, stop.wake_fds)
+            if records or not args.json:
+                show_records(records)
+            if records:
                 out.flush()
-    except (_Stop, KeyboardInterrupt):
+    except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        stop.restore()
         if session.running:
             try:
-                events = session.drain()
-                if args.json:
-                    show_json(events)
-                else:
-                    show(session.transfers(events) + session.flush())
+                _stop_at_once(session, show_records)
                 out.flush()
             except BrokenPipeError:
                 pass
             finally:
+                totals = session.totals()
                 session.close()
-                err.write(f"Lost events: {session.lost}\n")
+                for line in summary_lines(totals, written):
+                    err.write(line + "\n")
+                if session.evicted:
+                    err.write(f"Pending sends evicted (cap reached): {session.evicted}\n")
                 err.flush()
     return 0
+
+
+def _stop_at_once(session: Session, show_records: Callable[..., None]) -> None:
+    """Detach, write every anomaly and what little else fits STOP_BUDGET, drop the rest.
+
+    Never drains for long: the routine events left when the budget is spent
+    are counted as dropped (the summary says how many).
+    """
+    from rawsys.trace.session import MAX_BATCH
+
+    session.detach()
+    budget_end = time.monotonic() + STOP_BUDGET
+    while True:
+        records = session.poll_raw(0, MAX_BATCH)
+        if not records:
+            break
+        show_records(records)
+        if time.monotonic() >= budget_end:
+            break
+    show_records(session.poll_raw(0, 0), final=True)  # anomalies, always; the matcher flushed
+    session.discard_routine()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

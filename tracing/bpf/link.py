@@ -112,6 +112,14 @@ def _link(bpf: Any, name: bytes) -> tuple[bytes, list[tuple[int, str]]] | None:
     return bytes(code), funcs
 
 
+def _prog_name(name: bytes) -> bytes:
+    """The kernel's 15-byte name of the program, as bcc gives it (its prefix dropped)."""
+    for prefix in (b"kprobe__", b"kretprobe__", b"tracepoint__", b"raw_tracepoint__"):
+        if name.startswith(prefix):
+            return name[len(prefix):][:15]
+    return name[:15]
+
+
 def _btf_for(funcs: list[tuple[int, str]]) -> bytes:
     """A BTF blob with one static ``long NAME(void)`` per function: what func_info names."""
     strings = bytearray(b"\0long\0")
@@ -181,7 +189,7 @@ def load_linked(
         attr.insns = ctypes.addressof(insns)
         attr.license = ctypes.addressof(license_)
         attr.kern_version = lib.bpf_module_kern_version(bpf.module)
-        attr.prog_name = name[:15]
+        attr.prog_name = _prog_name(name)
         attr.prog_btf_fd = btf_fd
         attr.func_info_rec_size = 8
         attr.func_info = ctypes.addressof(info)
