@@ -53,10 +53,10 @@ BPF_RINGBUF_OUTPUT(anomalies, ANOMALY_RING_PAGES);
  * and delete per syscall cost the traced program more than the reads. */
 BPF_TABLE("lru_hash", u32, struct call_args, calls, MAX_INFLIGHT);
 /* Per thread, kept between calls (LRU): written in place, never copied whole. */
-BPF_TABLE("lru_hash", u32, struct sent_files, sent, MAX_SENDING);
-BPF_PERCPU_ARRAY(event_scratch, struct fd_event, 1);
-BPF_PERCPU_ARRAY(sent_scratch, struct sent_files, 1);
-BPF_PERCPU_ARRAY(fd_scratch, struct fd_scratch, 1);
+BPF_BYTES_TABLE("lru_hash", u32, struct sent_files, sent, MAX_SENDING);
+BPF_BYTES_TABLE("percpu_array", int, struct fd_event, event_scratch, 1);
+BPF_BYTES_TABLE("percpu_array", int, struct sent_files, sent_scratch, 1);
+BPF_BYTES_TABLE("percpu_array", int, struct fd_scratch, fd_scratch, 1);
 /* Events written by this CPU since it last woke the reader. */
 BPF_PERCPU_ARRAY(since_wakeup, u64, 1);
 /* [LOST_ROUTINE]: routine events the ring buffer refused; [LOST_UNTRACKED]:
