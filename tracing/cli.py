@@ -24,8 +24,6 @@
 from __future__ import annotations
 
 import argparse
-import errno as errno_mod
-import json
 import os
 import signal
 import sys
@@ -33,9 +31,15 @@ import time
 from types import FrameType
 from typing import Callable, Sequence, TextIO
 
-from rawsys.trace.bpf.prelude import PID_MAX_LIMIT
+from rawsys.trace.bpf.prelude import PID_MAX_LIMIT, UID_INVALID
 from rawsys.trace.bpf.program import BACKENDS
-from rawsys.trace.events import TraceEvent, Transfer
+from rawsys.trace.events import COMM_LEN
+from rawsys.trace.output import (
+    HEADER,
+    Printer,
+    WallClock,
+    format_transfer,
+)
 
 __all__ = ["main", "format_transfer", "HEADER"]
 
@@ -44,19 +48,16 @@ EXAMPLES = """examples:
     rawsys-trace -T               # include a timestamp column (seconds)
     rawsys-trace -p 181 -p 182    # only processes 181 and 182 (both ends!)
     rawsys-trace -t 123           # only thread 123
-    rawsys-trace -n nginx         # only processes whose comm is "nginx"
+    rawsys-trace -n tmux          # only transfers where a comm contains "tmux"
+    rawsys-trace -u 1000          # only processes of user 1000
+    rawsys-trace -x               # only failed sends and lost fds
+    rawsys-trace -i 5             # every 5 s: transfers per sender -> receiver, losses
     rawsys-trace -d 10            # trace for 10 seconds, then exit
-    rawsys-trace --json           # one JSON object per send/receive on stdout
+    rawsys-trace --json           # JSON lines: sends, receives, transfers
     rawsys-trace --backend tracepoint   # force the syscall-tracepoint backend
     rawsys-trace doctor           # what this kernel allows, which backend is used
     rawsys-trace setup            # (root) mount tracefs, install bcc and headers
 """
-
-HEADER = (
-    f"{'TIME':<8} {'SPID':>6} {'SCOMM':<7} {'SFD':>3} {'RPID':>6} {'RCOMM':<7} {'RFD':>3} "
-    f"{'FILE':<15} {'INODE':>7} FLAGS"
-)
-
 
 class _Stop(Exception):
     """SIGTERM (or SIGINT) asked the loop to end."""
@@ -88,6 +89,32 @@ def _duration(text: str) -> float:
     return value
 
 
+def _uid(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"UID must be an integer, got {text!r}") from None
+    if not 0 <= value < UID_INVALID:
+        raise argparse.ArgumentTypeError(f"UID {value} is out of range 0..{UID_INVALID - 1}")
+    return value
+
+
+def _comm_part(text: str) -> str:
+    if not text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"NAME must be non-empty, without NUL: {text!r}")
+    if len(text.encode()) > COMM_LEN - 1:
+        raise argparse.ArgumentTypeError(
+            f"NAME {text!r} is longer than the {COMM_LEN - 1} bytes the kernel keeps of a "
+            "command name (TASK_COMM_LEN)")
+    return text
+
+
+def _version() -> str:
+    from rawsys import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rawsys-trace",
@@ -100,70 +127,34 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
     )
     parser.add_argument("-T", "--timestamp", action="store_true",
-                        help="include a timestamp column (seconds since start)")
+                        help="TIME in seconds since tracing began instead of the clock")
     parser.add_argument("-p", "--pid", action="append", type=_typed_id("PID"), default=[],
                         metavar="PID", help="trace this process only (repeatable)")
     parser.add_argument("-t", "--tid", action="append", type=_typed_id("TID"), default=[],
                         metavar="TID", help="trace this thread only (repeatable)")
-    parser.add_argument("-n", "--name", metavar="NAME",
-                        help="trace processes whose command name (comm) is NAME")
+    parser.add_argument("-u", "--uid", action="append", type=_uid, default=[],
+                        metavar="UID", help="trace processes of this user only (repeatable)")
+    parser.add_argument("-n", "--name", metavar="NAME", type=_comm_part,
+                        help="only transfers where the sender's or receiver's command name "
+                        "(comm) contains NAME")
+    parser.add_argument("-x", "--failed", action="store_true",
+                        help="only show failed sends and lost fds")
+    parser.add_argument("-i", "--interval", type=_duration, metavar="SECONDS",
+                        help="print a summary every SECONDS instead of one line per fd: "
+                        "transfers per sender -> receiver, losses per cause")
     parser.add_argument("-d", "--duration", type=_duration, metavar="SECONDS",
                         help="total duration of trace, seconds")
     parser.add_argument("--backend", choices=BACKENDS,
                         help="force a backend instead of the one doctor chooses")
     parser.add_argument("--json", action="store_true",
-                        help="print one JSON object per send/receive event on stdout")
+                        help="print JSON lines on stdout: each send and receive, and each "
+                        "transfer once both ends are seen")
     parser.add_argument("--unmatched-after", type=_duration, default=2.0, metavar="SECONDS",
                         help="show a send or receive as unmatched after this long alone "
                         "(default 2)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     return parser
-
-
-def _short(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "~"
-
-
-def format_transfer(t: Transfer, *, start_ns: int = 0, timestamp: bool = False) -> str:
-    """One line of the live view, aligned with :data:`HEADER` (about 80 columns)."""
-    ev = t.recv if t.recv is not None else t.send
-    assert ev is not None
-    if timestamp:
-        when = f"{max(0, ev.timestamp_ns - start_ns) / 1e9:<8.3f}"
-    else:
-        when = time.strftime("%H:%M:%S")
-
-    def side(e: TraceEvent | None, fd: int | None) -> str:
-        if e is None:
-            return f"{'-':>6} {'-':<7} {'-':>3}"
-        fds = "-" if fd is None else str(fd)
-        return f"{e.pid:>6} {_short(e.comm, 7):<7} {fds:>3}"
-
-    flags = set(t.flags)
-    if t.send is not None and not t.send.ok:
-        flags.add("FAILED:" + errno_mod.errorcode.get(t.send.errno, str(t.send.errno)))
-    elif t.send is None:
-        flags.add("NOSEND")
-    elif t.recv is None:
-        flags.add("NORECV")
-    flags.discard("CMSG_CLOEXEC")  # CLOEXEC says what the fd got
-    inode = str(t.file.inode) if t.file.address else "-"
-    return (
-        f"{when:<8} {side(t.send, t.send_fd)} {side(t.recv, t.recv_fd)} "
-        f"{_short(_file_column(t), 15):<15} {inode:>7} {','.join(sorted(flags)) or '-'}"
-    )
-
-
-def _file_column(t: Transfer) -> str:
-    """The file's name for named files, else its kind (the inode is its own column)."""
-    f = t.file
-    if not f.address:
-        return "-"
-    if f.name and f.kind in ("file", "dir", "chr", "blk", "link"):
-        return f.name
-    if f.kind == "anon" and f.name:
-        return f"anon:{f.name}"
-    return f.kind
 
 
 def _install_signal_handlers() -> None:
@@ -180,7 +171,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     session = Session(
         pids=args.pid,
         tids=args.tid,
-        comm=args.name,
+        uids=args.uid,
+        comm=None,  # -n is a substring of either end's name: matched here, not in the kernel
         backend=args.backend,
         grace=args.unmatched_after,
     )
@@ -191,15 +183,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write("rawsys-trace: must be run as root (eBPF); try sudo\n")
         return 1
     _install_signal_handlers()
-    start_ns = time.monotonic_ns()
-
-    def show(transfers: list[Transfer]) -> None:
-        for t in transfers:
-            out.write(format_transfer(t, start_ns=start_ns, timestamp=args.timestamp) + "\n")
-
-    def show_json(events: list[TraceEvent]) -> None:
-        for ev in events:
-            out.write(json.dumps(ev.to_json(), sort_keys=True) + "\n")
+    printer = Printer(out, WallClock(), as_json=args.json, timestamp=args.timestamp,
+                      name=args.name, failures_only=args.failed, interval=args.interval)
 
     try:
         try:
@@ -213,9 +198,10 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             + ("Ctrl-C to end.\n" if args.duration is None else f"For {args.duration:g} s.\n")
         )
         err.flush()
-        if not args.json:
-            out.write(HEADER + "\n")
-            out.flush()
+        # -T and -i count from here: tracing has begun.
+        printer.start_at(time.monotonic_ns())
+        printer.header()
+        out.flush()
         deadline = None if args.duration is None else time.monotonic() + args.duration
         while True:
             wait = 0.2
@@ -224,10 +210,9 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 if wait <= 0:
                     break
             events = session.poll(wait)
-            if args.json:
-                show_json(events)
-            else:
-                show(session.transfers(events) + session.matcher.expire(time.monotonic_ns()))
+            now = time.monotonic_ns()
+            printer.show(events, session.transfers(events) + session.matcher.expire(now))
+            printer.tick(now)
             if events:
                 out.flush()
     except (_Stop, KeyboardInterrupt):
@@ -238,10 +223,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if session.running:
             try:
                 events = session.drain()
-                if args.json:
-                    show_json(events)
-                else:
-                    show(session.transfers(events) + session.flush())
+                printer.show(events, session.transfers(events) + session.flush())
+                printer.tick(time.monotonic_ns(), final=True)
                 out.flush()
             except BrokenPipeError:
                 pass

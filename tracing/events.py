@@ -155,6 +155,7 @@ class FileIdentity:
     mode: int
     refcount: int  # references held when the probe looked (in flight: +1 per queued skb)
     name: str  # dentry name ("" for pipes, sockets and other anonymous files)
+    path: str = ""  # full path, resolved in the kernel from the dentry chain ("" if none)
 
     @property
     def kind(self) -> str:

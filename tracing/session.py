@@ -12,7 +12,7 @@
 
 The backend is chosen by doctor (:mod:`rawsys.trace.doctor.choice`) from
 what the running kernel allows, unless ``backend=`` forces one.  Filters
-(``pids``, ``tids``, ``comm``) are applied in the kernel.  Everything the session
+(``pids``, ``tids``, ``comm``, ``uids``) are applied in the kernel.  Everything the session
 attached (programs, the ring buffer, maps) is released by :meth:`close`,
 which ``with`` calls.  A session is not thread-safe; use it from one thread.
 """
@@ -57,10 +57,11 @@ class Session:
         comm: str | None = None,
         backend: str | None = None,
         *,
+        uids: Iterable[int] = (),
         ring_pages: int = RING_PAGES_DEFAULT,
         grace: float = 2.0,
     ) -> None:
-        self.filters = Filters.of(pids, tids, comm)
+        self.filters = Filters.of(pids, tids, comm, uids)
         if backend is not None and backend not in program.BACKENDS:
             choices = ", ".join(program.BACKENDS)
             raise ValueError(f"unknown backend {backend!r}; choose from {choices}")
