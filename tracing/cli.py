@@ -184,7 +184,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 1
     _install_signal_handlers()
     printer = Printer(out, WallClock(), as_json=args.json, timestamp=args.timestamp,
-                      name=args.name, failures_only=args.failed, interval=args.interval)
+                      name=args.name, failures_only=args.failed, interval=args.interval,
+                      path_of=session.file_path)
 
     try:
         try:

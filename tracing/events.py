@@ -35,6 +35,7 @@ __all__ = [
     "TraceEvent",
     "Transfer",
     "decode_event",
+    "decode_path",
     "file_kind",
     "refs_from_raw",
 ]
@@ -61,6 +62,8 @@ FD_FLAG_CLOEXEC = 1
 # Bits of RawEvent.ev_flags.
 EV_FLAG_FDS_DROPPED = 1  # more SCM_RIGHTS fds than records (never for valid messages)
 EV_FLAG_REF_IS_FILE_REF = 2  # ref_raw is a file_ref_t (6.13+): references = raw + 1
+# Bits of a file path record's flags (the file_paths map of files.bpf.h).
+PATH_FLAG_TRUNCATED = 1  # deeper or longer than the probes walk: the root end is missing
 
 
 class RawFile(ctypes.Structure):
@@ -434,6 +437,19 @@ def decode_event(data: bytes, backend: str = "tracepoint") -> TraceEvent:
     if kind is EventKind.SEND:
         return _frozen(SendEvent, fields)
     return _frozen(RecvEvent, fields)
+
+
+def decode_path(names: bytes, flags: int = 0) -> str:
+    """A path as the probes keep it, names leaf first, each NUL-terminated
+    (``b"1\\0pts\\0dev\\0"``), turned round: ``/dev/pts/1``.
+
+    A path the probes cut short (*flags* has ``PATH_FLAG_TRUNCATED``: deeper
+    or longer than they walk) starts with ``...`` where its root end is missing.
+    """
+    parts = [p.decode("utf-8", "replace") for p in names.split(b"\0") if p]
+    parts.reverse()
+    head = "..." if flags & PATH_FLAG_TRUNCATED else ""
+    return head + "/" + "/".join(parts)
 
 
 _E = TypeVar("_E")

@@ -17,7 +17,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Mapping, TextIO
+from typing import Callable, Iterable, Mapping, TextIO
 
 from rawsys.trace.events import FileIdentity, TraceEvent, Transfer
 
@@ -91,13 +91,18 @@ class WallClock:
 
 
 # ------------------------------------------------------------------ the table
-def file_column(f: FileIdentity) -> str:
-    """The file as /proc shows it: its path, else ``pipe:[ino]``, ``socket:[ino]``,
-    ``anon_inode:[name]``; ``-`` when there is none (a failed send of a closed fd)."""
+NAMED_KINDS = ("file", "dir", "chr", "blk", "link")
+
+
+def file_column(f: FileIdentity, path: str = "") -> str:
+    """The file as /proc shows it: its full path (*path*, else ``f.path``), else
+    ``pipe:[ino]``, ``socket:[ino]``, ``anon_inode:[name]``; ``-`` when there is
+    none (a failed send of a closed fd).  A named file whose path is unknown
+    shows its name."""
     if not f.address:
         return "-"
-    path = getattr(f, "path", "")
-    if path and f.kind in ("file", "dir", "chr", "blk", "link"):
+    path = path or f.path
+    if path and f.kind in NAMED_KINDS:
         return path
     if f.kind == "pipe":
         return f"pipe:[{f.inode}]"
@@ -128,7 +133,8 @@ def transfer_flags(t: Transfer) -> list[str]:
 
 
 def format_transfer(
-    t: Transfer, clock: WallClock, *, start_ns: int = 0, timestamp: bool = False
+    t: Transfer, clock: WallClock, *, start_ns: int = 0, timestamp: bool = False,
+    path: str = "",
 ) -> str:
     """One row of the live view under :data:`HEADER`: the fixed columns end before
     column 80, the file comes last, whole.
@@ -153,7 +159,7 @@ def format_transfer(
     flags = ",".join(transfer_flags(t)) or "-"
     return (
         f"{when:<8} {side(t.send, t.send_fd)} {side(t.recv, t.recv_fd)} "
-        f"{flags:<{FLAGS_WIDTH}} {file_column(t.file)}"
+        f"{flags:<{FLAGS_WIDTH}} {file_column(t.file, path)}"
     )
 
 
@@ -194,20 +200,28 @@ def is_failed_event(ev: TraceEvent) -> bool:
 
 
 # ------------------------------------------------------------------ JSON
-def event_json(ev: TraceEvent, clock: WallClock) -> dict[str, object]:
-    """A send or receive record: :meth:`TraceEvent.to_json` with ``time``, ISO wall clock."""
+PathOf = Callable[[FileIdentity], str]
+
+
+def _no_path(f: FileIdentity) -> str:
+    return ""
+
+
+def event_json(ev: TraceEvent, clock: WallClock, path_of: PathOf = _no_path) -> dict[str, object]:
+    """A send or receive record: :meth:`TraceEvent.to_json` with ``time``, ISO wall
+    clock, and each file's ``path`` as :func:`file_column` shows it."""
     out = ev.to_json()
     out["time"] = clock.iso(ev.timestamp_ns)
     files: list[dict[str, object]] = []
     for f in ev.files:
         record = f.to_json()
-        record["path"] = file_column(f)
+        record["path"] = file_column(f, path_of(f) if f.kind in NAMED_KINDS else "")
         files.append(record)
     out["files"] = files
     return out
 
 
-def transfer_json(t: Transfer, clock: WallClock) -> dict[str, object]:
+def transfer_json(t: Transfer, clock: WallClock, path: str = "") -> dict[str, object]:
     """One fd that reached a receiver: ``"event": "transfer"``, both sides and the file.
 
     ``sender``/``receiver`` are ``{pid, tid, comm, fd, sock, time}`` of the
@@ -221,7 +235,7 @@ def transfer_json(t: Transfer, clock: WallClock) -> dict[str, object]:
                 "time": clock.iso(ev.timestamp_ns)}
 
     file = t.file.to_json()
-    file["path"] = file_column(t.file)
+    file["path"] = file_column(t.file, path)
     return {
         "event": "transfer",
         "time": clock.iso(t.recv.timestamp_ns),
@@ -321,8 +335,10 @@ class Printer:
         name: str | None = None,
         failures_only: bool = False,
         interval: float | None = None,
+        path_of: PathOf = _no_path,
     ) -> None:
         self.out = out
+        self.path_of = path_of
         self.clock = clock
         self.as_json = as_json
         self.timestamp = timestamp
@@ -360,15 +376,19 @@ class Printer:
                     continue
                 if self.failures_only and not is_failed_event(ev):
                     continue
-                w(json.dumps(event_json(ev, self.clock), sort_keys=True) + "\n")
+                w(json.dumps(event_json(ev, self.clock, self.path_of), sort_keys=True) + "\n")
             for t in transfers:
                 if t.matched and self._wanted(t):
-                    w(json.dumps(transfer_json(t, self.clock), sort_keys=True) + "\n")
+                    record = transfer_json(t, self.clock, self._path(t.file))
+                    w(json.dumps(record, sort_keys=True) + "\n")
             return
         for t in transfers:
             if self._wanted(t):
                 w(format_transfer(t, self.clock, start_ns=self.start_ns,
-                                  timestamp=self.timestamp) + "\n")
+                                  timestamp=self.timestamp, path=self._path(t.file)) + "\n")
+
+    def _path(self, f: FileIdentity) -> str:
+        return self.path_of(f) if f.address and f.kind in NAMED_KINDS else ""
 
     def tick(self, now_ns: int, *, final: bool = False) -> None:
         """``-i``: print the interval's summary when it is over (or at the end)."""

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from rawsys.trace.bpf import program
 from rawsys.trace.bpf.prelude import RING_PAGES_DEFAULT, Filters
-from rawsys.trace.events import TraceEvent, Transfer, decode_event
+from rawsys.trace.events import FileIdentity, TraceEvent, Transfer, decode_event, decode_path
 from rawsys.trace.matcher import Matcher
 
 __all__ = ["Session", "SessionError"]
@@ -309,3 +309,22 @@ class Session:
         return total
 
     _lost_at_close = 0
+
+    def file_path(self, f: FileIdentity) -> str:
+        """The full path the probes resolved for named file *f*; "" if none is kept.
+
+        The probes keep it (``file_paths``, files.bpf.h) under the file's
+        address and inode before they submit an event naming the file; ask
+        while the session runs, soon after the event is read (the map keeps
+        the most recent few thousand).
+        """
+        if self._bpf is None or not f.address:
+            return ""
+        table = self._bpf[b"file_paths"]
+        try:
+            value = table[table.Key(f.address, f.inode)]
+        except KeyError:
+            return ""
+        buf = ctypes.string_at(ctypes.addressof(value) + type(value).buf.offset,
+                               min(int(value.len), type(value).buf.size))
+        return decode_path(buf, int(value.flags))

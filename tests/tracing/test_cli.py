@@ -35,7 +35,15 @@ from tracing_helpers import (
 import rawsys
 from rawsys.trace.bpf.prelude import Filters, ProgramError
 from rawsys.trace.cli import HEADER, build_parser, format_transfer, main
-from rawsys.trace.events import FileIdentity, RecvEvent, SendEvent, TraceEvent, Transfer
+from rawsys.trace.events import (
+    PATH_FLAG_TRUNCATED,
+    FileIdentity,
+    RecvEvent,
+    SendEvent,
+    TraceEvent,
+    Transfer,
+    decode_path,
+)
 from rawsys.trace.output import (
     IntervalSummary,
     Printer,
@@ -422,7 +430,7 @@ def test_live_view_links_c_sender_and_receiver_across_fork(
     rpid, rfd = roles["receiver"]
     name = exe.name
     assert cols[1:8] == [str(spid), name, str(sfd), str(rpid), name, str(rfd), "-"]
-    assert row[HEADER.index("FILE"):] == data.name
+    assert row[HEADER.index("FILE"):] == str(data)  # the full path, resolved in the kernel
     assert float(cols[0]) < 5  # -T counts from the Tracing line
     assert "Lost events: 0" in err
 
@@ -437,3 +445,10 @@ def test_duration_ends_the_trace() -> None:
     assert "Lost events: 0" in res.stderr
     assert res.stdout.splitlines() == [HEADER]
     assert time.monotonic() - start < 30
+
+
+def test_paths_kept_leaf_first_are_turned_round() -> None:
+    assert decode_path(b"1\0pts\0dev\0") == "/dev/pts/1"
+    assert decode_path(b"") == "/"  # the root itself
+    assert decode_path(b"f\0d\0", PATH_FLAG_TRUNCATED) == ".../d/f"  # the root end is missing
+    assert decode_path(b"caf\xc3\xa9\0") == "/caf\u00e9"

@@ -44,7 +44,7 @@ from rawsys.trace.matcher import Matcher
 BPF_DIR = resources.files("rawsys.trace.bpf")
 C_SOURCES = sorted(p.name for p in BPF_DIR.iterdir() if p.name.endswith((".bpf.c", ".bpf.h")))
 # Helper macros of the C itself; every shared constant is generated.
-C_MACROS = {"OPAQUE", "SPAN_GET", "FENTRY", "FEXIT", "KP_ARG"}
+C_MACROS = {"OPAQUE", "SPAN_GET", "FENTRY", "FEXIT", "KP_ARG", "UNREFINED"}
 
 
 def render(backend: str, filters: Filters | None = None, facts: object = None) -> str:

@@ -63,6 +63,14 @@ MAX_SCM_MSGS = 256
 KPROBE_ARGS = 6  # PT_REGS_PARM1..6: the arguments a kprobe reads (kprobe.bpf.c's KP_ARG)
 USER_WINDOW_LEN = 256  # bytes around a user msghdr read at once (a power of two)
 MAX_FILTER_IDS = 1024  # PIDs (and TIDs) one session can filter on
+# Full paths of named files (files.bpf.h, remember_path): the names walked
+# per path, the bytes kept, the bytes of one name (NAME_MAX + 1), the files
+# of one message whose paths are resolved, and the paths kept for the reader.
+MAX_PATH_DEPTH = 24
+PATH_BUF_LEN = 1024
+PATH_NAME_LEN = 256
+PATH_FILES = 8
+MAX_PATHS = 4096
 PID_MAX_LIMIT = 1 << 22  # include/linux/threads.h, PID_MAX_LIMIT on 64-bit
 UID_INVALID = (1 << 32) - 1  # (uid_t)-1, INVALID_UID in include/linux/uidgid.h
 
@@ -268,6 +276,12 @@ def _constant_defines() -> dict[str, int]:
         "MAX_INFLIGHT": MAX_INFLIGHT,
         "MAX_SENDING": MAX_SENDING,
         "MAX_SCM_MSGS": MAX_SCM_MSGS,
+        "MAX_PATH_DEPTH": MAX_PATH_DEPTH,
+        "PATH_BUF_LEN": PATH_BUF_LEN,
+        "PATH_NAME_LEN": PATH_NAME_LEN,
+        "PATH_FILES": PATH_FILES,
+        "MAX_PATHS": MAX_PATHS,
+        "PATH_FLAG_TRUNCATED": events.PATH_FLAG_TRUNCATED,
         **_fd_scratch_defines(events.FD_SLOTS, ctypes.sizeof(ctypes.c_int)),
     }
 
