@@ -174,24 +174,25 @@ def event_name_matches(ev: TraceEvent, name: str) -> bool:
 
 
 def loss_cause(t: Transfer) -> str | None:
-    """Why the fds of *t* did not arrive whole, or None for a clean transfer.
+    """Why the fd of *t* did not reach a receiver, or None when it did.
 
-    ``ctrunc`` (the control buffer was too small: some fds dropped),
-    ``send-failed:ERRNO`` (sendmsg refused them), ``no-receive-seen`` (a send
-    still alone when the trace ended or its wait ran out).
+    ``send-failed:ERRNO`` (sendmsg refused it), ``no-receive-seen`` (a send
+    still alone when the trace ended or its wait ran out: the fds a CTRUNC
+    receive dropped end here).
     """
     if t.send is not None and not t.send.ok:
         return "send-failed:" + _errno_name(t.send.errno)
-    if t.recv is not None and "CTRUNC" in t.recv.flags:
-        return "ctrunc"
     if t.send is not None and t.recv is None:
         return "no-receive-seen"
     return None
 
 
 def is_failure_or_loss(t: Transfer) -> bool:
-    """``-x``: a failed send, an fd dropped (CTRUNC) or a send nobody was seen receiving."""
-    return loss_cause(t) is not None
+    """``-x``: a failed send, a send nobody was seen receiving, or an fd that came
+    with a receive cut short (CTRUNC: others of its message were dropped)."""
+    if loss_cause(t) is not None:
+        return True
+    return t.recv is not None and "CTRUNC" in t.recv.flags
 
 
 def is_failed_event(ev: TraceEvent) -> bool:

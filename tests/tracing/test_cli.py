@@ -318,15 +318,17 @@ def test_interval_summary_counts_pairs_and_losses_sorted() -> None:
     summary = IntervalSummary()
     lost = Transfer(_transfer().send, None, 0, None, PTS)
     summary.add([_transfer()] * 3 + [_transfer("python3", "python3", PIPE)] + [lost] * 2)
-    summary.add([_transfer("a", "b", PIPE, frozenset({"CTRUNC"}))])
+    summary.add([_transfer("a", "b", PIPE, frozenset({"CTRUNC"}))])  # this fd arrived
+    failed_send = _event(SendEvent, 5, "c", 77, FileIdentity(0, 0, 0, 0, ""), 2, errno=9)
+    summary.add([Transfer(failed_send, None, 77, None, failed_send.files[0])])  # type: ignore
     lines = summary.lines("03:04:05")
     assert lines[0] == "03:04:05  transfers 5, losses 3"
     assert lines[2].split() == ["3", "4321", "tmux:", "client", "->", "1234", "tmux:", "server"]
     assert lines[3].split()[0] == "1"
-    assert lines[-2:] == [f"{2:>8}  no-receive-seen", f"{1:>8}  ctrunc"]
+    assert lines[-2:] == [f"{2:>8}  no-receive-seen", f"{1:>8}  send-failed:EBADF"]
     record = summary.to_json("t", 5.0)
     assert record["losses"] == [{"reason": "no-receive-seen", "count": 2},
-                                {"reason": "ctrunc", "count": 1}]
+                                {"reason": "send-failed:EBADF", "count": 1}]
     out = io.StringIO()
     p = Printer(out, CLOCK, interval=1.0)
     p.start_at(0)
