@@ -35,7 +35,6 @@ from rawsys.c import (
     IPPROTO_IP,
     POINTER,
     SOCK_DGRAM,
-    addressof,
     bind,
     byref,
     c_char,
@@ -120,13 +119,11 @@ def main(argv: List[str] | None = None) -> int:
             msgh = msghdr()
             data = (c_char * 64)()
             io = iovec()
-            io.iov_base = addressof(data)
-            io.iov_len = sizeof(data)
+            io.set_buffer(data)  # io.iov_base = data; io.iov_len = sizeof(data)
             control = (c_ubyte * CMSG_SPACE(sizeof(c_int)))()
             msgh.msg_iov = pointer(io)
             msgh.msg_iovlen = 1
-            msgh.msg_control = addressof(control)
-            msgh.msg_controllen = sizeof(control)
+            msgh.set_control(control)  # msg_control = control; msg_controllen = sizeof(control)
             n = recvmsg(receiver, byref(msgh), 0)
             if n == -1:
                 perror("recvmsg")

@@ -38,7 +38,6 @@ from rawsys.c import (
     SCM_RIGHTS,
     SOCK_DGRAM,
     SOL_SOCKET,
-    addressof,
     byref,
     c_char,
     c_int,
@@ -84,14 +83,12 @@ def send_fds(sock: int, myfds: Array[c_int]) -> int:
     msg = msghdr()  # struct msghdr msg = { 0 };
     iobuf = (c_char * 1)(b"x")
     io = iovec()
-    io.iov_base = addressof(iobuf)
-    io.iov_len = sizeof(iobuf)
+    io.set_buffer(iobuf)  # io.iov_base = iobuf; io.iov_len = sizeof(iobuf)
     u = control_union(num_fd)()
 
     msg.msg_iov = pointer(io)
     msg.msg_iovlen = 1
-    msg.msg_control = addressof(u.buf)
-    msg.msg_controllen = sizeof(u.buf)
+    msg.set_control(u.buf)  # msg_control = u.buf; msg_controllen = sizeof(u.buf)
 
     cmsg = CMSG_FIRSTHDR(byref(msg))
     assert cmsg is not None  # the buffer holds a header by construction
@@ -114,13 +111,11 @@ def recv_fds(sock: int, max_fds: int) -> List[int]:
     msg = msghdr()
     iobuf = (c_char * 1)()
     io = iovec()
-    io.iov_base = addressof(iobuf)
-    io.iov_len = sizeof(iobuf)
+    io.set_buffer(iobuf)  # io.iov_base = iobuf; io.iov_len = sizeof(iobuf)
     u = control_union(max_fds)()
     msg.msg_iov = pointer(io)
     msg.msg_iovlen = 1
-    msg.msg_control = addressof(u.buf)
-    msg.msg_controllen = sizeof(u.buf)
+    msg.set_control(u.buf)  # msg_control = u.buf; msg_controllen = sizeof(u.buf)
     if recvmsg(sock, byref(msg), 0) == -1:
         err = get_errno()
         raise OSError(err, strerror(err))

@@ -40,7 +40,6 @@ from rawsys.c import (
     SCM_RIGHTS,
     SOCK_DGRAM,
     SOL_SOCKET,
-    addressof,
     byref,
     c_char,
     c_int,
@@ -86,8 +85,7 @@ def send_fd(fd: int, fd_to_send: int) -> int:
     msg = msghdr()
     iobuf = (c_char * 1)(b"x")  # at least one byte of real data goes with the fd
     io = iovec()
-    io.iov_base = addressof(iobuf)
-    io.iov_len = sizeof(iobuf)
+    io.set_buffer(iobuf)  # io.iov_base = iobuf; io.iov_len = sizeof(iobuf)
     u = control_buffer()
 
     u.cmsg.cmsg_level = SOL_SOCKET
@@ -99,8 +97,7 @@ def send_fd(fd: int, fd_to_send: int) -> int:
     msg.msg_namelen = 0
     msg.msg_iov = pointer(io)
     msg.msg_iovlen = 1
-    msg.msg_control = addressof(u.buf)
-    msg.msg_controllen = sizeof(u.buf)
+    msg.set_control(u.buf)  # msg_control = u.buf; msg_controllen = sizeof(u.buf)
 
     return sendmsg(fd, byref(msg), 0)
 
@@ -114,16 +111,14 @@ def recv_fd(fd: int) -> int:
     msg = msghdr()
     iobuf = (c_char * 1)()
     io = iovec()
-    io.iov_base = addressof(iobuf)
-    io.iov_len = sizeof(iobuf)
+    io.set_buffer(iobuf)  # io.iov_base = iobuf; io.iov_len = sizeof(iobuf)
     u = control_buffer()
 
     msg.msg_name = NULL
     msg.msg_namelen = 0
     msg.msg_iov = pointer(io)
     msg.msg_iovlen = 1
-    msg.msg_control = addressof(u.buf)
-    msg.msg_controllen = sizeof(u.buf)
+    msg.set_control(u.buf)  # msg_control = u.buf; msg_controllen = sizeof(u.buf)
     if recvmsg(fd, byref(msg), 0) == -1:
         return -1
     return int(cast(CMSG_DATA(byref(u.cmsg)), POINTER(c_int))[0])

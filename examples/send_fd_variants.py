@@ -41,7 +41,6 @@ from rawsys.c import (
     SOCK_DGRAM,
     SOCK_STREAM,
     SOL_SOCKET,
-    addressof,
     byref,
     c_char,
     c_int,
@@ -71,8 +70,7 @@ def send_fd_firsthdr(fd: int, fd_to_send: int) -> int:
     msg = msghdr()
     iobuf = (c_char * 1)(b"x")
     io = iovec()
-    io.iov_base = addressof(iobuf)
-    io.iov_len = sizeof(iobuf)
+    io.set_buffer(iobuf)  # io.iov_base = iobuf; io.iov_len = sizeof(iobuf)
 
     buf = (c_ubyte * CMSG_SPACE(sizeof(c_int)))()
 
@@ -80,8 +78,7 @@ def send_fd_firsthdr(fd: int, fd_to_send: int) -> int:
     msg.msg_namelen = 0
     msg.msg_iov = pointer(io)
     msg.msg_iovlen = 1
-    msg.msg_control = addressof(buf)
-    msg.msg_controllen = sizeof(buf)
+    msg.set_control(buf)  # msg_control = buf; msg_controllen = sizeof(buf)
 
     cmsg = CMSG_FIRSTHDR(byref(msg))  # or cmsg = (struct cmsghdr *) buf
     assert cmsg is not None  # msg_controllen holds a header by construction

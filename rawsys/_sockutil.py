@@ -8,16 +8,22 @@ by the callers (signal handlers run in between, as PEP 475 wants).
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # no stub: the C half of signal
 import _socket
 import ctypes
 import errno
+import operator
 import os
 import select
+import signal
 import socket as _pysocket
 import struct
 import time
+from collections import deque
 from ctypes import addressof, byref, c_int, pointer
-from typing import Any
+from itertools import chain
+from operator import methodcaller
+from typing import Any, Callable, List
 
 from rawsys.c.constants import AF_INET, AF_INET6, AF_UNIX, MSG_DONTWAIT, SOL_SOCKET
 from rawsys.c.libc import LIBC
@@ -52,12 +58,17 @@ def fileno(sock: Any) -> int:
 
 
 def c_int_arg(value: Any, name: str) -> int:
-    """*value* as a C ``int``: ``TypeError`` if not an int, ``OverflowError`` if out of range.
+    """*value* as a C ``int``: ``TypeError`` if not an integer, ``OverflowError`` if out of range.
 
-    ctypes converts out-of-range ints to ``c_int`` by truncation, silently.
+    Integers are taken as CPython's argument parser takes them (``__index__``,
+    so ``True`` is 1 and ``1.0`` is refused); ctypes would convert an
+    out-of-range int to ``c_int`` by truncation, silently.
     """
-    if not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if type(value) is not int:
+        try:
+            value = operator.index(value)
+        except TypeError:
+            raise TypeError(f"{name} must be an integer, not {type(value).__name__}") from None
     if not INT_MIN <= value <= INT_MAX:
         raise OverflowError(f"{name} {value} does not fit a C int")
     return int(value)
@@ -156,20 +167,56 @@ def encode_address(family: int, address: Any) -> bytes:
         if len(path) > _SUN_PATH_MAX:
             raise OSError(errno.ENAMETOOLONG, "AF_UNIX path too long")
         return _SA_FAMILY.pack(AF_UNIX) + path
-    if family in (AF_INET, AF_INET6):
-        if not isinstance(address, tuple):
-            raise TypeError(f"AF_INET address must be a tuple, not {type(address).__name__}")
-        resolved = _pysocket.getaddrinfo(address[0], address[1], family,
-                                         _pysocket.SOCK_DGRAM)[0][4]
-        host, port = str(resolved[0]), int(resolved[1])
-        if family == AF_INET:
-            return (_SA_FAMILY.pack(AF_INET) + struct.pack("!H", port)
-                    + _pysocket.inet_pton(AF_INET, host) + bytes(8))
-        flowinfo = address[2] if len(address) > 2 else 0
-        scope = address[3] if len(address) > 3 else 0
-        return (_SA_FAMILY.pack(AF_INET6) + struct.pack("!HI", port, flowinfo)
-                + _pysocket.inet_pton(AF_INET6, host.split("%")[0]) + struct.pack("=I", scope))
+    if family == AF_INET:
+        if not isinstance(address, tuple) or len(address) != 2:
+            raise TypeError("AF_INET address must be a pair (host, port)")
+        host, port = _host_and_port(address)
+        return (_SA_FAMILY.pack(AF_INET) + _PORT.pack(port)
+                + _pysocket.inet_pton(AF_INET, _resolve(host, AF_INET)) + bytes(8))
+    if family == AF_INET6:
+        if not isinstance(address, tuple) or not 2 <= len(address) <= 4:
+            raise TypeError("AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]])")
+        host, port = _host_and_port(address)
+        flowinfo = _index_arg(address[2], "flowinfo") if len(address) > 2 else 0
+        scope = _index_arg(address[3], "scope_id") if len(address) > 3 else 0
+        if not 0 <= flowinfo <= 0xFFFFF:
+            raise OverflowError("flowinfo must be 0-1048575.")
+        if not 0 <= scope <= 0xFFFFFFFF:
+            raise OverflowError("scope_id must be 0-4294967295.")
+        return (_SA_FAMILY.pack(AF_INET6) + _PORT_FLOW.pack(port, flowinfo)
+                + _pysocket.inet_pton(AF_INET6, _resolve(host, AF_INET6).split("%")[0])
+                + _SCOPE.pack(scope))
     raise OSError(errno.EAFNOSUPPORT, f"addresses of family {family} are not supported")
+
+
+_PORT = struct.Struct("!H")
+_PORT_FLOW = struct.Struct("!HI")
+_SCOPE = struct.Struct("=I")
+
+
+def _index_arg(value: Any, name: str) -> int:
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__}") from None
+
+
+def _host_and_port(address: tuple[Any, ...]) -> tuple[Any, int]:
+    """The host and the checked port of an AF_INET/AF_INET6 address (CPython's errors)."""
+    host = address[0]
+    if not isinstance(host, (str, bytes, bytearray)):
+        raise TypeError(f"host must be str or bytes, not {type(host).__name__}")
+    port = _index_arg(address[1], "port")
+    if not 0 <= port <= 0xFFFF:
+        raise OverflowError("port must be 0-65535.")
+    return host, port
+
+
+def _resolve(host: Any, family: int) -> str:
+    """*host* as a numeric address string of *family* (a name is looked up)."""
+    if isinstance(host, (bytes, bytearray)):
+        host = bytes(host).decode("idna")
+    return str(_pysocket.getaddrinfo(host, 0, family, _pysocket.SOCK_DGRAM)[0][4][0])
 
 
 def decode_address(raw: bytes) -> Any:
@@ -225,17 +272,18 @@ def fd_and_flags(sock: Any, flags: Any) -> tuple[int, int]:
             fd = fileno(sock)  # raises the TypeError or OverflowError
         if type(fd) is not int:
             fd = fileno(sock)
-    if flags and (type(flags) is not int or not INT_MIN <= flags <= INT_MAX):
+    if type(flags) is not int or not INT_MIN <= flags <= INT_MAX:
         flags = c_int_arg(flags, "flags")
     return fd, flags
 
 
-def sendmsg_once(sock: Any, fd: int, data: bytes, ctrl: bytes, address: Any,
+def sendmsg_once(sock: Any, fd: int, data: bytes, ctrl: bytes, name: bytes | None,
                  flags: int) -> int:
-    """One ``sendmsg`` of *data* with control bytes *ctrl*, on buffers built for this call.
+    """One ``sendmsg`` of *data* with control bytes *ctrl* to the encoded address *name*.
 
-    For the uncommon sends (any control data, oversized fd lists); retries
-    ``EINTR`` and honours socket timeouts like the pooled paths.
+    For the uncommon sends (any control data, oversized fd lists), on buffers
+    built for this call from arguments already checked; retries ``EINTR`` and
+    honours socket timeouts like the pooled paths.
     """
     data_c = ctypes.create_string_buffer(data, len(data))
     ctrl_c = ctypes.create_string_buffer(ctrl, len(ctrl))
@@ -247,8 +295,7 @@ def sendmsg_once(sock: Any, fd: int, data: bytes, ctrl: bytes, address: Any,
         msg.msg_control = addressof(ctrl_c)
         msg.msg_controllen = len(ctrl)
     name_c = None
-    if address is not None:
-        name = encode_address(family_of(sock, fd), address)
+    if name is not None:
         name_c = ctypes.create_string_buffer(name, len(name))
         msg.msg_name = addressof(name_c)
         msg.msg_namelen = len(name)
@@ -258,3 +305,49 @@ def sendmsg_once(sock: Any, fd: int, data: bytes, ctrl: bytes, address: Any,
         if sent >= 0:
             return int(sent)
         waiter = handle_errno(ctypes.get_errno(), sock, fd, flags, True, waiter)
+
+
+def address_arg(sock: Any, fd: int, address: Any) -> bytes | None:
+    """*address* encoded for *sock*'s family, or ``None`` (checked before any buffer is touched)."""
+    if address is None:
+        return None
+    return encode_address(family_of(sock, fd), address)
+
+
+# Cleanup after an exception, when the kernel has installed fds: signal
+# handlers must not cut it short.  With every signal blocked in this thread,
+# only a handler whose signal had already arrived can still run (and raise),
+# once; callers therefore call release_fds a few times in nested
+# ``try``/``except`` and it is idempotent.
+_ALL_SIGNALS = signal.valid_signals()
+_sigmask = _signal.pthread_sigmask  # the C function: signal.pthread_sigmask wraps it in Python
+_closerange = os.closerange
+_drain: Callable[[Any], None] = deque(maxlen=0).extend
+
+
+def release_fds(find: Callable[[], List[int]], *forget: Callable[[], Any]) -> None:
+    """Close the fds ``find()`` lists, with every signal blocked meanwhile.
+
+    *find* is pure: it reads which fds are still owned (``[]`` once released).
+    Each *forget* -- a C-level callable such as a list's ``clear`` or a
+    ``partial`` of a memoryview's ``__setitem__`` -- records that they are
+    released; they run in the same C-level pass as the closes
+    (``os.closerange`` per fd, errors ignored), so no Python code, hence no
+    signal handler, runs between forgetting the fds and closing the last of
+    them: a repeated call after an interruption neither leaks one nor closes
+    one twice.
+    """
+    # signal.pthread_sigmask runs the handlers of signals already due before
+    # it returns, and may raise from there: read the mask first (a no-op
+    # block, harmless to lose), then block, inside the try that restores it.
+    old = _sigmask(signal.SIG_BLOCK, ())
+    try:
+        _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
+        fds = find()
+        _drain(chain(map(_call, forget), map(_closerange, fds, map(_plus_one, fds))))
+    finally:
+        _sigmask(signal.SIG_SETMASK, old)
+
+
+_call = methodcaller("__call__")
+_plus_one = (1).__add__

@@ -8,7 +8,7 @@ maxfds)`` receives up to *count* messages with one ``recvmmsg`` and returns
 ``recv_fds``-shaped tuples.
 
 Same rules as ``rawsys.fds``: fds received are close-on-exec unless
-``cloexec=False``, every ``SCM_RIGHTS`` header is collected, a message with
+``cloexec=False``, a message with
 ``MSG_CTRUNC`` raises ``ControlTruncatedError`` holding *every* message of
 the call (``index`` says which one was truncated), and every fd the kernel
 installed is returned or closed, also when an exception interrupts.
@@ -21,6 +21,7 @@ import array
 import ctypes
 import struct
 from ctypes import addressof, c_char
+from functools import partial
 from itertools import accumulate, repeat
 from operator import add, itemgetter
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
@@ -29,11 +30,11 @@ from rawsys._sockutil import (
     SOCKADDR_STORAGE_SIZE,
     Waiter,
     c_int_arg,
-    close_quietly,
     decode_address,
     family_of,
     fileno,
     handle_errno,
+    release_fds,
 )
 from rawsys.c.cmsg import CMSG_ALIGN, CMSG_LEN, CMSG_SPACE
 from rawsys.c.constants import (
@@ -46,15 +47,9 @@ from rawsys.c.constants import (
 )
 from rawsys.c.libc import LIBC_FAST
 from rawsys.c.structs import iovec, mmsghdr, msghdr
-from rawsys.control import HDR_SIZE, fds_in
+from rawsys.control import CMSGHDR, HDR_SIZE, received_fds, rights_payload
 from rawsys.errors import ControlTruncatedError, Received
-from rawsys.fds import (
-    _NO_RIGHTS,
-    _fd_array_error,
-    _no_rights,
-    collect_fds,
-    rights_struct,
-)
+from rawsys.fds import _NO_RIGHTS, _no_rights
 
 # Unprototyped (see LIBC_FAST): only checked C ints, prebuilt byref()s and None.
 _sendmmsg = LIBC_FAST["sendmmsg"]
@@ -157,6 +152,7 @@ _SEND_POOL: List[_SendBatch] = []
 
 _first = itemgetter(0)
 _second = itemgetter(1)
+_ONE_FD_TYPES = frozenset((list, tuple))
 
 
 def send_fds_batch(sock: Any, items: Iterable[Tuple[Iterable[Any], Iterable[int]]],
@@ -166,7 +162,9 @@ def send_fds_batch(sock: Any, items: Iterable[Tuple[Iterable[Any], Iterable[int]
     Returns how many messages the kernel took (at most 1024 per call, its
     ``UIO_MAXIOV``).  If the first message fails the call raises ``OSError``
     with the errno; a failure after some were sent just stops there (the
-    next call reports it).  The fds stay the caller's.
+    next call reports it).  Each message's fds are converted as ``send_fds``
+    converts them (CPython's ``array("i", fds)``), every item before any
+    pooled buffer is written.  The fds stay the caller's.
     """
     fd = fileno(sock)
     flags = c_int_arg(flags, "flags")
@@ -178,17 +176,21 @@ def send_fds_batch(sock: Any, items: Iterable[Tuple[Iterable[Any], Iterable[int]
         return 0
     datas = [b"".join(buffers) for buffers, _fds in items]  # also: each item a pair
     fdls = list(map(_second, items))
-    try:
-        nfds = list(map(len, fdls))
-    except TypeError:  # an iterator of fds
-        fdls = [list(fds) for fds in fdls]
-        nfds = list(map(len, fdls))
-    ones = nfds.count(1) == n
-    if (ones or any(nfds)) and family_of(sock, fd) in _NO_RIGHTS:
+    first: array.array[int] | None = None
+    rights: List[bytes] = []
+    if set(map(type, fdls)) <= _ONE_FD_TYPES and set(map(len, fdls)) == {1}:
+        try:  # the common case: one fd a message, all C ints
+            first = array.array("i", map(_first, fdls))
+        except (TypeError, OverflowError):
+            first = None
+    if first is None:
+        rights = list(map(rights_payload, fdls))  # CPython's conversion and errors
+    if (first is not None or any(rights)) and family_of(sock, fd) in _NO_RIGHTS:
         raise _no_rights()
     lens = list(map(len, datas))
     total = sum(lens)
-    ctrl_size = _SPACE1 * n if ones else sum(CMSG_SPACE(4 * k) for k in nfds if k)
+    ctrl_size = _SPACE1 * n if first is not None else sum(CMSG_SPACE(len(r)) for r in rights if r)
+    # Every argument is known good from here on: the pooled state may be written.
     try:
         state: _SendBatch | None = _SEND_POOL.pop()
     except IndexError:
@@ -200,20 +202,17 @@ def send_fds_batch(sock: Any, items: Iterable[Tuple[Iterable[Any], Iterable[int]
         if total:
             state.data[:total] = b"".join(datas)
         if lens != state.last_lens[:n]:
+            state.last_lens = []  # until the iovecs below are all written
             iov_q = state.iov_q
             iov_q[0 : 2 * n : 2] = array.array("Q", accumulate(lens[:-1], initial=state.data_addr))
             iov_q[1 : 2 * n : 2] = array.array("Q", lens)
             state.last_lens = lens
-        if ones:
+        if first is not None:
             if not state.ones:
                 state.layout_ones()
-            try:
-                first = array.array("i", map(_first, fdls))
-            except (TypeError, OverflowError, KeyError):  # not ints, or a set of fds
-                first = array.array("i", [list(fds)[0] for fds in fdls])  # CPython's error
             state.ctrl_i[_FD1_I : _FD1_I + _SPACE1_I * n : _SPACE1_I] = first
         else:
-            _layout_general(state, fdls, nfds)
+            _layout_general(state, rights)
         waiter: Waiter | None = None
         while True:
             sent: int = _sendmmsg(fd, state.mm_ref, n, flags)
@@ -225,30 +224,29 @@ def send_fds_batch(sock: Any, items: Iterable[Tuple[Iterable[Any], Iterable[int]
             _SEND_POOL.append(state)
 
 
-def _layout_general(state: _SendBatch, fdls: List[Any], nfds: List[int]) -> None:
-    """Control messages of any sizes, packed back to back (a message without fds: none)."""
+def _layout_general(state: _SendBatch, rights: List[bytes]) -> None:
+    """Control messages of any sizes, packed back to back (a message without fds: none).
+
+    *rights* are checked payloads (``rights_payload``), one a message.
+    """
     state.ones = False
     ctrl = state.ctrl
     pointers = array.array("Q")
     lengths = array.array("Q")
     offset = 0
-    for fds, count in zip(fdls, nfds):
-        if count:
-            if type(fds) is not list and type(fds) is not tuple:
-                fds = list(fds)
-            try:
-                rights_struct(count).pack_into(ctrl, offset, HDR_SIZE + 4 * count,
-                                               SOL_SOCKET, SCM_RIGHTS, *fds)
-            except struct.error:
-                raise _fd_array_error(fds) from None
-            space = CMSG_SPACE(4 * count)
+    for payload in rights:
+        if payload:
+            end = offset + HDR_SIZE + len(payload)
+            CMSGHDR.pack_into(ctrl, offset, HDR_SIZE + len(payload), SOL_SOCKET, SCM_RIGHTS)
+            ctrl[offset + HDR_SIZE : end] = payload
+            space = CMSG_SPACE(len(payload))
             pointers.append(state.ctrl_addr + offset)
             lengths.append(space)
             offset += space
         else:
             pointers.append(0)
             lengths.append(0)
-    n = len(nfds)
+    n = len(rights)
     state.mm_q[_CONTROL_Q : _CONTROL_Q + _MM_Q * n : _MM_Q] = pointers
     state.mm_q[_CONTROL_Q + 1 : _CONTROL_Q + 1 + _MM_Q * n : _MM_Q] = lengths
 
@@ -312,14 +310,39 @@ def _check_args(count: Any, bufsize: Any, maxfds: Any) -> None:
 
 
 def _installed(state: _RecvBatch, count: int) -> List[int]:
-    """Every fd in the control slots of the messages the kernel filled in."""
+    """Every fd in the control slots of the messages the kernel filled in (pure)."""
     found: List[int] = []
     for i in range(count):
         _namelen, used, _flags, msg_len = _RESULT.unpack_from(state.mm_ba, i * _MM)
         if msg_len != _NOT_RECEIVED:
             start = i * state.stride
-            found += fds_in(memoryview(state.ctrl)[start : start + min(used, state.room)])
+            rights, pidfds = received_fds(state.ctrl[start : start + state.room], used)
+            found += rights + pidfds
     return found
+
+
+def _fds_of(results: List[Received]) -> List[int]:
+    return [fd for result in results for fd in result[1]]
+
+
+def _fds_of_all(results: List[Received], pidfds: List[int]) -> List[int]:
+    return _fds_of(results) + pidfds
+
+
+def _settle(state: _RecvBatch, count: int, handed: bool, results: List[Received],
+            owned: List[int], pidfds: List[int]) -> None:
+    """Close what this call owns after an exception; idempotent.
+
+    Before the hand-over the fds are in *state*'s control slots (reset to the
+    template forgets them); after it, in *results* (and *owned*, the list a
+    ``ControlTruncatedError`` holds) and *pidfds*, whose ``clear`` forgets them.
+    """
+    if handed:
+        release_fds(partial(_fds_of_all, results, pidfds), results.clear, owned.clear,
+                    pidfds.clear)
+    elif state.mm_u[_MSGLEN_I] != _NOT_RECEIVED:  # the kernel fills message 0 first
+        release_fds(partial(_installed, state, count),
+                    partial(state.mm_ba.__setitem__, slice(None), state.template))
 
 
 _FILLED: Dict[Tuple[str, int, int], array.array[int]] = {}
@@ -408,6 +431,11 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
         state = pool.pop()
     except IndexError:
         state = _RecvBatch(count, bufsize, room)
+    put_back = pool.append if len(state.data) <= _POOLED_BYTES else _drop
+    handed = False  # until the fds move from the control slots to `results`
+    results: List[Received] = _NO_RESULTS
+    owned: List[int] = _NO_FDS
+    pidfds: List[int] = _NO_FDS
     try:
         waiter: Waiter | None = None
         while True:
@@ -416,54 +444,94 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
                 break
             waiter = handle_errno(_get_errno(), sock, fd, flags, False, waiter)
         fast = _all_plain(state, got, added, bufsize)
-        if fast is not None:
-            return fast
-        results: List[Received] = []
-        truncated = -1
-        mm_ba = state.mm_ba
-        ctrl = state.ctrl
-        stride = state.stride
-        dview = state.dview
-        names = state.names
-        result = _RESULT.unpack_from
-        rights1 = _RIGHTS1.unpack_from
-        for i in range(got):
-            namelen, used, msg_flags, msg_len = result(mm_ba, i * _MM)
-            start = i * stride
-            if used:
-                cmsg_len, level, ctype, first = rights1(ctrl, start)
-                if cmsg_len == _LEN1 and used <= 24 and ctype == SCM_RIGHTS and (
-                        level == SOL_SOCKET):
-                    fds = [first]
-                else:
-                    fds = collect_fds(memoryview(ctrl)[start : start + used], used)
-            else:
-                fds = []
-            msg_flags &= ~added
-            data_at = i * bufsize
-            data = dview[data_at : data_at + (msg_len if msg_len <= bufsize else bufsize)].tobytes()
-            if namelen:
-                name_at = i * SOCKADDR_STORAGE_SIZE
-                address = decode_address(bytes(names[name_at : name_at + namelen]))
-            else:
-                address = None
-            if msg_flags & MSG_CTRUNC and truncated < 0:
-                truncated = i
-            results.append((data, fds, msg_flags, address))
-        if truncated >= 0:
-            raise ControlTruncatedError(results, truncated)
+        truncated: ControlTruncatedError | None = None
+        if fast is None:
+            fast, truncated, found_pidfds = _decode_all(state, got, added, bufsize)
+            if truncated is not None:
+                owned = _fds_of(fast)
+            pidfds = found_pidfds
+        # The hand-over: from here `results` owns the fds.  The reset just
+        # after puts back the room, name lengths and msg_len sentinels, so the
+        # control slots no longer count as holding fds.
+        results = fast
+        handed = True
+        state.mm_ba[:] = state.template
+        if pidfds:
+            release_fds(pidfds.copy, pidfds.clear)
+        put_back(state)
+        if truncated is not None:
+            truncated.own(owned)  # the exception owns every fd of the call
+            try:
+                raise truncated
+            finally:
+                truncated = None  # no cycle through this frame: the handler's end closes it
         return results
     except ControlTruncatedError:
         raise  # it owns the fds that arrived
     except BaseException:
-        close_quietly(_installed(state, count))
+        # A second exception (a signal handler raising again) may land here:
+        # each attempt is idempotent, and runs with signals blocked.
+        try:
+            _settle(state, count, handed, results, owned, pidfds)
+        except BaseException:
+            try:
+                _settle(state, count, handed, results, owned, pidfds)
+            except BaseException:
+                _settle(state, count, handed, results, owned, pidfds)
+        if not handed:
+            put_back(state)
         raise
-    finally:
-        # Pooled states are clean: room, name length and the msg_len sentinels
-        # back, so cleanup in the next call never reads this call's fds.
-        state.mm_ba[:] = state.template
-        if len(state.data) <= _POOLED_BYTES:
-            pool.append(state)
+
+
+def _decode_all(state: _RecvBatch, got: int, added: int, bufsize: int
+                ) -> Tuple[List[Received], ControlTruncatedError | None, List[int]]:
+    """Every received message decoded (the general case of ``recv_fds_batch``).
+
+    Returns the results, a ``ControlTruncatedError`` if a message has
+    ``MSG_CTRUNC`` (built owning nothing: the caller hands the fds over), and
+    the ``SCM_PIDFD`` fds, which ``recv_fds_batch`` closes as ``recv_fds``
+    does.  Pure: reads the state, closes nothing.
+    """
+    results: List[Received] = []
+    all_pidfds: List[int] = []
+    truncated = -1
+    mm_ba = state.mm_ba
+    ctrl = state.ctrl
+    stride = state.stride
+    room = state.room
+    dview = state.dview
+    names = state.names
+    result = _RESULT.unpack_from
+    for i in range(got):
+        namelen, used, msg_flags, msg_len = result(mm_ba, i * _MM)
+        if used:
+            start = i * stride
+            rights, pidfds = received_fds(ctrl[start : start + room], used)
+            all_pidfds += pidfds
+        else:
+            rights = []
+        msg_flags &= ~added
+        data_at = i * bufsize
+        data = dview[data_at : data_at + (msg_len if msg_len <= bufsize else bufsize)].tobytes()
+        if namelen:
+            name_at = i * SOCKADDR_STORAGE_SIZE
+            address = decode_address(bytes(names[name_at : name_at + namelen]))
+        else:
+            address = None
+        if msg_flags & MSG_CTRUNC and truncated < 0:
+            truncated = i
+        results.append((data, rights, msg_flags, address))
+    if truncated >= 0:
+        return results, ControlTruncatedError(results, truncated, owns=False), all_pidfds
+    return results, None, all_pidfds
+
+
+_NO_RESULTS: List[Received] = []  # placeholders before the hand-over; never appended to
+_NO_FDS: List[int] = []
+
+
+def _drop(state: _RecvBatch) -> None:
+    """Where an oversized state goes after the call: nowhere."""
 
 
 __all__ = ["send_fds_batch", "recv_fds_batch"]

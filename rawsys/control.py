@@ -20,17 +20,21 @@ message whose payload is too short for its type -- what the kernel's
 Bytes of an ``SCM_RIGHTS`` payload that do not make a whole ``int`` are
 ignored, as CPython's ``recv_fds`` ignores them.
 
-``fds_in(data)`` is the lenient companion used for cleanup: every descriptor
-number in every ``SCM_RIGHTS``/``SCM_PIDFD`` header that lies inside the
-buffer, without ever raising on malformed data.
+``walk_control(data, used)`` is the one walk of a control buffer that every
+reader uses; ``received_fds(data, used)`` and ``fds_in(data)`` are its
+lenient fd collectors (cleanup paths, receivers): every descriptor number in
+every ``SCM_RIGHTS``/``SCM_PIDFD`` header that lies inside the buffer, without
+ever raising on malformed data.
 """
 
 from __future__ import annotations
 
+import array
+import operator
 import struct
 from ctypes import sizeof
 from dataclasses import dataclass
-from typing import List, Tuple, Union
+from typing import Any, Dict, List, Tuple, Union
 
 from rawsys.c.constants import (
     IP_TTL,
@@ -50,6 +54,12 @@ _UCRED = struct.Struct("=iII")  # struct ucred { pid_t pid; uid_t uid; gid_t gid
 if CMSGHDR.size != sizeof(cmsghdr) or _UCRED.size != sizeof(ucred):  # pragma: no cover
     raise ImportError("struct formats disagree with rawsys.c.structs")
 _INT = struct.Struct("=i")
+_unpack_hdr = CMSGHDR.unpack_from
+_unpack_int = _INT.unpack_from
+_LEN_RIGHTS1 = HDR_SIZE + 4  # CMSG_LEN(sizeof(int))
+_SPACE_RIGHTS1 = HDR_SIZE + 8  # CMSG_SPACE(sizeof(int))
+# The header of an SCM_RIGHTS message with one fd: what almost every reply holds.
+RIGHTS1_HEADER = CMSGHDR.pack(_LEN_RIGHTS1, SOL_SOCKET, SCM_RIGHTS)
 
 
 class ControlDataError(ValueError):
@@ -135,6 +145,46 @@ def _decode(level: int, ctype: int, payload: bytes) -> ControlMessage:
     return UnknownControl(level, ctype, payload)
 
 
+def walk_control(data: Any, used: int | None = None, *, strict: bool = False
+                 ) -> List[Tuple[int, int, int, int]]:
+    """``(level, type, start, stop)`` of every control message in ``data[:used]``.
+
+    The one walk of a control buffer, as ``CMSG_FIRSTHDR``/``CMSG_NXTHDR``
+    do it: ``data[start:stop]`` is each message's payload.  Every reader of
+    control data uses it -- ``parse_control``, ``fds_in``, ``received_fds``
+    and through them the receiving functions and their cleanup paths -- and
+    decides for itself what to keep and what to close.
+
+    *used* (default: all of *data*) is ``msg_controllen`` after ``recvmsg``.
+    Fewer trailing bytes than a header are padding.  With *strict*, a header
+    whose ``cmsg_len`` is smaller than a header or runs past *used* raises
+    ``ControlDataError``; without it (cleanup: never raise) the walk stops at
+    the first such header, and a payload running past the end is cut there.
+    """
+    view = data if type(data) is bytearray or type(data) is bytes else memoryview(data).cast("B")
+    end = len(view) if used is None else min(used, len(view))
+    found: List[Tuple[int, int, int, int]] = []
+    offset = 0
+    while end - offset >= HDR_SIZE:
+        cmsg_len, level, ctype = _unpack_hdr(view, offset)
+        if cmsg_len < HDR_SIZE:
+            if strict:
+                raise ControlDataError(
+                    f"cmsg_len {cmsg_len} at offset {offset} is smaller than a header "
+                    f"({HDR_SIZE})")
+            break
+        if cmsg_len > end - offset:
+            if strict:
+                raise ControlDataError(
+                    f"cmsg_len {cmsg_len} at offset {offset} runs past the end of the "
+                    f"{end}-byte buffer")
+            found.append((level, ctype, offset + HDR_SIZE, end))
+            break
+        found.append((level, ctype, offset + HDR_SIZE, offset + cmsg_len))
+        offset += _align(cmsg_len)
+    return found
+
+
 def parse_control(data: bytes | bytearray | memoryview) -> List[ControlMessage]:
     """Decode every control message in *data* (the first ``msg_controllen`` bytes).
 
@@ -143,23 +193,36 @@ def parse_control(data: bytes | bytearray | memoryview) -> List[ControlMessage]:
     Never reads outside *data*; never closes a descriptor.
     """
     buf = bytes(memoryview(data).cast("B"))
-    end = len(buf)
-    offset = 0
-    messages: List[ControlMessage] = []
-    while end - offset >= HDR_SIZE:
-        cmsg_len, level, ctype = CMSGHDR.unpack_from(buf, offset)
-        if cmsg_len < HDR_SIZE:
-            raise ControlDataError(
-                f"cmsg_len {cmsg_len} at offset {offset} is smaller than a header ({HDR_SIZE})"
-            )
-        if cmsg_len > end - offset:
-            raise ControlDataError(
-                f"cmsg_len {cmsg_len} at offset {offset} runs past the end of the "
-                f"{end}-byte buffer"
-            )
-        messages.append(_decode(level, ctype, buf[offset + HDR_SIZE : offset + cmsg_len]))
-        offset += _align(cmsg_len)
-    return messages
+    return [_decode(level, ctype, buf[start:stop])
+            for level, ctype, start, stop in walk_control(buf, strict=True)]
+
+
+def received_fds(data: Any, used: int | None = None) -> Tuple[List[int], List[int]]:
+    """``(rights, pidfds)``: the fds of every ``SCM_RIGHTS`` and ``SCM_PIDFD`` in ``data[:used]``.
+
+    What a receiver owns after ``recvmsg``, from the lenient walk (never
+    raises on malformed data).  A negative ``SCM_PIDFD`` value is the
+    kernel's ``-errno`` for a pidfd it could not install (``-EMFILE``): not
+    an fd, so it is left out; so is any negative ``SCM_RIGHTS`` value.
+    """
+    if (type(data) is bytearray and used is not None and _LEN_RIGHTS1 <= used <= _SPACE_RIGHTS1
+            and data.startswith(RIGHTS1_HEADER)):
+        fd = _unpack_int(data, HDR_SIZE)[0]  # the usual reply: one SCM_RIGHTS with one fd
+        return ([fd] if fd >= 0 else []), []
+    view = data if type(data) is bytearray or type(data) is bytes else memoryview(data).cast("B")
+    rights: List[int] = []
+    pidfds: List[int] = []
+    for level, ctype, start, stop in walk_control(view, used):
+        if level != SOL_SOCKET:
+            continue
+        count = (stop - start) >> 2
+        if ctype == SCM_RIGHTS and count:
+            rights.extend(fd for fd in _ints(count).unpack_from(view, start) if fd >= 0)
+        elif ctype == SCM_PIDFD and count:
+            fd = _unpack_int(view, start)[0]
+            if fd >= 0:
+                pidfds.append(fd)
+    return rights, pidfds
 
 
 def fds_in(data: bytes | bytearray | memoryview) -> List[int]:
@@ -167,46 +230,72 @@ def fds_in(data: bytes | bytearray | memoryview) -> List[int]:
 
     Lenient by design (it serves cleanup after errors): the walk stops at the
     first malformed header instead of raising, and a header running past the
-    buffer contributes only the whole ints that lie inside it.
+    buffer contributes only the whole ints that lie inside it.  Negative
+    numbers (a pidfd the kernel failed to install: ``-errno``) are not fds
+    and are left out.
     """
-    view = memoryview(data).cast("B")
-    end = len(view)
-    offset = 0
-    found: List[int] = []
-    while end - offset >= HDR_SIZE:
-        cmsg_len, level, ctype = CMSGHDR.unpack_from(view, offset)
-        if cmsg_len < HDR_SIZE:
-            break
-        stop = min(offset + cmsg_len, end)
-        if level == SOL_SOCKET and ctype in (SCM_RIGHTS, SCM_PIDFD):
-            count = (stop - offset - HDR_SIZE) // 4
-            if ctype == SCM_PIDFD:
-                count = min(count, 1)
-            found.extend(struct.unpack_from(f"={count}i", view, offset + HDR_SIZE))
-        offset += _align(cmsg_len)
-    return found
+    rights, pidfds = received_fds(data)
+    return rights + pidfds
+
+
+_INTS: Dict[int, struct.Struct] = {}
+
+
+def _ints(count: int) -> struct.Struct:
+    """``struct.Struct`` for *count* native ints (cached)."""
+    s = _INTS.get(count)
+    if s is None:
+        s = _INTS[count] = struct.Struct(f"={count}i")
+    return s
+
+
+def _c_int(value: Any, what: str, low: int = -(2**31), high: int = 2**31 - 1) -> int:
+    """*value* as an int in [low, high]: ``TypeError``/``OverflowError`` naming *what*."""
+    number = operator.index(value)  # CPython's TypeError for a non-integer
+    if not low <= number <= high:
+        raise OverflowError(f"{what} must be in {low}..{high}, not {number}")
+    return number
+
+
+def rights_payload(fds: Any) -> bytes:
+    """The ``SCM_RIGHTS`` payload for *fds*, converted exactly as CPython's ``array("i", fds)``.
+
+    Same values and same errors as ``socket.send_fds``: ints (or ``__index__``)
+    in C ``int`` range, ``TypeError``/``OverflowError`` otherwise; a bytes or
+    bytearray is raw native ints (4 bytes an fd, ``ValueError`` when its
+    length is not a multiple of 4).
+    """
+    return array.array("i", fds).tobytes()
 
 
 def build_control(messages: List[ControlMessage]) -> bytes:
     """Encode *messages* as a control buffer (each padded to ``CMSG_SPACE``).
 
     The inverse of ``parse_control`` for well-formed messages; used to build
-    ``msg_control`` for ``sendmsg`` and in tests.
+    ``msg_control`` for ``sendmsg`` and in tests.  Every field is checked
+    first: ``TypeError`` for a non-integer, ``OverflowError`` naming the
+    field for one out of its C type's range (``uid_t``, ``int``, ...).
     """
     out = bytearray()
     for message in messages:
         if isinstance(message, ScmRights):
             level, ctype = SOL_SOCKET, SCM_RIGHTS
-            payload = struct.pack(f"={len(message.fds)}i", *message.fds)
+            payload = rights_payload(message.fds)
         elif isinstance(message, ScmCredentials):
             level, ctype = SOL_SOCKET, SCM_CREDENTIALS
-            payload = _UCRED.pack(message.pid, message.uid, message.gid)
+            payload = _UCRED.pack(_c_int(message.pid, "ScmCredentials.pid"),
+                                  _c_int(message.uid, "ScmCredentials.uid", 0, 2**32 - 1),
+                                  _c_int(message.gid, "ScmCredentials.gid", 0, 2**32 - 1))
         elif isinstance(message, ScmPidfd):
-            level, ctype, payload = SOL_SOCKET, SCM_PIDFD, _INT.pack(message.fd)
+            level, ctype = SOL_SOCKET, SCM_PIDFD
+            payload = _INT.pack(_c_int(message.fd, "ScmPidfd.fd"))
         elif isinstance(message, IpTtl):
-            level, ctype, payload = IPPROTO_IP, IP_TTL, _INT.pack(message.ttl)
+            level, ctype = IPPROTO_IP, IP_TTL
+            payload = _INT.pack(_c_int(message.ttl, "IpTtl.ttl"))
         elif isinstance(message, (UnknownControl, TruncatedControl)):
-            level, ctype, payload = message.level, message.type, bytes(message.data)
+            level = _c_int(message.level, f"{type(message).__name__}.level")
+            ctype = _c_int(message.type, f"{type(message).__name__}.type")
+            payload = bytes(memoryview(message.data).cast("B"))
         else:
             raise TypeError(f"not a control message: {type(message).__name__}")
         length = HDR_SIZE + len(payload)
@@ -224,6 +313,10 @@ __all__ = [
     "UnknownControl",
     "TruncatedControl",
     "parse_control",
+    "walk_control",
+    "received_fds",
     "fds_in",
+    "RIGHTS1_HEADER",
     "build_control",
+    "rights_payload",
 ]

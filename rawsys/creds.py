@@ -15,13 +15,14 @@ caller's to close (the kernel makes it close-on-exec).
 
 from __future__ import annotations
 
+import array
 import ctypes
 import errno
 import os
 from ctypes import byref, c_int, sizeof
 from typing import Any, Iterable
 
-from rawsys._sockutil import fileno, oserror
+from rawsys._sockutil import c_int_arg, fileno, oserror
 from rawsys.c.constants import (
     SO_PASSCRED,
     SO_PASSPIDFD,
@@ -48,9 +49,13 @@ def pidfd_error(e: int, what: str) -> OSError:
     return oserror(e)
 
 
-def _set_int_option(sock: Any, option: int, value: int) -> int:
-    """setsockopt(SOL_SOCKET, option, int) -> 0 or the errno."""
-    optval = c_int(value)
+def _set_int_option(sock: Any, option: int, value: Any, name: str) -> int:
+    """setsockopt(SOL_SOCKET, option, int) -> 0 or the errno.
+
+    *value* is checked first (``TypeError``, or ``OverflowError`` naming
+    *name* beyond a C ``int``): ctypes would truncate ``2**32`` to 0.
+    """
+    optval = c_int(c_int_arg(value, name))
     if _setsockopt(fileno(sock), SOL_SOCKET, option, byref(optval), sizeof(optval)) != 0:
         return ctypes.get_errno()
     return 0
@@ -67,7 +72,7 @@ def _get_int_option(sock: Any, option: int) -> tuple[int, int]:
 
 def set_passcred(sock: Any, enable: bool = True) -> None:
     """Turn ``SO_PASSCRED`` on (or off): every received message carries ``SCM_CREDENTIALS``."""
-    e = _set_int_option(sock, SO_PASSCRED, int(enable))
+    e = _set_int_option(sock, SO_PASSCRED, enable, "enable")
     if e:
         raise oserror(e)
 
@@ -103,15 +108,15 @@ def send_credentials(sock: Any, buffers: Iterable[Any], credentials: ScmCredenti
     a pid that does not exist is ``ESRCH``.
     """
     control: list[Any] = [credentials if credentials is not None else own_credentials()]
-    fd_list = list(fds)
-    if fd_list:
-        control.append(ScmRights(tuple(fd_list)))
+    fd_array = array.array("i", fds)  # as send_fds converts fds (CPython's errors)
+    if fd_array:
+        control.append(ScmRights(tuple(fd_array)))
     return send_message(sock, buffers, control, flags, address)
 
 
 def set_passpidfd(sock: Any, enable: bool = True) -> None:
     """Turn ``SO_PASSPIDFD`` on: received messages carry an ``SCM_PIDFD`` (Linux 6.5+)."""
-    e = _set_int_option(sock, SO_PASSPIDFD, int(enable))
+    e = _set_int_option(sock, SO_PASSPIDFD, enable, "enable")
     if e:
         raise pidfd_error(e, "SO_PASSPIDFD")
 

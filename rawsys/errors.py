@@ -9,6 +9,7 @@ closed by ``close()`` or when the exception is collected, so an
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 from typing import Any, List, Sequence, Tuple
@@ -31,15 +32,22 @@ class ControlTruncatedError(OSError):
       closes them; ``take_fds()`` the same as a flat list of fds;
     * ``close()`` (or garbage collection) closes every fd not taken.
 
+    A copy (``copy.copy``) or a pickled and unpickled one holds the same
+    results -- fd *numbers* only -- and owns nothing: it closes nothing, and
+    pickling never sends a descriptor to another process (use
+    ``send_fds`` for that).
+
     ``errno`` is ``EMSGSIZE``.
     """
 
-    def __init__(self, results: Sequence[Received], index: int = 0) -> None:
+    def __init__(self, results: Sequence[Received], index: int = 0, *,
+                 owns: bool = True) -> None:
         super().__init__(
             errno.EMSGSIZE,
             "control data truncated (MSG_CTRUNC): the control buffer was too small; "
             "descriptors that did not fit were dropped by the kernel",
         )
+        self._owned: List[int] = []
         self.results: List[Received] = list(results)
         self.index = index
         msg, fds, msg_flags, address = self.results[index]
@@ -47,7 +55,16 @@ class ControlTruncatedError(OSError):
         self.fds: Tuple[int, ...] = tuple(fds)
         self.msg_flags: int = msg_flags
         self.address: Any = address
-        self._owned: List[int] = [fd for result in self.results for fd in result[1]]
+        if owns:
+            self._owned = [fd for result in self.results for fd in result[1]]
+
+    def own(self, fds: List[int]) -> None:
+        """Make *fds* (the list itself, not a copy) the fds this exception closes.
+
+        For receivers that build the exception first and hand the fds over in
+        one step; clearing the list elsewhere takes them back.
+        """
+        self._owned = fds
 
     def take(self) -> List[Received]:
         """Hand every result and its fds to the caller (who must close the fds)."""
@@ -56,20 +73,40 @@ class ControlTruncatedError(OSError):
 
     def take_fds(self) -> List[int]:
         """Hand every received fd to the caller (who must close them)."""
-        owned, self._owned = self._owned, []
+        owned, self._owned = list(self._owned), []
         return owned
 
     def close(self) -> None:
         """Close every received fd not taken; idempotent."""
-        owned, self._owned = self._owned, []
-        for fd in owned:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        owned = self.__dict__.get("_owned")
+        self._owned = []
+        if owned:
+            fds = list(owned)
+            owned.clear()
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def __del__(self) -> None:
         self.close()
+
+    def __reduce__(self) -> Any:
+        # A copy or an unpickled one describes what arrived but owns nothing:
+        # fd numbers mean nothing in another process, and two owners of one
+        # fd would close it twice.
+        return (_unowned_truncated, (self.results, self.index))
+
+    def __copy__(self) -> ControlTruncatedError:
+        return _unowned_truncated(self.results, self.index)
+
+    def __deepcopy__(self, memo: Any) -> ControlTruncatedError:
+        return _unowned_truncated(copy.deepcopy(self.results, memo), self.index)
+
+
+def _unowned_truncated(results: Sequence[Received], index: int) -> ControlTruncatedError:
+    return ControlTruncatedError(results, index, owns=False)
 
 
 class FdPassingUnsupportedError(OSError):

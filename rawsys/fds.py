@@ -1,4 +1,4 @@
-"""Passing descriptors: drop-ins for ``socket.send_fds``/``socket.recv_fds``, and seed 003's pair.
+"""Passing descriptors: drop-ins for ``socket.send_fds``/``socket.recv_fds``, the one-fd pair.
 
 ``send_fds``/``recv_fds`` take CPython's arguments and return CPython's
 values; they call libc's ``sendmsg``/``recvmsg`` through ctypes on
@@ -9,15 +9,18 @@ CPython is wrong they differ:
 * ``flags`` and ``address`` are honoured (``MSG_PEEK``, ``MSG_DONTWAIT``);
 * received fds are close-on-exec (``MSG_CMSG_CLOEXEC``) unless
   ``cloexec=False`` is passed;
-* every ``SCM_RIGHTS`` header is collected;
 * ``MSG_CTRUNC`` raises ``ControlTruncatedError``, which owns the fds that
   did arrive until the caller takes them;
 * fds given to an ``AF_INET``/``AF_INET6`` socket raise
   ``FdPassingUnsupportedError`` (the kernel would drop them silently).
 
+Every argument is converted and checked before a pooled buffer is written,
+so a call that raises leaves nothing behind that a later call could send.
+
 Ownership: every fd the kernel installs in this process is either returned
 to the caller (who closes it) or closed here before an exception leaves --
-also when the exception is a signal handler's ``KeyboardInterrupt``.
+also when the exception is a signal handler's ``KeyboardInterrupt``, and
+when a second one lands in the cleanup (see ``_sockutil.release_fds``).
 ``send_fds`` never closes the fds it sends; they stay the caller's.
 """
 
@@ -30,17 +33,21 @@ import errno
 import socket as _pysocket
 import struct
 from ctypes import addressof, byref, c_char, pointer
-from typing import Any, Dict, Iterable, List
+from functools import partial
+from operator import add
+from typing import Any, Iterable, List, Tuple
 
 from rawsys._sockutil import (
     SOCKADDR_STORAGE_SIZE,
     Waiter,
-    close_quietly,
+    address_arg,
+    c_int_arg,
     decode_address,
-    encode_address,
     family_of,
     fd_and_flags,
+    fileno,
     handle_errno,
+    release_fds,
     sendmsg_once,
 )
 from rawsys.c.cmsg import CMSG_LEN, CMSG_SPACE
@@ -50,13 +57,12 @@ from rawsys.c.constants import (
     MSG_CMSG_CLOEXEC,
     MSG_CTRUNC,
     SCM_MAX_FD,
-    SCM_PIDFD,
     SCM_RIGHTS,
     SOL_SOCKET,
 )
 from rawsys.c.libc import LIBC, LIBC_FAST
 from rawsys.c.structs import iovec, msghdr
-from rawsys.control import CMSGHDR, HDR_SIZE, fds_in
+from rawsys.control import CMSGHDR, HDR_SIZE, RIGHTS1_HEADER, received_fds, rights_payload
 from rawsys.errors import ControlTruncatedError, FdPassingUnsupportedError, Received
 
 _sendmsg = LIBC["sendmsg"]
@@ -72,7 +78,7 @@ _RIGHTS1 = struct.Struct("=Qiii")  # a cmsghdr followed by one int: the common c
 _LEN_RIGHTS1 = CMSG_LEN(4)
 _SPACE_RIGHTS1 = CMSG_SPACE(4)
 _pack_rights1 = _RIGHTS1.pack_into
-_unpack_rights1 = _RIGHTS1.unpack_from
+_HDR = CMSGHDR
 _SocketType = _socket.socket
 _PySocketType = _pysocket.socket  # what socket.socket() and socketpair() return
 _raw_family = _socket.socket.family.__get__  # the C getter: an int, no enum conversion
@@ -81,27 +87,8 @@ _NO_RIGHTS = frozenset((AF_INET, AF_INET6))
 # CPython sizes the control buffer CMSG_LEN(maxfds * sizeof(int)): the kernel
 # then installs at most maxfds fds.  recv_fds does the same.
 _RECV_ROOM = [CMSG_LEN(4 * n) for n in range(SCM_MAX_FD + 1)]
-_SEND_SPACE = [CMSG_SPACE(4 * n) for n in range(SCM_MAX_FD + 2)]
 _BYTE = [bytes((i,)) for i in range(256)]  # the one-byte bytes objects
-_INTS: Dict[int, struct.Struct] = {}
-_RIGHTS_HDR: Dict[int, struct.Struct] = {}
 _MAXFDS_LIMIT = (2**31 - 1 - HDR_SIZE) // 4  # beyond this CMSG_LEN overflows, as in CPython
-
-
-def ints_struct(count: int) -> struct.Struct:
-    """``struct.Struct`` for *count* native ints (cached)."""
-    s = _INTS.get(count)
-    if s is None:
-        s = _INTS[count] = struct.Struct(f"={count}i")
-    return s
-
-
-def rights_struct(count: int) -> struct.Struct:
-    """``struct.Struct`` for a cmsghdr followed by *count* ints (cached)."""
-    s = _RIGHTS_HDR.get(count)
-    if s is None:
-        s = _RIGHTS_HDR[count] = struct.Struct(f"=Qii{count}i")
-    return s
 
 
 class _iovec_bytes(ctypes.Structure):
@@ -215,10 +202,10 @@ def _plain_result(msg_ba: bytearray, controllen: int) -> bytes:
     return bytes(result)
 
 
-_HDR_RIGHTS1 = _RIGHTS1.pack(_LEN_RIGHTS1, SOL_SOCKET, SCM_RIGHTS, 0)[:HDR_SIZE]
 
 
 _POOL: List[_State] = [_State() for _ in range(2)]
+_put_back = _POOL.append
 
 
 def _new_state() -> _State:
@@ -229,7 +216,7 @@ def _fd_array_error(fds: Any) -> Exception:
     """The exception CPython's ``array('i', fds)`` raises for bad fds."""
     try:
         array.array("i", fds)
-    except (TypeError, OverflowError) as exc:
+    except (TypeError, OverflowError, ValueError) as exc:
         return exc
     return TypeError("fds must be ints")
 
@@ -238,64 +225,52 @@ def send_fds(sock: Any, buffers: Iterable[Any], fds: Iterable[int], flags: int =
              address: Any = None) -> int:
     """Send *fds* with the data in *buffers* in one ``sendmsg``; return the bytes sent.
 
-    CPython's signature; *flags* and *address* are honoured.  The fds stay
-    the caller's (the kernel holds its own references while they are in
-    flight, so closing them right after the call is safe).  Errors raise
-    ``OSError`` with the kernel's errno (``EBADF`` for a bad fd, ``EINVAL``
-    for more than ``SCM_MAX_FD``, ...).
+    CPython's signature; *flags* and *address* are honoured.  *fds* is
+    converted as CPython's ``array("i", fds)`` converts it (same values, same
+    errors).  The fds stay the caller's (the kernel holds its own references
+    while they are in flight, so closing them right after the call is safe).
+    Errors raise ``OSError`` with the kernel's errno (``EBADF`` for a bad fd,
+    ``EINVAL`` for more than ``SCM_MAX_FD``, ...).
     """
     # The fast path: a socket object or an int fd, flags a C int, a list or
-    # tuple of at most SCM_MAX_FD fds, no address, data up to the pooled size.
-    # Everything else goes through _send_fds_general; errors the kernel
-    # reports anyway (a bad fd, a closed socket) are left to it.
-    cls = type(fds)
-    if (address is not None or (cls is not list and cls is not tuple)
-            or type(flags) is not int or not -0x80000000 <= flags <= 0x7FFFFFFF):
-        return _send_fds_general(sock, buffers, fds, flags, address)
+    # tuple of one fd, no address, data up to the pooled size.  Everything
+    # else goes through _send_args, which converts and checks it all first.
+    if (address is not None or type(flags) is not int
+            or not -0x80000000 <= flags <= 0x7FFFFFFF
+            or (type(fds) is not list and type(fds) is not tuple)
+            or len(fds) != 1):
+        return _send(sock, *_send_args(sock, buffers, fds, flags, address))
     cls = type(sock)
     if cls is _PySocketType:
         fd = sock.fileno()  # -1 once closed: the kernel says EBADF
     elif cls is int and -0x80000000 <= sock <= 0x7FFFFFFF:
         fd = sock
     else:
-        return _send_fds_general(sock, buffers, fds, flags, address)
-    nfds = len(fds)  # type: ignore[arg-type]  # a list or a tuple here
-    if nfds > SCM_MAX_FD:
-        return _send_fds_general(sock, buffers, fds, flags, address)
+        return _send(sock, *_send_args(sock, buffers, fds, flags, address))
+    fd0 = fds[0]  # a list or a tuple here
+    if type(fd0) is not int or not -0x80000000 <= fd0 <= 0x7FFFFFFF:
+        return _send(sock, *_send_args(sock, buffers, fds, flags, address))
     data = b"".join(buffers)
-    if nfds and (_raw_family(sock) if cls is _PySocketType else family_of(sock, fd)) in _NO_RIGHTS:
+    if (_raw_family(sock) if cls is _PySocketType else family_of(sock, fd)) in _NO_RIGHTS:
         raise _no_rights()
+    size = len(data)
+    if size > _DATA_CAP:  # not to be kept alive by the pool
+        return _send(sock, fd, flags, data, rights_payload((fd0,)), None)
+    # Every argument is known good from here on: the pooled state may be written.
     try:
         state = _POOL.pop()  # list.pop/append are atomic: no lock, and reentrant
     except IndexError:
         state = _new_state()
     try:
         if data is not state.send_data:
-            size = len(data)
-            if size > _DATA_CAP:  # not to be kept alive by the pool
-                return _send_fds_general(sock, (data,), fds, flags, None)
+            state.send_data = None  # until both fields below are written
             iov = state.send_iov
             iov.iov_base = data  # char *: keeps data alive while pointed at
             iov.iov_len = size
             state.send_data = data
-        if nfds == 1:
-            if state.send_layout != 1:
-                state.layout_one()
-            try:
-                state.send_fd[0] = fds[0]  # type: ignore[index]
-            except (TypeError, ValueError):
-                raise _fd_array_error(fds) from None
-        elif nfds:
-            try:
-                rights_struct(nfds).pack_into(state.send_ctrl, 0, HDR_SIZE + 4 * nfds,
-                                              SOL_SOCKET, SCM_RIGHTS, *fds)
-            except struct.error:
-                raise _fd_array_error(fds) from None
-            state.send_msg.msg_controllen = _SEND_SPACE[nfds]
-            state.send_layout = -1
-        elif state.send_layout:
-            state.send_msg.msg_controllen = 0
-            state.send_layout = 0
+        if state.send_layout != 1:
+            state.layout_one()
+        state.send_fd[0] = fd0
         sent: int = _sendmsg_fast(fd, state.send_ref, flags)
         if sent < 0:
             waiter: Waiter | None = None
@@ -304,76 +279,72 @@ def send_fds(sock: Any, buffers: Iterable[Any], fds: Iterable[int], flags: int =
                 sent = _sendmsg_fast(fd, state.send_ref, flags)
         return sent
     finally:
-        _POOL.append(state)
+        _put_back(state)
 
 
-def _send_fds_general(sock: Any, buffers: Iterable[Any], fds: Iterable[int], flags: int,
-                      address: Any) -> int:
-    """``send_fds`` for every case: any fd argument, any iterable of fds, an address."""
+def _send_args(sock: Any, buffers: Iterable[Any], fds: Any, flags: Any,
+               address: Any) -> Tuple[int, int, bytes, bytes, bytes | None]:
+    """Every argument of a send, converted and checked; nothing shared is touched.
+
+    Returns ``(fd, flags, data, rights, name)``: *rights* the ``SCM_RIGHTS``
+    payload (native ints, as CPython's ``array("i", fds)`` makes them),
+    *name* the encoded address or ``None``.  Raises what CPython raises for
+    the same bad argument (``TypeError``, ``ValueError``, ``OverflowError``),
+    or ``FdPassingUnsupportedError`` for fds on an ``AF_INET``/``AF_INET6`` socket.
+    """
     fd, flags = fd_and_flags(sock, flags)
     data = b"".join(buffers)
-    if type(fds) is not list and type(fds) is not tuple:
-        fds = list(fds)
-    nfds = len(fds)
-    if nfds:
-        if isinstance(sock, _SocketType):
-            if _raw_family(sock) in _NO_RIGHTS:
-                raise _no_rights()
-        elif family_of(sock, fd) in _NO_RIGHTS:
+    rights = rights_payload(fds)
+    if rights:
+        family = _raw_family(sock) if isinstance(sock, _SocketType) else family_of(sock, fd)
+        if family in _NO_RIGHTS:
             raise _no_rights()
+    return fd, flags, data, rights, address_arg(sock, fd, address)
+
+
+def _send(sock: Any, fd: int, flags: int, data: bytes, rights: bytes,
+          name: bytes | None) -> int:
+    """One ``sendmsg`` of checked arguments (see ``_send_args``) on a pooled state."""
+    if len(rights) > 4 * (SCM_MAX_FD + 1) or len(data) > _DATA_CAP:
+        # Beyond the pooled buffers (too many fds: the kernel says EINVAL).
+        ctrl = _HDR.pack(HDR_SIZE + len(rights), SOL_SOCKET, SCM_RIGHTS) + rights if rights else b""
+        return sendmsg_once(sock, fd, data, ctrl + bytes(-len(ctrl) % 8), name, flags)
     try:
-        state = _POOL.pop()  # list.pop/append are atomic: no lock, and reentrant
+        state = _POOL.pop()
     except IndexError:
         state = _new_state()
     try:
+        # The fields are written here unconditionally: forget the fast path's copies first.
+        state.send_data = None
+        state.send_layout = -1
         msg = state.send_msg
         iov = state.send_iov
         iov.iov_base = data
         iov.iov_len = len(data)
-        if nfds == 1:
-            try:
-                _pack_rights1(state.send_ctrl, 0, _LEN_RIGHTS1, SOL_SOCKET, SCM_RIGHTS, fds[0])
-            except struct.error:
-                raise _fd_array_error(fds) from None
-            msg.msg_controllen = _SPACE_RIGHTS1
-        elif nfds == 0:
-            msg.msg_controllen = 0
-        elif nfds <= SCM_MAX_FD + 1:
-            try:
-                rights_struct(nfds).pack_into(state.send_ctrl, 0, HDR_SIZE + 4 * nfds,
-                                              SOL_SOCKET, SCM_RIGHTS, *fds)
-            except struct.error:
-                raise _fd_array_error(fds) from None
-            msg.msg_controllen = _SEND_SPACE[nfds]
+        if rights:
+            end = HDR_SIZE + len(rights)
+            _HDR.pack_into(state.send_ctrl, 0, end, SOL_SOCKET, SCM_RIGHTS)
+            state.send_ctrl[HDR_SIZE:end] = rights
+            msg.msg_controllen = CMSG_SPACE(len(rights))
         else:
-            return _send_big_control(fd, sock, data, fds, flags, address)
-        if address is not None:
-            name = encode_address(family_of(sock, fd), address)
+            msg.msg_controllen = 0
+        if name is not None:
             state.name[: len(name)] = name
             msg.msg_namelen = len(name)
             state.named = True
-        elif state.named:
-            msg.msg_namelen = 0
-            state.named = False
         waiter: Waiter | None = None
         while True:
-            try:
-                sent = _sendmsg(fd, msg, flags)  # the instance: ctypes passes &msg, fastest
-            except ctypes.ArgumentError as exc:  # fd or flags not a C int
-                raise TypeError(f"send_fds(): {exc}") from None
+            sent = _sendmsg(fd, msg, flags)  # the instance: ctypes passes &msg, fastest
             if sent >= 0:
                 return int(sent)
             waiter = handle_errno(_get_errno(), sock, fd, flags, True, waiter)
     finally:
-        if len(data) > _DATA_CAP:
-            state.send_iov.iov_base = None  # do not keep a big payload alive in the pool
-        # The fields were written here unconditionally: forget the fast path's copies.
-        state.send_data = None
+        state.send_iov.iov_base = None  # do not keep the payload alive in the pool
         state.send_layout = -1
         if state.named:  # the fast path sends without an address
             state.send_msg.msg_namelen = 0
             state.named = False
-        _POOL.append(state)
+        _put_back(state)
 
 
 def _no_rights() -> FdPassingUnsupportedError:
@@ -384,20 +355,12 @@ def _no_rights() -> FdPassingUnsupportedError:
     )
 
 
-def _send_big_control(fd: int, sock: Any, data: bytes, fds: Any, flags: int,
-                      address: Any) -> int:
-    """More fds than fit the pooled control buffer: let the kernel say no (``EINVAL``)."""
-    nfds = len(fds)
-    ctrl = bytearray(CMSG_SPACE(4 * nfds))
-    try:
-        rights_struct(nfds).pack_into(ctrl, 0, CMSG_LEN(4 * nfds), SOL_SOCKET, SCM_RIGHTS,
-                                      *fds)
-    except struct.error:
-        raise _fd_array_error(fds) from None
-    return sendmsg_once(sock, fd, data, bytes(ctrl), address, flags)
+def _recv_args(bufsize: Any, maxfds: Any, flags: Any) -> Tuple[int, int, int]:
+    """``(bufsize, maxfds, flags)`` checked as CPython's ``recv_fds`` checks them.
 
-
-def _check_recv_args(bufsize: Any, maxfds: Any) -> None:
+    ``maxfds`` above ``SCM_MAX_FD`` reserves room for ``SCM_MAX_FD`` (the
+    kernel never sends more in one message).
+    """
     for name, value in (("bufsize", bufsize), ("maxfds", maxfds)):
         if not isinstance(value, int):
             raise TypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -405,37 +368,27 @@ def _check_recv_args(bufsize: Any, maxfds: Any) -> None:
         raise ValueError("negative buffer size in recv_fds()")
     if maxfds < 0 or maxfds > _MAXFDS_LIMIT:
         raise OverflowError("recv_fds() maxfds out of range")
+    return int(bufsize), min(int(maxfds), SCM_MAX_FD), c_int_arg(flags, "flags")
 
 
-def collect_fds(ctrl: Any, used: int, close_pidfds: bool = True) -> List[int]:
-    """The fds of every ``SCM_RIGHTS`` header in ``ctrl[:used]`` (kernel-written data).
+def _installed(state: _State) -> List[int]:
+    """Every fd the last ``recvmsg`` on *state* installed (none if its result was taken)."""
+    if state.msg_i[_FLAGS_I] == -1:
+        return []
+    rights, pidfds = received_fds(state.ctrl, state.msg_q[_CONTROLLEN_Q])
+    return rights + pidfds
 
-    ``SCM_PIDFD`` descriptors (which ``recv_fds`` does not return) are closed
-    when *close_pidfds* is true.
+
+def _settle(state: _State, handed: bool, rights: List[int], pidfds: List[int]) -> None:
+    """Close what this call owns after an exception; idempotent.
+
+    Before the hand-over the fds are in *state*'s control buffer; after it
+    (*handed*), in the lists *rights* and *pidfds*, whose ``clear`` forgets them.
     """
-    cmsg_len, level, ctype, first = _RIGHTS1.unpack_from(ctrl, 0)
-    if cmsg_len == _LEN_RIGHTS1 and used <= 24 and ctype == SCM_RIGHTS and level == SOL_SOCKET:
-        return [first]
-    fds: List[int] = []
-    pidfds: List[int] = []
-    offset = 0
-    while used - offset >= HDR_SIZE:
-        cmsg_len, level, ctype = CMSGHDR.unpack_from(ctrl, offset)
-        if cmsg_len < HDR_SIZE:
-            break
-        stop = min(offset + cmsg_len, used)
-        if level == SOL_SOCKET:
-            count = (stop - offset - HDR_SIZE) >> 2
-            if ctype == SCM_RIGHTS and count:
-                fds.extend(ints_struct(count).unpack_from(ctrl, offset + HDR_SIZE))
-            elif ctype == SCM_PIDFD and count:
-                pidfds.append(ints_struct(1).unpack_from(ctrl, offset + HDR_SIZE)[0])
-        offset += (cmsg_len + 7) & ~7
-    if pidfds and close_pidfds:
-        close_quietly(pidfds)
-    elif pidfds:
-        fds.extend(pidfds)
-    return fds
+    if handed:
+        release_fds(partial(add, rights, pidfds), rights.clear, pidfds.clear)
+    elif state.msg_i[_FLAGS_I] != -1:  # else recvmsg failed: nothing installed
+        release_fds(partial(_installed, state), partial(state.msg_i.__setitem__, _FLAGS_I, -1))
 
 
 def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
@@ -451,29 +404,36 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
     ``SCM_PIDFD`` that arrives (``SO_PASSPIDFD``) is closed; use
     ``rawsys.recv_message`` to keep it.
     """
-    # The fast path: a socket object or an int fd, flags a C int, bufsize up
-    # to the pooled buffer, maxfds up to SCM_MAX_FD.  The rest: _recv_fds_general.
     if (type(bufsize) is not int or type(maxfds) is not int or type(flags) is not int
             or not 0 <= bufsize <= _DATA_CAP or not 0 <= maxfds <= SCM_MAX_FD
             or not -0x80000000 <= flags <= 0x7FFFFFFF):
-        return _recv_fds_general(sock, bufsize, maxfds, flags, cloexec)
+        bufsize, maxfds, flags = _recv_args(bufsize, maxfds, flags)
     cls = type(sock)
     if cls is _PySocketType:
         fd = sock.fileno()  # -1 once closed: the kernel says EBADF
     elif cls is int and -0x80000000 <= sock <= 0x7FFFFFFF:
         fd = sock
     else:
-        return _recv_fds_general(sock, bufsize, maxfds, flags, cloexec)
+        fd = fileno(sock)
     if cloexec and not flags & MSG_CMSG_CLOEXEC:
         added = MSG_CMSG_CLOEXEC
         flags |= MSG_CMSG_CLOEXEC
     else:
         added = 0
-    try:
-        state = _POOL.pop()
-    except IndexError:
-        state = _new_state()
+    # Every argument is known good from here on.
+    if bufsize <= _DATA_CAP:
+        put_back = _put_back
+        try:
+            state = _POOL.pop()
+        except IndexError:
+            state = _new_state()
+    else:
+        state = _State(bufsize)  # one-off: dropped after the call
+        put_back = _drop
     msg_i = state.msg_i
+    handed = False  # until the fds move from the control buffer to the lists below
+    rights: List[int] = _NO_FDS
+    pidfds: List[int] = _NO_FDS
     try:
         if bufsize != state.recv_len:
             state.iov.iov_len = bufsize
@@ -489,21 +449,22 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
                 received = _recvmsg_fast(fd, state.msg_ref, flags)
         if added and state.msg_ba.startswith(
                 state.plain_one if maxfds == 1 else state.plain_more, _NAMELEN_AT) and (
-                state.ctrl.startswith(_HDR_RIGHTS1)):
-            # The usual reply, recognised by two byte compares: one fd, flags 0.
+                state.ctrl.startswith(RIGHTS1_HEADER)):
+            # The usual reply, recognised by two byte compares: one fd, flags 0
+            # (what received_fds would find, without walking).
             if received == 1 and bufsize:
-                return _BYTE[state.data[0]], [state.ctrl_i[_FD1_I]], 0, None
-            data = state.view[: received if received <= bufsize else bufsize].tobytes()
-            return data, [state.ctrl_i[_FD1_I]], 0, None
-        namelen, used, msg_flags = _unpack_result(state.msg_ba, _RESULT_AT)
-        if used:
-            ctrl = state.ctrl
-            if _LEN_RIGHTS1 <= used <= _SPACE_RIGHTS1 and ctrl.startswith(_HDR_RIGHTS1):
-                fds = [state.ctrl_i[_FD1_I]]  # the usual one-fd message
+                data = _BYTE[state.data[0]]
             else:
-                fds = collect_fds(ctrl, used)
-        else:
-            fds = []
+                data = state.view[: received if received <= bufsize else bufsize].tobytes()
+            rights = [state.ctrl_i[_FD1_I]]
+            # The hand-over: from here the list owns the fd (the buffer is
+            # forgotten just after; cleanup in between closes the list's).
+            handed = True
+            msg_i[_FLAGS_I] = -1
+            put_back(state)
+            return data, rights, 0, None
+        namelen, used, msg_flags = _unpack_result(state.msg_ba, _RESULT_AT)
+        found_rights, found_pidfds = received_fds(state.ctrl, used) if used else ([], [])
         if added:
             msg_flags &= _NOT_CLOEXEC  # the kernel echoes MSG_CMSG_CLOEXEC
         if received == 1 and bufsize:
@@ -511,93 +472,48 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
         else:
             data = state.view[: received if received <= bufsize else bufsize].tobytes()
         address = decode_address(bytes(state.name[:namelen])) if namelen else None
-        if msg_flags & MSG_CTRUNC:
-            raise ControlTruncatedError([(data, fds, msg_flags, address)])
-        return data, fds, msg_flags, address
-    except ControlTruncatedError:
-        raise  # it owns the fds that arrived
-    except BaseException:
-        if msg_i[_FLAGS_I] != -1:
-            # Interrupted between the kernel installing fds and their return.
-            ctrl = state.ctrl
-            used = state.msg_q[_CONTROLLEN_Q]
-            close_quietly(fds_in(memoryview(ctrl)[: min(used, len(ctrl))]))
-        raise
-    finally:
-        # The kernel writes msg_flags only when recvmsg succeeds; a pooled state
-        # holds -1 there, so cleanup never mistakes stale bytes for new fds.
+        truncated = (ControlTruncatedError([(data, found_rights, msg_flags, address)], owns=False)
+                     if msg_flags & MSG_CTRUNC else None)
+        rights = found_rights
+        pidfds = found_pidfds
+        handed = True  # the hand-over, as above
         msg_i[_FLAGS_I] = -1
-        _POOL.append(state)
-
-
-def _recv_fds_general(sock: Any, bufsize: int, maxfds: int, flags: int,
-                      cloexec: bool) -> Received:
-    """``recv_fds`` for every case: any fd argument, out-of-range sizes, a big buffer."""
-    fd, flags = fd_and_flags(sock, flags)
-    if type(maxfds) is not int or type(bufsize) is not int or not (
-            0 <= maxfds <= SCM_MAX_FD) or bufsize < 0:
-        _check_recv_args(bufsize, maxfds)
-        maxfds = min(maxfds, SCM_MAX_FD)  # the kernel never sends more in one message
-    added = MSG_CMSG_CLOEXEC if cloexec and not flags & MSG_CMSG_CLOEXEC else 0
-    flags |= added
-    if bufsize > _DATA_CAP:
-        state = _State(bufsize)  # one-off, not pooled
-    else:
-        try:
-            state = _POOL.pop()
-        except IndexError:
-            state = _new_state()
-    msg = state.msg
-    try:
-        state.iov.iov_len = bufsize
-        state.recv_len = bufsize
-        msg.msg_controllen = _RECV_ROOM[maxfds]
-        msg.msg_namelen = SOCKADDR_STORAGE_SIZE
-        waiter: Waiter | None = None
-        while True:
+        if pidfds:  # recv_fds does not return them (recv_message does)
+            release_fds(pidfds.copy, pidfds.clear)
+        put_back(state)
+        if truncated is not None:
+            truncated.own(rights)  # the exception owns the fds that arrived
             try:
-                received = _recvmsg(fd, msg, flags)
-            except ctypes.ArgumentError as exc:  # fd or flags not a C int
-                raise TypeError(f"recv_fds(): {exc}") from None
-            if received >= 0:
-                break
-            waiter = handle_errno(_get_errno(), sock, fd, flags, False, waiter)
-        used = msg.msg_controllen
-        if used:
-            ctrl = state.ctrl
-            cmsg_len, level, ctype, first = _unpack_rights1(ctrl, 0)
-            if cmsg_len == _LEN_RIGHTS1 and used <= 24 and ctype == SCM_RIGHTS and (
-                    level == SOL_SOCKET):
-                fds = [first]
-            else:
-                fds = collect_fds(ctrl, used)
-        else:
-            fds = []
-        msg_flags = msg.msg_flags & ~added  # the kernel echoes MSG_CMSG_CLOEXEC
-        data = state.view[: received if received <= bufsize else bufsize].tobytes()
-        namelen = msg.msg_namelen
-        address = decode_address(bytes(state.name[:namelen])) if namelen else None
-        if msg_flags & MSG_CTRUNC:
-            raise ControlTruncatedError([(data, fds, msg_flags, address)])
-        return data, fds, msg_flags, address
+                raise truncated
+            finally:
+                truncated = None  # no cycle through this frame: the handler's end closes it
+        return data, rights, msg_flags, address
     except ControlTruncatedError:
         raise  # it owns the fds that arrived
     except BaseException:
-        if msg.msg_flags != -1:
-            # Interrupted between the kernel installing fds and their return.
-            ctrl = state.ctrl
-            close_quietly(fds_in(memoryview(ctrl)[: min(msg.msg_controllen, len(ctrl))]))
+        # A second exception (a signal handler raising again) may land here:
+        # each attempt is idempotent, and runs with signals blocked.
+        try:
+            _settle(state, handed, rights, pidfds)
+        except BaseException:
+            try:
+                _settle(state, handed, rights, pidfds)
+            except BaseException:
+                _settle(state, handed, rights, pidfds)
+        if not handed:
+            put_back(state)
         raise
-    finally:
-        # The kernel writes msg_flags only when recvmsg succeeds; a pooled state
-        # holds -1 there, so cleanup never mistakes stale bytes for new fds.
-        msg.msg_flags = -1
-        if state.data_cap == _DATA_CAP:
-            _POOL.append(state)
+
+
+_NO_FDS: List[int] = []  # placeholder before the hand-over; never appended to
+
+
+def _drop(state: _State) -> None:
+    """Where a one-off state goes after the call: nowhere."""
 
 
 def send_fd(sock: Any, fd: int) -> int:
-    """Seed 003's ``send_fd``: send *fd* with one byte of data (``b"x"``).
+    """The classic ``send_fd``: send *fd* with one byte of data (``b"x"``).
 
     Returns the bytes sent (1).  *fd* stays the caller's.
     """
@@ -605,7 +521,7 @@ def send_fd(sock: Any, fd: int) -> int:
 
 
 def recv_fd(sock: Any) -> int:
-    """Seed 003's ``recv_fd``: receive one message and return its one fd (caller closes it).
+    """The classic ``recv_fd``: receive one message and return its one fd (caller closes it).
 
     Raises ``ControlTruncatedError`` if more than one fd came (all closed
     unless taken), and ``OSError(EBADMSG)`` if the message carried none.
@@ -615,4 +531,4 @@ def recv_fd(sock: Any) -> int:
         raise OSError(errno.EBADMSG, "recv_fd: the message carried no file descriptor")
     return fds[0]
 
-__all__ = ["send_fds", "recv_fds", "send_fd", "recv_fd", "collect_fds"]
+__all__ = ["send_fds", "recv_fds", "send_fd", "recv_fd"]

@@ -17,16 +17,17 @@ from __future__ import annotations
 import ctypes
 from ctypes import addressof, c_char, pointer
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Iterable, List, Sequence
 
 from rawsys._sockutil import (
     SOCKADDR_STORAGE_SIZE,
     Waiter,
-    c_int_arg,
-    close_quietly,
+    address_arg,
     decode_address,
-    fileno,
+    fd_and_flags,
     handle_errno,
+    release_fds,
     sendmsg_once,
 )
 from rawsys.c.cmsg import CMSG_LEN, CMSG_SPACE
@@ -39,8 +40,8 @@ from rawsys.control import (
     ScmPidfd,
     ScmRights,
     build_control,
-    fds_in,
     parse_control,
+    received_fds,
 )
 from rawsys.errors import ControlTruncatedError
 
@@ -55,6 +56,9 @@ class Message:
 
     ``fds`` (from every ``SCM_RIGHTS``) and ``pidfd`` (``SCM_PIDFD``) are
     owned by the caller.  ``control`` is the full decoded control data.
+    ``pidfd_errno`` is the errno when an ``SCM_PIDFD`` came but the kernel
+    could not install the pidfd (``EMFILE`` at the fd limit; ``pidfd`` is
+    then ``None``: a negative number is never handed out as an fd).
     """
 
     data: bytes
@@ -64,6 +68,7 @@ class Message:
     msg_flags: int
     address: Any
     control: List[ControlMessage] = field(default_factory=list)
+    pidfd_errno: int | None = None
 
 
 def control_space(maxfds: int = 0, *, credentials: bool = False, pidfd: bool = False,
@@ -87,15 +92,23 @@ def send_message(sock: Any, buffers: Iterable[Any], control: Sequence[ControlMes
                  flags: int = 0, address: Any = None) -> int:
     """``sendmsg`` with the control messages *control*; return the bytes sent.
 
-    ``ScmCredentials`` needs ``SO_PASSCRED``-style permission checks: a
-    pid/uid/gid the sender may not claim is ``EPERM``, a pid that does not
-    exist ``ESRCH``.  Descriptors in ``ScmRights`` stay the caller's.
+    Every argument is converted and checked before the call (fds in
+    ``ScmRights`` as ``send_fds`` converts them; out-of-range fields raise
+    ``OverflowError`` naming the field).  ``ScmCredentials`` needs
+    ``SO_PASSCRED``-style permission checks: a pid/uid/gid the sender may not
+    claim is ``EPERM``, a pid that does not exist ``ESRCH``.  Descriptors in
+    ``ScmRights`` stay the caller's.
     """
-    fd = fileno(sock)
-    flags = c_int_arg(flags, "flags")
+    fd, flags = fd_and_flags(sock, flags)
     data = b"".join(buffers)
     ctrl = build_control(list(control))
-    return sendmsg_once(sock, fd, data, bytes(ctrl), address, flags)
+    return sendmsg_once(sock, fd, data, ctrl, address_arg(sock, fd, address), flags)
+
+
+def _size_arg(value: Any, name: str) -> int:
+    if not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    return int(value)
 
 
 def recv_message(sock: Any, bufsize: int, maxfds: int = 0, flags: int = 0, *,
@@ -108,15 +121,17 @@ def recv_message(sock: Any, bufsize: int, maxfds: int = 0, flags: int = 0, *,
     *pidfd* for ``SCM_PIDFD`` (``rawsys.set_passpidfd``), *extra_control*
     bytes for anything else (e.g. ``CMSG_SPACE(4)`` for ``IP_TTL``).  Received
     fds are close-on-exec unless ``cloexec=False``.  ``MSG_CTRUNC`` raises
-    ``ControlTruncatedError`` (its fds include a pidfd that arrived).
+    ``ControlTruncatedError`` (its fds include a pidfd that arrived).  When
+    the kernel could not install the pidfd (``EMFILE``, ...), ``pidfd`` is
+    ``None`` and ``pidfd_errno`` says why.
     """
-    fd = fileno(sock)
-    flags = c_int_arg(flags, "flags")
-    if not isinstance(bufsize, int) or not isinstance(maxfds, int):
-        raise TypeError("bufsize and maxfds must be ints")
+    fd, flags = fd_and_flags(sock, flags)
+    bufsize = _size_arg(bufsize, "bufsize")
+    maxfds = _size_arg(maxfds, "maxfds")
+    extra_control = _size_arg(extra_control, "extra_control")
     if bufsize < 0:
         raise ValueError("negative buffer size in recv_message()")
-    if maxfds < 0 or extra_control < 0:
+    if not 0 <= maxfds <= 2**31 or not 0 <= extra_control <= 2**31:
         raise OverflowError("recv_message() maxfds/extra_control out of range")
     added = MSG_CMSG_CLOEXEC if cloexec and not flags & MSG_CMSG_CLOEXEC else 0
     flags |= added
@@ -133,6 +148,9 @@ def recv_message(sock: Any, bufsize: int, maxfds: int = 0, flags: int = 0, *,
     msg.msg_name = addressof(name_c)
     msg.msg_namelen = SOCKADDR_STORAGE_SIZE
     msg.msg_flags = -1  # written by the kernel only on success
+    # Every argument is known good from here on.
+    handed = False  # until the fds move from the control buffer to `owned`
+    owned: List[int] = _NO_FDS
     try:
         waiter: Waiter | None = None
         while True:
@@ -144,27 +162,72 @@ def recv_message(sock: Any, bufsize: int, maxfds: int = 0, flags: int = 0, *,
         fds: List[int] = []
         creds: ScmCredentials | None = None
         pid_fd: int | None = None
+        pidfd_errno: int | None = None
         for item in control:
             if isinstance(item, ScmRights):
                 fds.extend(item.fds)
             elif isinstance(item, ScmCredentials):
                 creds = item
             elif isinstance(item, ScmPidfd):
-                pid_fd = item.fd
+                if item.fd >= 0:
+                    pid_fd = item.fd
+                else:  # the kernel writes -errno when it cannot install the pidfd
+                    pidfd_errno = -item.fd
         msg_flags = msg.msg_flags & ~added
         data = data_c.raw[: min(received, bufsize)]
         namelen = msg.msg_namelen
         address = decode_address(name_c.raw[:namelen]) if namelen else None
+        everything = fds + ([pid_fd] if pid_fd is not None else [])
         if msg_flags & MSG_CTRUNC:
-            owned = fds + ([pid_fd] if pid_fd is not None else [])
-            raise ControlTruncatedError([(data, owned, msg_flags, address)])
-        return Message(data, fds, creds, pid_fd, msg_flags, address, control)
+            truncated: ControlTruncatedError | None = ControlTruncatedError(
+                [(data, everything, msg_flags, address)], owns=False)
+            result = None
+        else:
+            truncated = None
+            result = Message(data, fds, creds, pid_fd, msg_flags, address, control, pidfd_errno)
+        # The hand-over: from here `owned` owns the fds; the buffer is forgotten just after.
+        owned = everything
+        handed = True
+        msg.msg_flags = -1
+        if truncated is not None:
+            truncated.own(owned)  # the exception owns the fds that arrived
+            try:
+                raise truncated
+            finally:
+                truncated = None  # no cycle through this frame: the handler's end closes it
+        return result  # type: ignore[return-value]  # a Message when not truncated
     except ControlTruncatedError:
         raise  # it owns the fds that arrived
     except BaseException:
-        if msg.msg_flags != -1:
-            close_quietly(fds_in(ctrl_c.raw[: min(msg.msg_controllen, room)]))
+        # A second exception (a signal handler raising again) may land here:
+        # each attempt is idempotent, and runs with signals blocked.
+        try:
+            _settle(msg, ctrl_c, handed, owned)
+        except BaseException:
+            try:
+                _settle(msg, ctrl_c, handed, owned)
+            except BaseException:
+                _settle(msg, ctrl_c, handed, owned)
         raise
+
+
+_NO_FDS: List[int] = []  # placeholder before the hand-over; never appended to
+
+
+def _installed(msg: msghdr, ctrl_c: Any) -> List[int]:
+    """Every fd the ``recvmsg`` on *msg* installed (none once its result was taken)."""
+    if msg.msg_flags == -1:
+        return []
+    rights, pidfds = received_fds(ctrl_c, min(msg.msg_controllen, len(ctrl_c)))
+    return rights + pidfds
+
+
+def _settle(msg: msghdr, ctrl_c: Any, handed: bool, owned: List[int]) -> None:
+    """Close what ``recv_message`` owns after an exception; idempotent."""
+    if handed:
+        release_fds(owned.copy, owned.clear)
+    elif msg.msg_flags != -1:  # else recvmsg failed: nothing installed
+        release_fds(partial(_installed, msg, ctrl_c), partial(setattr, msg, "msg_flags", -1))
 
 
 __all__ = ["Message", "control_space", "send_message", "recv_message"]

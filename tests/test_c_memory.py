@@ -182,12 +182,17 @@ def test_mmsg_vector_shorter_than_vlen_is_refused(dgram: tuple[int, int]) -> Non
             recvmmsg(b, bad[0], bad[1], MSG_DONTWAIT, None)
 
 
-def test_bare_pointers_pass_unchecked_as_in_c(dgram: tuple[int, int]) -> None:
-    """A pointer with no known size is C's business: the kernel reports EFAULT."""
+def test_pointers_into_unknown_memory_are_efault(dgram: tuple[int, int]) -> None:
+    """A pointer no live object holds is not handed to the kernel: -1, EFAULT."""
     a, b = dgram
     assert os.write(a, b"x") == 1
     assert recv(b, c_void_p(8), 1, 0) == -1
     assert get_errno() == errno.EFAULT
+    live = (c_char * 4)()
+    set_errno(0)
+    assert recv(b, c_void_p(ctypes.addressof(live)), 1, 0) == -1  # a bare address
+    assert get_errno() == errno.EFAULT
+    assert still_queued(b, b"x")
 
 
 # --- resizing, read-only memory ------------------------------------------------------------

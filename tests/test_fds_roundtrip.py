@@ -6,7 +6,7 @@ import fcntl
 import os
 import socket
 import tempfile
-from typing import Iterator, List, Tuple
+from typing import Any, Iterator, List, Tuple
 
 import pytest
 
@@ -291,10 +291,17 @@ def test_exception_mid_parse_closes_installed_fds(dgram: Pair, pipe: Tuple[int, 
     send_fds(a, [b"x"], [pipe[0], pipe[1]])
     before = set(os.listdir("/proc/self/fd"))
 
-    def interrupted(*args: object, **kwargs: object) -> None:
-        raise KeyboardInterrupt
+    real = rawsys.fds.received_fds
+    calls = []
 
-    monkeypatch.setattr(rawsys.fds, "collect_fds", interrupted)
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        # The first walk (decoding the reply) is interrupted; the cleanup's walk is not.
+        calls.append(args)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rawsys.fds, "received_fds", interrupted)
     with pytest.raises(KeyboardInterrupt):
         recv_fds(b, 1, 2)
     assert set(os.listdir("/proc/self/fd")) == before

@@ -29,7 +29,7 @@ import signal
 import sys
 import time
 from types import FrameType
-from typing import Callable, Sequence, TextIO
+from typing import TYPE_CHECKING, Callable, Sequence, TextIO
 
 from rawsys.trace.bpf.prelude import PID_MAX_LIMIT, UID_INVALID
 from rawsys.trace.bpf.program import BACKENDS
@@ -40,6 +40,9 @@ from rawsys.trace.output import (
     WallClock,
     format_transfer,
 )
+
+if TYPE_CHECKING:
+    from rawsys.trace.session import Session, Totals
 
 __all__ = ["main", "format_transfer", "HEADER"]
 
@@ -59,8 +62,9 @@ EXAMPLES = """examples:
     rawsys-trace setup            # (root) mount tracefs, install bcc and headers
 """
 
-class _Stop(Exception):
-    """SIGTERM (or SIGINT) asked the loop to end."""
+# Stopping at once: after the signal (or -d), routine events still in the ring
+# are written for at most this long, then counted as dropped.
+STOP_BUDGET = 0.1
 
 
 def _typed_id(what: str) -> Callable[[str], int]:
@@ -157,16 +161,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _install_signal_handlers() -> None:
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise _Stop()
+class _StopSignal:
+    """SIGINT and SIGTERM set a flag and wake the loop's wait through a pipe.
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    The handler raises nothing, so a signal never cuts an output line in
+    half; the loop sees the flag after its current batch.
+    """
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+        self._old_wakeup = signal.set_wakeup_fd(self._w)
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if not self.signum:
+            self.signum = signum
+
+    @property
+    def wake_fds(self) -> tuple[int, ...]:
+        return (self._r,)
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.set_wakeup_fd(self._old_wakeup)
+        os.close(self._r)
+        os.close(self._w)
+
+
+def summary_lines(totals: Totals, written: int) -> list[str]:
+    """The closing summary: what was produced, written and dropped (and that no anomaly was)."""
+    produced = totals.produced_routine + totals.produced_anomalies
+    lines = [
+        f"Events: {produced} produced ({totals.produced_routine} routine, "
+        f"{totals.produced_anomalies} anomalies), {written} written",
+        f"Routine events dropped: {totals.routine_dropped} ({totals.lost_routine} refused "
+        f"by the full ring buffer, {totals.unread_routine} unread at stop)",
+        f"Anomalies dropped: {totals.anomalies_dropped}",
+    ]
+    if totals.untracked:
+        lines.append(f"Calls not followed (a per-thread map was full): {totals.untracked}")
+    lost = totals.routine_dropped + totals.anomalies_dropped + totals.untracked
+    lines.append(f"Lost events: {lost}")
+    return lines
 
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from rawsys.trace.session import Session, SessionError
+    from rawsys.trace.session import MAX_BATCH, Session, SessionError
 
     session = Session(
         pids=args.pid,
@@ -182,10 +227,21 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if os.geteuid() != 0:
         err.write("rawsys-trace: must be run as root (eBPF); try sudo\n")
         return 1
-    _install_signal_handlers()
+    stop = _StopSignal()
+    written = 0
     printer = Printer(out, WallClock(), as_json=args.json, timestamp=args.timestamp,
                       name=args.name, failures_only=args.failed, interval=args.interval,
                       path_of=session.file_path)
+
+    def show_records(records: list[bytes], final: bool = False) -> None:
+        """Write a batch: its events (--json) and the transfers they complete or expire."""
+        nonlocal written
+        events = session.decode(records)
+        now = time.monotonic_ns()
+        printer.show(events, session.transfers(events) + (session.flush() if final else
+                                                          session.matcher.expire(now)))
+        printer.tick(now, final=final)
+        written += len(records)
 
     try:
         try:
@@ -204,36 +260,54 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         printer.header()
         out.flush()
         deadline = None if args.duration is None else time.monotonic() + args.duration
-        while True:
+        while not stop.signum:
             wait = 0.2
             if deadline is not None:
                 wait = min(wait, deadline - time.monotonic())
                 if wait <= 0:
                     break
-            events = session.poll(wait)
-            now = time.monotonic_ns()
-            printer.show(events, session.transfers(events) + session.matcher.expire(now))
-            printer.tick(now)
-            if events:
+            records = session.poll_raw(wait, MAX_BATCH, stop.wake_fds)
+            show_records(records)
+            if records:
                 out.flush()
-    except (_Stop, KeyboardInterrupt):
+    except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        stop.restore()
         if session.running:
             try:
-                events = session.drain()
-                printer.show(events, session.transfers(events) + session.flush())
-                printer.tick(time.monotonic_ns(), final=True)
+                _stop_at_once(session, show_records)
                 out.flush()
             except BrokenPipeError:
                 pass
             finally:
+                totals = session.totals()
                 session.close()
-                err.write(f"Lost events: {session.lost}\n")
+                for line in summary_lines(totals, written):
+                    err.write(line + "\n")
                 err.flush()
     return 0
+
+
+def _stop_at_once(session: Session, show_records: Callable[..., None]) -> None:
+    """Detach, write every anomaly and what little else fits STOP_BUDGET, drop the rest.
+
+    Never drains for long: the routine events left when the budget is spent
+    are counted as dropped (the summary says how many).
+    """
+    from rawsys.trace.session import MAX_BATCH
+
+    session.detach()
+    budget_end = time.monotonic() + STOP_BUDGET
+    while True:
+        records = session.poll_raw(0, MAX_BATCH)
+        if not records:
+            break
+        show_records(records)
+        if time.monotonic() >= budget_end:
+            break
+    show_records(session.poll_raw(0, 0), final=True)  # anomalies, always; the matcher flushed
+    session.discard_routine()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,17 +21,71 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
+import threading
 import time
-from collections import deque
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Callable, Iterable, Iterator
 
 from rawsys.trace.bpf import program
-from rawsys.trace.bpf.prelude import RING_PAGES_DEFAULT, Filters
-from rawsys.trace.events import FileIdentity, TraceEvent, Transfer, decode_event, decode_path
+from rawsys.trace.bpf.prelude import (
+    ANOMALY_RING_PAGES,
+    LOST_ANOMALY,
+    LOST_ROUTINE,
+    LOST_SLOTS,
+    LOST_UNTRACKED,
+    RING_PAGES_DEFAULT,
+    Filters,
+)
+from rawsys.trace.events import (
+    ONE_FD_SIZE,
+    EventKind,
+    FileIdentity,
+    TraceEvent,
+    Transfer,
+    decode_events,
+    decode_path,
+)
 from rawsys.trace.matcher import Matcher
+from rawsys.trace.reader import RingReader, wait_readable
 
-__all__ = ["Session", "SessionError"]
+__all__ = ["Session", "SessionError", "Totals"]
+
+MAX_BATCH = 4096  # records read, decoded and written per poll: the reader's memory budget
+
+
+@dataclass(frozen=True)
+class Totals:
+    """What the probes produced and what became of it (exact once the probes are detached).
+
+    *Routine* events are ordinary transfers; *anomalies* are the events that
+    explain a missing fd (CTRUNC receives, failed sends, fds not recorded),
+    which travel in their own ring.  ``produced_*`` come from per-CPU counters
+    kept in the kernel before any ring is asked for room, so they are exact
+    even when events are dropped.
+    """
+
+    produced_routine: int
+    produced_anomalies: int
+    read_routine: int
+    read_anomalies: int
+    lost_routine: int  # refused by the full routine ring: the reader fell behind
+    lost_anomalies: int  # refused by the anomaly ring
+    unread_routine: int  # left in the ring when the session stopped at once
+    unread_anomalies: int
+    untracked: int  # calls not followed: a per-thread map was full
+    # (pid, "send" or "recv") -> (events, fds) of the routine events the full
+    # ring refused; with the events read, the exact count per process
+    dropped_per_process: dict[tuple[int, str], tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def routine_dropped(self) -> int:
+        return self.lost_routine + self.unread_routine
+
+    @property
+    def anomalies_dropped(self) -> int:
+        return self.lost_anomalies + self.unread_anomalies
 
 
 class SessionError(RuntimeError):
@@ -74,8 +128,12 @@ class Session:
         self.matcher = Matcher(int(grace * 1e9))
         self.start_seconds = 0.0  # from start() to every probe attached
         self._bpf: Any = None
-        self._raw: deque[bytes] = deque()
-        self._callback: Callable[[Any, Any, int], int] | None = None
+        # [anomalies, routine]: the anomaly ring is always read first.
+        self._rings: list[RingReader] = []
+        self._read = [0, 0]
+        self._unread = [0, 0]
+        self._detached = False
+        self._totals: Totals | None = None
         self._decoded = 0
 
     # ------------------------------------------------------------ set-up
@@ -131,20 +189,17 @@ class Session:
                     f"{self.backend} backend: could not load or attach: {_why(e)}"
                 ) from e
 
-        raw = self._raw
-
-        def on_event(_ctx: Any, data: Any, size: int) -> int:
-            raw.append(ctypes.string_at(data, size))
-            return 0
-
-        self._callback = on_event
         b = self._require()
         try:
             for name, ids in self.filters.map_entries().items():
                 table = b[name.encode()]
                 for i in ids:
                     table[ctypes.c_uint32(i)] = ctypes.c_uint8(1)
-            b[b"events"].open_ring_buffer(on_event)
+            page = mmap.PAGESIZE
+            self._rings = [
+                RingReader(b[b"anomalies"].map_fd, ANOMALY_RING_PAGES * page),
+                RingReader(b[b"events"].map_fd, self.ring_pages * page),
+            ]
         except BaseException:
             self.close()
             raise
@@ -200,16 +255,54 @@ class Session:
     ) -> None:
         self.close()
 
+    def detach(self) -> None:
+        """Detach every probe, keeping the rings and counters readable; idempotent.
+
+        Nothing is produced after this, so :meth:`totals` is final: the first
+        step of stopping at once.
+        """
+        b = self._bpf
+        if b is None or self._detached:
+            return
+        self._detached = True
+        # Each detach waits for an RCU grace period (50-100 ms here): done
+        # side by side, they share it instead of adding up.
+        calls: list[tuple[Callable[[bytes], None], bytes]] = []
+        calls += [(b.detach_kprobe_event, k) for k in list(b.kprobe_fds)]
+        calls += [(b.detach_tracepoint, k) for k in list(b.tracepoint_fds)]
+        calls += [(b.detach_raw_tracepoint, k) for k in list(b.raw_tracepoint_fds)]
+        calls += [(b.detach_kfunc, k) for k in list(b.kfunc_entry_fds)]
+        calls += [(b.detach_kretfunc, k) for k in list(b.kfunc_exit_fds)]
+        errors: list[BaseException] = []
+
+        def run(fn: Callable[[bytes], None], key: bytes) -> None:
+            try:
+                fn(key)
+            except BaseException as e:  # re-raised below, in the caller's thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=run, args=c) for c in calls]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise SessionError(f"could not detach every probe: {errors[0]}") from errors[0]
+
     def close(self) -> None:
-        """Detach every probe and free the ring buffer and maps; idempotent."""
+        """Detach every probe and free the ring buffers and maps; idempotent."""
         b = self._bpf
         if b is not None:
             try:
+                self.detach()  # side by side: faster than bcc's one after another
+                self._totals = self.totals()
                 self._lost_at_close = self.lost
             finally:
                 self._bpf = None
+                for r in self._rings:
+                    r.close()
+                self._rings = []
                 b.cleanup()
-        self._callback = None
 
     @property
     def running(self) -> bool:
@@ -221,33 +314,61 @@ class Session:
             raise SessionError("the session is not started (use `with Session(...)` or start())")
         return self._bpf
 
-    def poll(self, timeout: float = 0.1, max_events: int = 4096) -> list[TraceEvent]:
-        """Up to *max_events* events, waiting at most *timeout* seconds when none is held.
+    def poll_raw(
+        self, timeout: float = 0.1, max_records: int = MAX_BATCH, wake_fds: tuple[int, ...] = ()
+    ) -> list[bytes]:
+        """Records as the probes wrote them: every anomaly, then up to *max_records* routine ones.
 
-        One wait on the ring buffer takes every record it holds (cheaply, as
-        bytes); decoding is done *max_events* at a time so that a caller can
-        write results out steadily during a burst.
+        Waits at most *timeout* seconds when both rings are empty, or until one
+        of *wake_fds* is readable (a signal's wake-up pipe).  Nothing is held
+        in Python between calls: a reader slower than the probes leaves the
+        backlog in the kernel's ring, whose refusals the probes count.
         """
-        b = self._require()
-        if not self._raw:
-            b.ring_buffer_poll(max(0, int(timeout * 1000)))
-            # The probes wake the reader only for a batch: take what is there.
-            b.ring_buffer_consume()
-        return self._drain(max_events)
+        self._require()
+        anomalies, routine = self._rings
+        out = anomalies.read()
+        self._read[0] += len(out)
+        got = routine.read(max_records, ONE_FD_SIZE)
+        self._read[1] += len(got)
+        if not out and not got and timeout > 0:
+            if wait_readable(self._rings, timeout, wake_fds):
+                out = anomalies.read()
+                self._read[0] += len(out)
+                got = routine.read(max_records, ONE_FD_SIZE)
+                self._read[1] += len(got)
+        if got:
+            out.extend(got)
+        return out
+
+    def poll(self, timeout: float = 0.1, max_events: int = MAX_BATCH) -> list[TraceEvent]:
+        """Up to *max_events* routine events and every anomaly, decoded; waits at most *timeout*."""
+        return self.decode(self.poll_raw(timeout, max_events))
 
     def drain(self) -> list[TraceEvent]:
-        """Every event the ring buffer and the session hold now, without waiting."""
-        b = self._require()
-        b.ring_buffer_consume()
-        return self._drain(None)
+        """Every event the rings hold now, without waiting (anomalies first)."""
+        self._require()
+        out = []
+        for i, ring in enumerate(self._rings):
+            got = ring.read()
+            self._read[i] += len(got)
+            out.extend(got)
+        return self.decode(out)
 
-    def _drain(self, limit: int | None) -> list[TraceEvent]:
-        out: list[TraceEvent] = []
+    def discard_routine(self) -> int:
+        """Drop the routine events still in the ring unread (stopping at once); how many.
+
+        They are counted in :attr:`Totals.unread_routine`.  The anomaly ring is
+        left alone: read it with :meth:`poll_raw` or :meth:`drain`.
+        """
+        self._require()
+        n = self._rings[1].skip()
+        self._unread[1] += n
+        return n
+
+    def decode(self, records: list[bytes]) -> list[TraceEvent]:
+        """Records from :meth:`poll_raw`, decoded for this session's backend."""
         backend = self.backend or "?"
-        raw = self._raw
-        n = len(raw) if limit is None else min(limit, len(raw))
-        for _ in range(n):
-            out.append(decode_event(raw.popleft(), backend))
+        out = decode_events(records, backend)
         self._decoded += len(out)
         return out
 
@@ -259,7 +380,7 @@ class Session:
             if deadline is not None:
                 wait = min(wait, deadline - time.monotonic())
                 if wait <= 0:
-                    yield from self._drain(None)
+                    yield from self.drain()
                     return
             yield from self.poll(wait)
 
@@ -279,7 +400,7 @@ class Session:
             if until is not None and until(got):
                 return got
             if time.monotonic() >= deadline:
-                got.extend(self._drain(None))
+                got.extend(self.drain())
                 return got
 
     def transfers(self, events: Iterable[TraceEvent]) -> list[Transfer]:
@@ -299,16 +420,53 @@ class Session:
 
     @property
     def lost(self) -> int:
-        """Events dropped in the kernel: ring buffer full, or a call not tracked (map full)."""
+        """Events dropped in the kernel: a ring buffer full, or a call not tracked (map full)."""
         if self._bpf is None:
             return self._lost_at_close
-        total = 0
-        for per_cpu in self._bpf[b"lost"].values():
-            total += sum(int(v) for v in per_cpu)
+        total = sum(self._lost_slots())
         self._lost_at_close = total
         return total
 
     _lost_at_close = 0
+
+    def _lost_slots(self) -> list[int]:
+        slots = [0] * LOST_SLOTS
+        for i, per_cpu in enumerate(self._require()[b"lost"].values()):
+            if i < LOST_SLOTS:
+                slots[i] = sum(int(v) for v in per_cpu)
+        return slots
+
+    def totals(self) -> Totals:
+        """What the probes produced, what was read, what was dropped and why.
+
+        Exact once :meth:`detach` (or :meth:`close`) has run; while the probes
+        run, a snapshot.  After :meth:`close`, the figures at close.
+        """
+        if self._bpf is None:
+            if self._totals is None:
+                raise SessionError("the session was never started")
+            return self._totals
+        produced = [0, 0]  # routine, anomalies
+        for slot, per_cpu in enumerate(self._bpf[b"produced"].values()):
+            produced[slot & 1] += sum(int(v) for v in per_cpu)
+        per_process: dict[tuple[int, str], tuple[int, int]] = {}
+        for key, per_cpu in self._bpf[b"dropped_by_process"].items():
+            side = "send" if key.kind == EventKind.SEND else "recv"
+            per_process[(int(key.pid), side)] = (sum(int(c.events) for c in per_cpu),
+                                                 sum(int(c.fds) for c in per_cpu))
+        lost = self._lost_slots()
+        return Totals(
+            produced_routine=produced[0],
+            produced_anomalies=produced[1],
+            read_routine=self._read[1],
+            read_anomalies=self._read[0],
+            lost_routine=lost[LOST_ROUTINE],
+            lost_anomalies=lost[LOST_ANOMALY],
+            unread_routine=self._unread[1],
+            unread_anomalies=self._unread[0],
+            untracked=lost[LOST_UNTRACKED],
+            dropped_per_process=per_process,
+        )
 
     def file_path(self, f: FileIdentity) -> str:
         """The full path the probes resolved for named file *f*; "" if none is kept.

@@ -4,12 +4,23 @@ Structures (``msghdr``, ``cmsghdr``, ``iovec``, ...), the ``CMSG_*`` macros,
 the libc calls with C's return conventions (``-1`` and ``errno``), the raw
 ``syscall`` path and the constants.  ``from rawsys.c import *`` is the
 ``#include``; a few ctypes names come along (``sizeof``, ``cast``,
-``POINTER``, ``byref``, ``c_int``, ``memcpy``...) so ported code reads like C.
+``POINTER``, ``byref``, ``c_int``...) so ported code reads like C.
+
+Memory rules (details in ``rawsys.c.memory``): every pointer handed to the
+kernel, directly or inside a ``msghdr``/``iovec``/``mmsghdr``, must lie in a
+live object the call can reach -- one set through the ``set_*`` helpers (kept
+alive by the structure and by ctypes' copies of it), or one ctypes itself
+keeps (``pointer(iov)``, ``cast(buf, c_void_p)``, a ``c_char_p``'s string).
+Otherwise the call returns ``-1`` with ``errno`` ``EFAULT`` and the kernel is
+not called.  A length past the end of a known buffer raises
+``BufferOverflowDetected``; a read-only buffer (``bytes``, ``c_char_p``)
+where the kernel writes raises ``TypeError``; a negative ``byref`` offset
+raises ``ValueError``.  ``memcpy``/``memmove``/``memset`` are checked the same
+way and raise (``UnknownMemory`` for memory nobody holds).
 """
 
 from __future__ import annotations
 
-import ctypes
 from ctypes import (
     POINTER,
     addressof,
@@ -22,13 +33,11 @@ from ctypes import (
     c_void_p,
     cast,
     create_string_buffer,
-    memmove,
-    memset,
     pointer,
     sizeof,
 )
 
-from rawsys.c.buffers import BufferOverflowDetected
+from rawsys.c.buffers import BufferOverflowDetected, UnknownMemory, memcpy, memmove, memset
 from rawsys.c.cmsg import CMSG_ALIGN, CMSG_DATA, CMSG_FIRSTHDR, CMSG_LEN, CMSG_NXTHDR, CMSG_SPACE
 from rawsys.c.constants import *  # noqa: F403
 from rawsys.c.libc import (
@@ -89,7 +98,6 @@ from rawsys.c.syscalls import (
     syscall,
 )
 
-memcpy = ctypes.memmove  # C's memcpy for non-overlapping copies; memmove is a superset
 NULL = None
 
 __all__ = [
@@ -97,6 +105,7 @@ __all__ = [
     "iovec", "msghdr", "cmsghdr", "mmsghdr", "ucred", "sockaddr", "sockaddr_un", "in_addr",
     "sockaddr_in", "timespec", "socklen_t", "pid_t", "uid_t", "gid_t",
     "htons", "htonl", "ntohs", "ntohl", "UnsupportedABIError", "BufferOverflowDetected",
+    "UnknownMemory",
     # macros
     "CMSG_ALIGN", "CMSG_SPACE", "CMSG_LEN", "CMSG_FIRSTHDR", "CMSG_NXTHDR", "CMSG_DATA",
     # calls

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
+import functools
 import operator
 import os
 import sys
@@ -23,15 +25,15 @@ from typing import Any, Callable, Dict, List, Tuple
 from rawsys.c.buffers import (
     Buffer,
     BufferOverflowDetected,
+    Extent,
+    UnknownMemory,
     _byref_offset,
-    _CArgObject,
+    buffer_extent,
     buffer_pointer,
 )
+from rawsys.c.memory import MSGHDR_SIZE, KnownMemory, check_msghdr, memory_root
 from rawsys.c.structs import (
-    _memory_owner,
-    _pointee,
     cmsghdr,
-    iovec,
     mmsghdr,
     msghdr,
     socklen_t,
@@ -138,6 +140,22 @@ def perror(s: str | None = None) -> None:
 # --- argument conversion ---------------------------------------------------------
 
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+_UIO_MAXIOV = 1024  # <linux/uio.h>: the most iovecs, and mmsghdrs, one call takes
+_CData: type = ctypes.c_int.__mro__[-2]
+_Call = typing.TypeVar("_Call", bound=Callable[..., int])
+
+
+def _efault_on_unknown_memory(function: _Call) -> _Call:
+    """A call handed a pointer into memory no live object holds returns -1/EFAULT."""
+
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> int:
+        try:
+            return function(*args, **kwargs)
+        except UnknownMemory:
+            return _efault()
+
+    return typing.cast(_Call, call)
 _UINT_MAX = 2**32 - 1
 
 
@@ -196,67 +214,64 @@ def _pointer_to(obj: Any, ctype: Any, name: str) -> Any:
                     f"not {type(obj).__name__}")
 
 
-def _bytes_at(obj: Any) -> int | None:
-    """Bytes of known memory from the address *obj* passes to the end of its owner.
+def _sized(obj: Any, size: int, name: str, writable: bool) -> Extent:
+    """The memory a pointer argument points at, at least *size* bytes of it."""
+    extent = buffer_extent(obj)
+    if extent.address is None:
+        raise UnknownMemory(f"{name} is NULL")
+    if writable and not extent.writable:
+        raise TypeError(f"{name} points at read-only {extent.what}, which the kernel writes")
+    if extent.capacity < size:
+        raise BufferOverflowDetected(
+            f"buffer overflow detected: {name} needs {size} bytes, "
+            f"{extent.capacity} follow in the {extent.what}")
+    return extent
 
-    ``None`` for a bare pointer (a cast, an address): its bounds are the
-    caller's business, as in C.  ``pointer(x)`` is known through ``x``.
+
+def _holder_root(extent: Extent) -> Any:
+    holder = extent.keep[1] if type(extent.keep) is tuple else extent.keep
+    if not isinstance(holder, _CData):
+        raise UnknownMemory(f"{extent.what} is not memory a ctypes object holds")
+    return memory_root(holder)
+
+
+def _check_msghdrs(msg: Any, count: int, stride: int, writing: bool,
+                   name: str) -> List[object]:
+    """Vouch for *count* msghdrs at *msg* (``stride`` bytes apart) and all they point at.
+
+    Raises ``UnknownMemory`` (the caller returns ``-1``/``EFAULT``),
+    ``BufferOverflowDetected`` or ``TypeError``.  Returns the objects holding
+    the memory, for the caller to keep until the call returns.
     """
-    if obj is None:
-        return None
-    if isinstance(obj, ctypes._Pointer):
-        target = _pointee(obj)
-        if target is None:
-            return None
-        obj = target
-    offset = 0
-    if isinstance(obj, _CArgObject):
-        offset = _byref_offset(obj)
-        obj = typing.cast(Any, obj)._obj
-    if not hasattr(obj, "_b_base_"):
-        return None
-    owner = _memory_owner(obj)
-    end = ctypes.addressof(owner) + ctypes.sizeof(owner)
-    return max(end - (ctypes.addressof(obj) + offset), 0)
-
-
-def _array_length(obj: Any, ctype: Any) -> int | None:
-    """How many *ctype* items fit where *obj* points, if that is known."""
-    available = _bytes_at(obj)
-    return None if available is None else available // ctypes.sizeof(ctype)
-
-
-def _msghdr_target(msg: Any) -> msghdr | None:
-    if isinstance(msg, msghdr):
-        return msg
-    if isinstance(msg, ctypes._Pointer):
-        target = _pointee(msg)
+    if type(msg) is msghdr and msg._b_base_ is None and msg._b_needsfree_:
+        root: Any = msg  # the common case, a msghdr owning its memory
+        address = ctypes.addressof(msg)
     else:
-        target = getattr(msg, "_obj", None)
-    return target if isinstance(target, msghdr) else None
+        extent = _sized(msg, (count - 1) * stride + MSGHDR_SIZE if count else 0, name, False)
+        root = _holder_root(extent)
+        address = typing.cast(int, extent.address)
+    known = KnownMemory(root, msg)
+    held: List[object] = [root]
+    for i in range(min(count, _UIO_MAXIOV)):  # the kernel takes at most UIO_MAXIOV
+        check_msghdr(root, address + i * stride, writing, known,
+                     name if count == 1 and stride == MSGHDR_SIZE else f"{name}[{i}].msg_hdr",
+                     held)
+    return held
 
 
-def _check_recv_msghdr(msg: Any) -> None:
-    """Refuse a msghdr whose helper-set buffers are read-only (the kernel writes them)."""
-    hdr = _msghdr_target(msg)
-    if hdr is None or not _memory_owner(hdr).__dict__.get("_rawsys_keep"):
-        return  # nothing set through the helpers: raw pointers are C's business
-    for slot in ("msg_name", "msg_control"):
-        if isinstance(hdr._kept(slot), bytes):
-            raise TypeError(f"{slot} points at bytes, which recvmsg would write into")
-    iovs = hdr._kept("msg_iov")
-    items = iovs[1] if isinstance(iovs, tuple) else iovs
-    if isinstance(items, iovec):
-        items = [items]
-    for item in items if isinstance(items, (list, ctypes.Array)) else ():
-        if isinstance(item, iovec) and isinstance(item._kept("iov_base"), bytes):
-            raise TypeError("an iovec points at bytes, which recvmsg would write into")
+def _efault() -> int:
+    """What C returns for memory the kernel cannot use: -1, errno EFAULT."""
+    ctypes.set_errno(errno.EFAULT)
+    return -1
 
 
 def _int_array(obj: Any, count: int, name: str) -> Any:
     pointer = _pointer_to(obj, c_int, name)
-    length = _array_length(obj, c_int)
-    if length is not None and length < count:
+    extent = buffer_extent(obj)
+    if extent.address is None:
+        raise UnknownMemory(f"{name} is NULL")
+    length = extent.capacity // ctypes.sizeof(c_int)
+    if length < count:
         raise BufferOverflowDetected(f"{name} must hold {count} ints, it holds {length}")
     return pointer
 
@@ -266,20 +281,19 @@ def _socklen(length: int) -> int:
 
 
 def _socklen_pointer(obj: Any) -> Any:
-    return _pointer_to(obj, socklen_t, "addrlen")
+    pointer = _pointer_to(obj, socklen_t, "addrlen")
+    if obj is not None:
+        _sized(obj, ctypes.sizeof(socklen_t), "addrlen", True)
+    return pointer
 
 
 def _socklen_value(obj: Any) -> int | None:
+    """``*addrlen``, read once the pointer is vouched for."""
     if obj is None:
         return None
-    if isinstance(obj, socklen_t):
-        return int(obj.value)
-    target = getattr(obj, "_obj", None)
-    if isinstance(target, socklen_t):
-        return int(target.value)
-    if isinstance(obj, ctypes._Pointer) and obj:
-        return int(obj.contents.value)
-    return None
+    _pointer_to(obj, socklen_t, "addrlen")
+    extent = _sized(obj, ctypes.sizeof(socklen_t), "addrlen", True)
+    return int(socklen_t.from_address(typing.cast(int, extent.address)).value)
 
 
 # --- the calls -----------------------------------------------------------------
@@ -310,18 +324,21 @@ def socket(domain: int, type: int, protocol: int) -> int:
                             _c_int(protocol, "protocol")))
 
 
+@_efault_on_unknown_memory
 def socketpair(domain: int, type: int, protocol: int, sv: IntArrayArg) -> int:
     """``int socketpair(int domain, int type, int protocol, int sv[2]);`` — fills *sv*."""
     return int(_c("socketpair")(_c_int(domain, "domain"), _c_int(type, "type"),
                                 _c_int(protocol, "protocol"), _int_array(sv, 2, "sv")))
 
 
+@_efault_on_unknown_memory
 def bind(sockfd: Fd, addr: BufferArg, addrlen: int) -> int:
     """``int bind(int sockfd, const struct sockaddr *addr, socklen_t addrlen);``"""
     ptr, length, _keep = buffer_pointer(addr, addrlen)
     return int(_c("bind")(fileno(sockfd), ptr, _socklen(length)))
 
 
+@_efault_on_unknown_memory
 def connect(sockfd: Fd, addr: BufferArg, addrlen: int) -> int:
     """``int connect(int sockfd, const struct sockaddr *addr, socklen_t addrlen);``"""
     ptr, length, _keep = buffer_pointer(addr, addrlen)
@@ -333,6 +350,7 @@ def listen(sockfd: Fd, backlog: int) -> int:
     return int(_c("listen")(fileno(sockfd), _c_int(backlog, "backlog")))
 
 
+@_efault_on_unknown_memory
 def accept4(sockfd: Fd, addr: BufferArg, addrlen: SocklenArg, flags: int) -> int:
     """``int accept4(int sockfd, struct sockaddr *addr, socklen_t *addrlen, int flags);``"""
     ptr, _length, _keep = buffer_pointer(addr, _socklen_value(addrlen), writable=True)
@@ -349,103 +367,102 @@ _sendmsg_fast = LIBC_FAST["sendmsg"]
 _recvmsg_fast = LIBC_FAST["recvmsg"]
 
 
-def _plain_msghdr_ref(msg: Any) -> Any:
-    """``byref`` to *msg* when it is a msghdr (or byref of one) owning its memory
-    and nothing was set through the helpers; else ``None`` (the checked path)."""
-    cls = type(msg)
-    if cls is _CArgObject:
-        target = typing.cast(Any, msg)._obj
-        if type(target) is msghdr and target._b_base_ is None and (
-                "_rawsys_keep" not in target.__dict__):
-            return msg  # byref(msg) or byref(msg, offset): passed on as it is
-    elif cls is msghdr and msg._b_base_ is None and "_rawsys_keep" not in msg.__dict__:
-        return ctypes.byref(msg)
-    return None
-
-
 def sendmsg(sockfd: Fd, msg: MsgArg, flags: int) -> int:
-    """``ssize_t sendmsg(int sockfd, const struct msghdr *msg, int flags);``"""
-    if (type(sockfd) is int and _INT_MIN <= sockfd <= _INT_MAX and type(flags) is int
-            and _INT_MIN <= flags <= _INT_MAX):
-        ref = _plain_msghdr_ref(msg)
-        if ref is not None:  # the common case, unprototyped: see LIBC_FAST
-            result: int = _sendmsg_fast(sockfd, ref, flags)
-            return result
-    return int(_c("sendmsg")(fileno(sockfd), _pointer_to(msg, msghdr, "msg"),
-                             _c_int(flags, "flags")))
+    """``ssize_t sendmsg(int sockfd, const struct msghdr *msg, int flags);``
+
+    Every pointer in *msg* (``msg_name``, ``msg_iov`` and each iovec,
+    ``msg_control``) must lie in memory a live object reachable from *msg*
+    holds, else ``-1`` with ``errno`` ``EFAULT`` and nothing is sent.
+    """
+    fd, c_flags = fileno(sockfd), _c_int(flags, "flags")
+    pointer = _pointer_to(msg, msghdr, "msg")
+    try:
+        held = _check_msghdrs(msg, 1, MSGHDR_SIZE, False, "msg")
+    except UnknownMemory:
+        return _efault()
+    result: int = _sendmsg_fast(fd, pointer, c_flags)  # all checked: see LIBC_FAST
+    del held  # alive through the call, whatever other threads do to the structures
+    return result
 
 
 def recvmsg(sockfd: Fd, msg: MsgArg, flags: int) -> int:
-    """``ssize_t recvmsg(int sockfd, struct msghdr *msg, int flags);``"""
-    if (type(sockfd) is int and _INT_MIN <= sockfd <= _INT_MAX and type(flags) is int
-            and _INT_MIN <= flags <= _INT_MAX):
-        ref = _plain_msghdr_ref(msg)
-        if ref is not None:  # nothing helper-set to check; unprototyped: see LIBC_FAST
-            result: int = _recvmsg_fast(sockfd, ref, flags)
-            return result
-    _check_recv_msghdr(msg)
-    return int(_c("recvmsg")(fileno(sockfd), _pointer_to(msg, msghdr, "msg"),
-                             _c_int(flags, "flags")))
+    """``ssize_t recvmsg(int sockfd, struct msghdr *msg, int flags);``
+
+    As ``sendmsg``, and every buffer the kernel writes (``msg_name``, the
+    iovecs' buffers, ``msg_control``) must be writable: ``bytes`` raises
+    ``TypeError``.
+    """
+    fd, c_flags = fileno(sockfd), _c_int(flags, "flags")
+    pointer = _pointer_to(msg, msghdr, "msg")
+    try:
+        held = _check_msghdrs(msg, 1, MSGHDR_SIZE, True, "msg")
+    except UnknownMemory:
+        return _efault()
+    result: int = _recvmsg_fast(fd, pointer, c_flags)  # all checked: see LIBC_FAST
+    del held  # alive through the call, whatever other threads do to the structures
+    return result
 
 
 def _mmsg_vector(msgvec: Any, vlen: int) -> Any:
     pointer = _pointer_to(msgvec, mmsghdr, "msgvec")
-    length = _array_length(msgvec, mmsghdr)
     if not isinstance(vlen, int) or vlen < 0:
         raise ValueError(f"vlen must be a non-negative int, not {vlen!r}")
     _c_int(vlen, "vlen", 0, _UINT_MAX)
-    if length is not None and vlen > length:
+    extent = buffer_extent(msgvec)
+    length = extent.capacity // ctypes.sizeof(mmsghdr)
+    if extent.address is not None and vlen > length:
         raise BufferOverflowDetected(f"vlen {vlen} is larger than msgvec ({length} entries)")
     return pointer
 
 
-def _mmsg_entries(msgvec: Any, vlen: int) -> list[msghdr]:
-    """The msghdrs of the first *vlen* entries, where the vector's owner is known."""
-    offset = 0
-    if isinstance(msgvec, ctypes._Pointer):
-        target = _pointee(msgvec)
-    elif isinstance(msgvec, _CArgObject):
-        target = typing.cast(Any, msgvec)._obj
-        offset = _byref_offset(msgvec)
-    else:
-        target = msgvec
-    if target is None or not hasattr(target, "_b_base_"):
-        return []
-    owner = _memory_owner(target)
-    address = ctypes.addressof(target) + offset
-    if isinstance(owner, ctypes.Array) and owner._type_ is mmsghdr:
-        first, misaligned = divmod(address - ctypes.addressof(owner), ctypes.sizeof(mmsghdr))
-        if misaligned:
-            return []
-        return [owner[i].msg_hdr for i in range(first, min(first + vlen, len(owner)))]
-    if isinstance(owner, mmsghdr) and address == ctypes.addressof(owner) and vlen >= 1:
-        return [owner.msg_hdr]
-    return []
-
-
 def sendmmsg(sockfd: Fd, msgvec: MmsgArg, vlen: int, flags: int) -> int:
-    """``int sendmmsg(int sockfd, struct mmsghdr *msgvec, unsigned int vlen, int flags);``"""
-    return int(_c("sendmmsg")(fileno(sockfd), _mmsg_vector(msgvec, vlen), vlen,
-                              _c_int(flags, "flags")))
+    """``int sendmmsg(int sockfd, struct mmsghdr *msgvec, unsigned int vlen, int flags);``
+
+    Each entry's msghdr is checked as ``sendmsg`` checks its *msg*.
+    """
+    fd, c_flags = fileno(sockfd), _c_int(flags, "flags")
+    vector = _mmsg_vector(msgvec, vlen)
+    try:
+        held = _check_msghdrs(msgvec, vlen, ctypes.sizeof(mmsghdr), False, "msgvec") \
+            if vlen else []
+    except UnknownMemory:
+        return _efault()
+    result = int(_c("sendmmsg")(fd, vector, vlen, c_flags))
+    del held
+    return result
 
 
 def recvmmsg(sockfd: Fd, msgvec: MmsgArg, vlen: int, flags: int,
              timeout: TimespecArg = None) -> int:
     """``int recvmmsg(int sockfd, struct mmsghdr *msgvec, unsigned int vlen, int flags,
-    struct timespec *timeout);``"""
+    struct timespec *timeout);``
+
+    Each entry's msghdr is checked as ``recvmsg`` checks its *msg*; the
+    kernel writes the remaining time into *timeout*, which must be writable.
+    """
+    fd, c_flags = fileno(sockfd), _c_int(flags, "flags")
     vector = _mmsg_vector(msgvec, vlen)
-    for hdr in _mmsg_entries(msgvec, vlen):
-        _check_recv_msghdr(hdr)
-    return int(_c("recvmmsg")(fileno(sockfd), vector, vlen, _c_int(flags, "flags"),
-                              _pointer_to(timeout, timespec, "timeout")))
+    timeout_pointer = _pointer_to(timeout, timespec, "timeout")
+    try:
+        if timeout is not None:
+            _sized(timeout, ctypes.sizeof(timespec), "timeout", True)
+        held = _check_msghdrs(msgvec, vlen, ctypes.sizeof(mmsghdr), True, "msgvec") \
+            if vlen else []
+    except UnknownMemory:
+        return _efault()
+    result = int(_c("recvmmsg")(fd, vector, vlen, c_flags, timeout_pointer))
+    del held
+    return result
 
 
+@_efault_on_unknown_memory
 def send(sockfd: Fd, buf: Buffer, len: int, flags: int) -> int:
     """``ssize_t send(int sockfd, const void *buf, size_t len, int flags);``"""
     ptr, length, _keep = buffer_pointer(buf, len)
     return int(_c("send")(fileno(sockfd), ptr, length, _c_int(flags, "flags")))
 
 
+@_efault_on_unknown_memory
 def recv(sockfd: Fd, buf: Buffer, len: int, flags: int) -> int:
     """``ssize_t recv(int sockfd, void *buf, size_t len, int flags);``
 
@@ -456,6 +473,7 @@ def recv(sockfd: Fd, buf: Buffer, len: int, flags: int) -> int:
     return int(_c("recv")(fileno(sockfd), ptr, length, _c_int(flags, "flags")))
 
 
+@_efault_on_unknown_memory
 def sendto(sockfd: Fd, buf: Buffer, len: int, flags: int, dest_addr: BufferArg,
            addrlen: int) -> int:
     """``ssize_t sendto(int, const void *buf, size_t len, int flags,
@@ -466,6 +484,7 @@ def sendto(sockfd: Fd, buf: Buffer, len: int, flags: int, dest_addr: BufferArg,
                             _socklen(alen)))
 
 
+@_efault_on_unknown_memory
 def recvfrom(sockfd: Fd, buf: Buffer, len: int, flags: int, src_addr: BufferArg,
              addrlen: SocklenArg) -> int:
     """``ssize_t recvfrom(int, void *buf, size_t len, int flags,
@@ -476,6 +495,7 @@ def recvfrom(sockfd: Fd, buf: Buffer, len: int, flags: int, src_addr: BufferArg,
                               _socklen_pointer(addrlen)))
 
 
+@_efault_on_unknown_memory
 def setsockopt(sockfd: Fd, level: int, optname: int, optval: BufferArg, optlen: int) -> int:
     """``int setsockopt(int sockfd, int level, int optname, const void *optval,
     socklen_t optlen);``"""
@@ -484,6 +504,7 @@ def setsockopt(sockfd: Fd, level: int, optname: int, optval: BufferArg, optlen: 
                                 _c_int(optname, "optname"), ptr, _socklen(length)))
 
 
+@_efault_on_unknown_memory
 def getsockopt(sockfd: Fd, level: int, optname: int, optval: BufferArg,
                optlen: SocklenArg) -> int:
     """``int getsockopt(int sockfd, int level, int optname, void *optval,
@@ -498,18 +519,21 @@ def close(fd: Fd) -> int:
     return int(_c("close")(fileno(fd)))
 
 
+@_efault_on_unknown_memory
 def read(fd: Fd, buf: Buffer, count: int) -> int:
     """``ssize_t read(int fd, void *buf, size_t count);``"""
     ptr, length, _keep = buffer_pointer(buf, count, writable=True)
     return int(_c("read")(fileno(fd), ptr, length))
 
 
+@_efault_on_unknown_memory
 def write(fd: Fd, buf: Buffer, count: int) -> int:
     """``ssize_t write(int fd, const void *buf, size_t count);``"""
     ptr, length, _keep = buffer_pointer(buf, count)
     return int(_c("write")(fileno(fd), ptr, length))
 
 
+@_efault_on_unknown_memory
 def pipe2(pipefd: IntArrayArg, flags: int) -> int:
     """``int pipe2(int pipefd[2], int flags);`` — fills *pipefd*."""
     return int(_c("pipe2")(_int_array(pipefd, 2, "pipefd"), _c_int(flags, "flags")))

@@ -3,9 +3,12 @@
 Field names and types are C's.  Layouts are those of 64-bit Linux (x86-64
 and aarch64, LP64 with glibc); the test-suite checks every size and offset
 against a C program compiled at test time.  Pointer fields that C declares
-``void *`` are ``c_void_p`` here, as in C: assigning a raw address is the
-caller's business, exactly as in C.  The ``set_*`` helpers take Python buffers
-instead, check their sizes and keep them alive as long as the structure.
+``void *`` are ``c_void_p`` here, as in C.  The ``set_*`` helpers take Python
+buffers, check their sizes and keep them alive as long as the structure (and
+its ctypes copies); a field assigned a ctypes object (``pointer(iov)``,
+``cast(buf, c_void_p)``) is kept alive by ctypes.  A bare address assigned to
+a field is allowed, but the calls refuse to hand it to the kernel (``-1``,
+``EFAULT``): see ``rawsys.c.memory``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from ctypes import (
 )
 from typing import Any, Sequence, Union
 
-from rawsys.c.buffers import Buffer, buffer_pointer
+from rawsys.c.buffers import Buffer, buffer_extent, buffer_pointer
+from rawsys.c.memory import Pin, keep, kept, memory_root
 
 SUPPORTED_MACHINES = ("x86_64", "aarch64", "arm64")
 
@@ -105,31 +109,55 @@ def _memory_owner(obj: Any) -> Any:
 
 
 class _KeepAlive(Structure):
-    """Structure that can hold references to the Python buffers its pointers use.
+    """Structure whose pointer fields can be set from Python buffers, kept alive.
 
-    The references are stored on the object owning the structure's memory
-    (see ``_memory_owner``), keyed by the structure's address and the field.
+    What a field points at is filed as a ``Pin`` in the ctypes ``_objects`` of
+    the object owning the structure's memory (see ``rawsys.c.memory``), so
+    the copies ctypes makes (``(iovec * 1)(iov)``, ``arr[0] = iov``,
+    ``vec[0] = mm``) carry it, and every call checks the pointers it hands
+    the kernel against what is reachable that way.
     """
 
-    def _keep(self, slot: str, obj: object) -> None:
-        owner = _memory_owner(self)
-        keep: dict[tuple[int, str], object] = owner.__dict__.setdefault("_rawsys_keep", {})
-        keep[(ctypes.addressof(self), slot)] = obj
+    def _keep(self, slot: str, pin: Pin | None) -> None:
+        keep(self, slot, pin)
 
     def _adopt(self, source: _KeepAlive, address: int) -> None:
-        """``outer.msg_hdr = hdr`` copies bytes, as in C; copy what *hdr* keeps too."""
-        kept = _memory_owner(source).__dict__.get("_rawsys_keep", {})
+        """``outer.msg_hdr = hdr`` copies bytes, as in C; file *hdr*'s pins there too."""
+        objects = getattr(memory_root(source), "_objects", None)
+        if type(objects) is not dict:
+            return
         start, size = ctypes.addressof(source), ctypes.sizeof(source)
-        owner_keep: dict[tuple[int, str], object] = _memory_owner(self).__dict__.setdefault(
-            "_rawsys_keep", {})
-        for (where, slot), obj in list(kept.items()):
-            if start <= where < start + size:
-                owner_keep[(address + where - start, slot)] = obj
+        dest = memory_root(self)
+        for key, pin in list(objects.items()):
+            if type(key) is tuple and len(key) == 3 and key[0] == "rawsys" and (
+                    start <= key[1] < start + size):
+                _file(dest, address + key[1] - start, key[2], pin)
 
-    def _kept(self, slot: str) -> object:
-        """What ``_keep`` holds for *slot* of this structure, or ``None``."""
-        keep = _memory_owner(self).__dict__.get("_rawsys_keep", {})
-        return keep.get((ctypes.addressof(self), slot))
+    def _kept(self, slot: str) -> Pin | None:
+        """The pin filed for *slot* of this structure, or ``None``."""
+        return kept(memory_root(self), ctypes.addressof(self), slot)
+
+
+def _file(root: Any, address: int, slot: str, pin: Pin) -> None:
+    objects = root._objects
+    if type(objects) is not dict:
+        keep(root, "_", None)  # creates the dictionary
+        objects = root._objects
+    objects[("rawsys", address, slot)] = pin
+
+
+def _pin(buf: Buffer, nbytes: int | None, what: str) -> tuple[int | None, int, Pin | None]:
+    """Address and length for a field set from *buf*, and the pin that keeps it."""
+    extent = buffer_extent(buf)
+    if nbytes is not None:
+        buffer_pointer(buf, nbytes)  # the length checks and messages
+        length = nbytes
+    else:
+        length = extent.capacity
+    if extent.address is None:
+        return None, length, None
+    return extent.address, length, Pin(extent.keep, extent.address, extent.capacity,
+                                       extent.writable)
 
 
 class iovec(_KeepAlive):
@@ -147,10 +175,10 @@ class iovec(_KeepAlive):
         A read-only buffer (``bytes``) is accepted; the kernel only reads it
         when the iovec is sent.
         """
-        ptr, size, keep = buffer_pointer(buf, nbytes, writable=False)
+        ptr, size, pin = _pin(buf, nbytes, "iov_base")
         self.iov_base = ptr
         self.iov_len = size
-        self._keep("iov_base", keep)
+        self._keep("iov_base", pin)
 
 
 class msghdr(_KeepAlive):
@@ -173,31 +201,48 @@ class msghdr(_KeepAlive):
             self.msg_namelen = 0
             self._keep("msg_name", None)
             return
-        ptr, size, keep = buffer_pointer(addr, None, writable=False)
+        ptr, size, pin = _pin(addr, None, "msg_name")
         self.msg_name = ptr
         self.msg_namelen = size
-        self._keep("msg_name", keep)
+        self._keep("msg_name", pin)
 
     def set_iov(self, iov: Union[Sequence[iovec], Array[iovec], iovec]) -> None:
-        """Point ``msg_iov``/``msg_iovlen`` at an array of iovecs (kept alive)."""
+        """Point ``msg_iov``/``msg_iovlen`` at iovecs, kept alive with their buffers.
+
+        A single ``iovec`` or an array of them is pointed at as it is (C's
+        ``msg.msg_iov = &iov``): later ``set_buffer`` calls on it are what
+        ``sendmsg`` sees.  A list is copied into a new array (C's ``struct
+        iovec iov[] = {a, b}``), which keeps the buffers the items pointed at
+        when it was made.
+        """
         if isinstance(iov, iovec):
-            array: Any = (iovec * 1)(iov)
-            keep: object = (array, iov)
+            array: Any = iov
+            count = 1
         elif isinstance(iov, Array):
             if iov._type_ is not iovec:
                 raise TypeError(f"expected an array of iovec, got array of {iov._type_.__name__}")
             array = iov
-            keep = iov
+            count = len(iov)
         else:
             items = list(iov)
             for item in items:
                 if not isinstance(item, iovec):
                     raise TypeError(f"expected iovec items, got {type(item).__name__}")
-            array = (iovec * len(items))(*items)
-            keep = (array, items)
-        self.msg_iov = ctypes.cast(array, POINTER(iovec)) if len(array) else None
-        self.msg_iovlen = len(array)
-        self._keep("msg_iov", keep)
+            count = len(items)
+            array = (iovec * count)(*items)
+            for i, item in enumerate(items):
+                pin = item._kept("iov_base")
+                if pin is not None:
+                    array[i]._keep("iov_base", pin)
+        if not count:
+            self.msg_iov = None
+            self.msg_iovlen = 0
+            self._keep("msg_iov", None)
+            return
+        address = ctypes.addressof(array)
+        self.msg_iov = ctypes.cast(address, POINTER(iovec))
+        self.msg_iovlen = count
+        self._keep("msg_iov", Pin(array, address, ctypes.sizeof(array), True))
 
     def set_control(self, buf: Buffer | None, controllen: int | None = None) -> None:
         """Point ``msg_control``/``msg_controllen`` at *buf* (kept alive).
@@ -209,10 +254,10 @@ class msghdr(_KeepAlive):
             self.msg_controllen = 0
             self._keep("msg_control", None)
             return
-        ptr, size, keep = buffer_pointer(buf, controllen, writable=False)
+        ptr, size, pin = _pin(buf, controllen, "msg_control")
         self.msg_control = ptr
         self.msg_controllen = size
-        self._keep("msg_control", keep)
+        self._keep("msg_control", pin)
 
 
 class _CarryKeeps:

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import ctypes
 import platform
-from ctypes import c_long, c_void_p
+from ctypes import c_long
 from typing import Any, Dict
 
-from rawsys.c.buffers import buffer_pointer
-from rawsys.c.libc import LIBC, fileno
+from rawsys.c.buffers import UnknownMemory, buffer_extent, buffer_pointer
+from rawsys.c.libc import LIBC, _check_msghdrs, _efault, _mmsg_vector, _pointer_to, fileno
+from rawsys.c.memory import MSGHDR_SIZE
+from rawsys.c.structs import mmsghdr, msghdr
 
 _X86_64: Dict[str, int] = {
     "read": 0, "write": 1, "close": 3, "socket": 41, "connect": 42, "accept": 43,
@@ -107,29 +109,61 @@ def _as_long(arg: Any, keep: list[object]) -> int:
         return arg
     if hasattr(arg, "fileno") and not isinstance(arg, _CData):
         return fileno(arg)
-    if isinstance(arg, (ctypes._Pointer, c_void_p, ctypes.c_char_p)):
-        # A bare pointer has no size to check: its value is passed, as in C.
-        keep.append(arg)
-        return ctypes.cast(arg, c_void_p).value or 0
-    address, _length, holder = buffer_pointer(arg)  # ctypes objects, byref(), buffers
-    keep.append(holder)
-    return address or 0
+    extent = buffer_extent(arg)  # ctypes objects, byref(), pointers, buffers
+    keep.append(extent.keep)
+    return extent.address or 0
+
+
+def _check_memory(number: int, args: tuple[Any, ...]) -> list[object]:
+    """The checks the libc wrapper of *number* makes, for the socket and I/O calls.
+
+    The length of a pointer argument is another argument: checked here for
+    the calls rawsys wraps; other system calls get the bounds of each object.
+    """
+    if len(args) < 3:
+        return []
+    if number in (SYS_sendmsg, SYS_recvmsg):
+        if isinstance(args[1], int):
+            raise UnknownMemory("msg is a bare address")
+        _pointer_to(args[1], msghdr, "msg")
+        return _check_msghdrs(args[1], 1, MSGHDR_SIZE, number == SYS_recvmsg, "msg")
+    elif number in (SYS_sendmmsg, SYS_recvmmsg):
+        if isinstance(args[1], int):
+            raise UnknownMemory("msgvec is a bare address")
+        _mmsg_vector(args[1], args[2])
+        if args[2]:
+            return _check_msghdrs(args[1], args[2], ctypes.sizeof(mmsghdr),
+                                  number == SYS_recvmmsg, "msgvec")
+    elif number in (SYS_sendto, SYS_recvfrom, SYS_read, SYS_write):
+        if isinstance(args[1], int) and args[1]:
+            raise UnknownMemory("buf is a bare address")
+        buffer_pointer(args[1], args[2], writable=number in (SYS_recvfrom, SYS_read))
+    return []
 
 
 def syscall(number: int, *args: Any) -> int:
     """``long syscall(long number, ...);`` — C's return: ``-1`` and ``errno``.
 
     Arguments may be ints, fds with ``fileno()``, ``None`` (NULL), ctypes
-    objects or ``byref()`` of them (their address), or Python buffers.  An int
-    argument is passed as is: a pointer given as an int is the caller's
-    business, as in C.
+    objects, ``byref()``/``pointer()`` of them (their address), or Python
+    buffers.  Pointer arguments are vouched for as the libc calls do (see
+    ``rawsys.c.memory``): memory no live object holds gives ``-1``/``EFAULT``
+    without a call.  For ``sendmsg``/``recvmsg``/``sendmmsg``/``recvmmsg``/
+    ``sendto``/``recvfrom``/``read``/``write`` the whole argument is checked
+    (the msghdr walk, the length); their pointer arguments may not be ints.
+    Other calls pass an int argument as is: a pointer given as an int there
+    is the caller's business, as in C.
     """
     if len(args) > _MAX_ARGS:
         raise TypeError(f"syscall takes at most {_MAX_ARGS} arguments after the number")
     if not isinstance(number, int) or number < 0:
         raise ValueError(f"no such system call number {number!r} on this machine")
     keep: list[object] = []  # buffer views that must live (and pin buffers) through the call
-    longs = [_as_long(a, keep) for a in args]
+    try:
+        keep.extend(_check_memory(number, args))
+        longs = [_as_long(a, keep) for a in args]
+    except UnknownMemory:
+        return _efault()
     for value in longs:
         if not -(2**63) <= value < 2**64:
             raise OverflowError(f"syscall argument {value} does not fit a 64-bit register")

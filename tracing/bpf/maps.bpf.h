@@ -41,7 +41,13 @@ struct fd_scratch {
     u8 window[2 * USER_WINDOW_LEN]; /* user memory around a msghdr (masked offsets) */
 };
 
+/* Routine events: a flood of them may fill this ring (then they are counted
+ * in lost[LOST_ROUTINE] and in transfer_counts, never silently). */
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);
+/* Anomalies (a CTRUNC receive, a failed send, fds the probes could not
+ * record, losses): their own ring, read first, so a flood of routine events
+ * cannot crowd out the one event that explains a missing fd. */
+BPF_RINGBUF_OUTPUT(anomalies, ANOMALY_RING_PAGES);
 /* Per thread, kept between calls (LRU) and written in place: a hash update
  * and delete per syscall cost the traced program more than the reads. */
 BPF_TABLE("lru_hash", u32, struct call_args, calls, MAX_INFLIGHT);
@@ -52,14 +58,63 @@ BPF_PERCPU_ARRAY(sent_scratch, struct sent_files, 1);
 BPF_PERCPU_ARRAY(fd_scratch, struct fd_scratch, 1);
 /* Events written by this CPU since it last woke the reader. */
 BPF_PERCPU_ARRAY(since_wakeup, u64, 1);
-/* [0]: events the ring buffer refused; [1]: calls not tracked (map full) */
-BPF_PERCPU_ARRAY(lost, u64, 2);
+/* [LOST_ROUTINE]: routine events the ring buffer refused; [LOST_UNTRACKED]:
+ * calls not tracked (map full); [LOST_ANOMALY]: anomalies the anomaly ring
+ * refused (none unless the reader stops reading). */
+BPF_PERCPU_ARRAY(lost, u64, LOST_SLOTS);
+
+/* Every event the probes produced, counted before a ring is asked for room:
+ * exact totals even when routine events are dropped.  Slot (kind - 1) * 2 +
+ * anomaly; per CPU, so counting costs no atomic operation (an array lookup
+ * the verifier inlines: a hash lookup per event would cost the traced
+ * program about a tenth of its speed). */
+BPF_PERCPU_ARRAY(produced, u64, PRODUCED_SLOTS);
+
+/* The routine events a full ring refused, per process and direction: with
+ * the events read, the exact count per process.  Only the drop path pays
+ * for the hash. */
+struct transfer_key {
+    u32 pid;
+    u8 kind;      /* EV_SEND / EV_RECV */
+    u8 pad0;
+    u16 pad1;
+};
+struct transfer_count {
+    u64 events;
+    u64 fds;
+};
+BPF_PERCPU_HASH(dropped_by_process, struct transfer_key, struct transfer_count, MAX_COUNTED_PIDS);
 
 static __always_inline void count_lost(int which)
 {
     u64 *n = lost.lookup(&which);
     if (n)
         *n += 1;
+}
+
+static __always_inline void count_event(u32 kind, u32 anomaly)
+{
+    int slot = ((kind - 1) & 1) * 2 + (anomaly & 1);
+    u64 *n = produced.lookup(&slot);
+    if (n)
+        *n += 1;
+}
+
+/* A routine event the full ring refused. */
+static __always_inline void count_dropped(u32 kind, u32 nfds)
+{
+    count_lost(LOST_ROUTINE);
+    struct transfer_key key = {};
+    key.pid = bpf_get_current_pid_tgid() >> 32;
+    key.kind = kind;
+    struct transfer_count *c = dropped_by_process.lookup(&key);
+    if (c) {
+        c->events += 1;
+        c->fds += nfds;
+        return;
+    }
+    struct transfer_count first = {1, nfds};
+    dropped_by_process.update(&key, &first);
 }
 
 
@@ -123,17 +178,41 @@ static __always_inline struct fd_event *new_event(u32 kind, const struct call_ar
     return ev;
 }
 
+/* An event that explains a missing fd, rather than a routine transfer: a
+ * failed send, a receive cut short (MSG_CTRUNC), fds the probes could not
+ * record.  Such events go to the anomaly ring (routine ones never do). */
+static __always_inline int is_anomaly(const struct fd_event *ev)
+{
+    return ev->ret < 0 || (ev->msg_flags & MSG_CTRUNC) || (ev->ev_flags & EV_FLAG_FDS_DROPPED);
+}
+
+/* Write *size* bytes at *data* (any record the reader knows) to the anomaly
+ * ring, waking the reader at once; a refusal is counted in lost[LOST_ANOMALY].
+ * Probes that report a loss or another anomaly call this directly. */
+static __always_inline int emit_anomaly(void *data, u64 size)
+{
+    int err = anomalies.ringbuf_output(data, size, BPF_RB_FORCE_WAKEUP);
+    if (err)
+        count_lost(LOST_ANOMALY);
+    return err;
+}
+
 /* The usual one-file event, written in place in the ring buffer (no copy
  * from scratch): the header and files[0] only; submit with submit_one(). */
 static __always_inline struct fd_event *new_event_one(u32 kind, const struct call_args *a,
                                                       s64 ret, u32 index)
 {
+    count_event(kind, 0);
     struct fd_event *ev = events.ringbuf_reserve(EVENT_HEADER_SIZE + FILE_RECORD_SIZE);
     if (!ev) {
-        count_lost(0);
+        count_dropped(kind, 1);
         return 0;
     }
     fill_header(ev, kind, a, ret, index);
+    /* Ring memory holds older records: a name shorter than the field (none,
+     * for pipes and sockets) must not leave their bytes behind it, so that
+     * equal events are equal records (the reader formats repeats once). */
+    __builtin_memset(ev->files[0].name, 0, sizeof(ev->files[0].name));
     return ev;
 }
 
@@ -156,12 +235,18 @@ static __always_inline void submit_one(struct fd_event *ev)
     events.ringbuf_submit(ev, wakeup_flag());
 }
 
+/* Write an event built in scratch (new_event) to the ring its kind belongs
+ * to: anomalies to their own ring, the rest to the routine one. */
 static __always_inline void submit(struct fd_event *ev)
 {
     u64 size = EVENT_HEADER_SIZE + (u64)ev->nfds * FILE_RECORD_SIZE;
     OPAQUE(size);
     if (size > sizeof(*ev))
         size = sizeof(*ev);
-    if (events.ringbuf_output(ev, size, wakeup_flag()))
-        count_lost(0);
+    u32 anomaly = is_anomaly(ev);
+    count_event(ev->kind, anomaly);
+    if (anomaly)
+        emit_anomaly(ev, size);
+    else if (events.ringbuf_output(ev, size, wakeup_flag()))
+        count_dropped(ev->kind, ev->nfds);
 }

@@ -55,6 +55,16 @@ MAX_MMSG = 8  # messages of one sendmmsg/recvmmsg vector examined
 MMSG_FD_SLOTS = 32
 RING_PAGES_DEFAULT = 16384  # 64 MiB with 4 KiB pages: a burst of ~450k events waits there
 RING_WAKEUP_EVENTS = 256  # events per CPU between two wake-ups of the reader
+# The anomaly ring (CTRUNC receives, failed sends, losses): 2 MiB, thousands
+# of events, read before the routine ring at every poll.
+ANOMALY_RING_PAGES = 512
+# Slots of the per-CPU `lost` counters.
+LOST_ROUTINE = 0  # routine events the ring buffer refused (the reader fell behind)
+LOST_UNTRACKED = 1  # calls not tracked: a per-thread map was full
+LOST_ANOMALY = 2  # anomalies the anomaly ring refused
+LOST_SLOTS = 3
+PRODUCED_SLOTS = 4  # events produced: send/receive x routine/anomaly
+MAX_COUNTED_PIDS = 16384  # (process, direction) pairs whose dropped events are counted
 MAX_INFLIGHT = 4096  # threads inside a traced syscall at the same time
 MAX_SENDING = 1024  # of which inside sendmsg with fds (4 KiB of fd/file slots each)
 # Messages whose SCM_RIGHTS the kernel handled, kept by the kprobe and fentry
@@ -485,6 +495,13 @@ def render_prelude(
     defines.update(_kernel_defines(facts, source))
     defines["RING_PAGES"] = ring_pages
     defines["RING_WAKEUP_EVENTS"] = RING_WAKEUP_EVENTS
+    defines["ANOMALY_RING_PAGES"] = ANOMALY_RING_PAGES
+    defines["LOST_ROUTINE"] = LOST_ROUTINE
+    defines["LOST_UNTRACKED"] = LOST_UNTRACKED
+    defines["LOST_ANOMALY"] = LOST_ANOMALY
+    defines["LOST_SLOTS"] = LOST_SLOTS
+    defines["MAX_COUNTED_PIDS"] = MAX_COUNTED_PIDS
+    defines["PRODUCED_SLOTS"] = PRODUCED_SLOTS
     defines["FILTER_PID"] = int(bool(filters.pids))
     defines["FILTER_TID"] = int(bool(filters.tids))
     defines["FILTER_COMM"] = int(filters.comm is not None)

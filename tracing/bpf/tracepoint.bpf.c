@@ -34,8 +34,10 @@ static __always_inline void emit_user_msghdr(u32 kind, const struct call_args *a
         have_chunk = read_user_msghdr_near(s, hdr, &control, &controllen, &msg_flags);
     else
         read_user_msghdr(hdr, &control, &controllen, &msg_flags);
-    if (fast && collect_single_fd(s, control, controllen, 1, have_chunk)) {
-        /* The usual one-fd message: the event is written in place in the ring. */
+    if (fast && !(msg_flags & MSG_CTRUNC) &&
+        collect_single_fd(s, control, controllen, 1, have_chunk)) {
+        /* The usual one-fd message: the event is written in place in the ring
+         * (a receive cut short is an anomaly: the general path routes it). */
         struct fd_event *one = new_event_one(kind, a, ret, index);
         if (!one)
             return;
@@ -168,8 +170,9 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
     a.sock = sf->sock;
     a.flags = sf->flags;
     a.syscall = SYS_SENDMSG;
-    if (sf->n == 1 && sf->seen == 1) {
-        /* The usual one-fd message: written in place in the ring buffer. */
+    if (sf->n == 1 && sf->seen == 1 && args->ret >= 0) {
+        /* The usual one-fd message: written in place in the ring buffer (a
+         * failed send is an anomaly: the general path routes it). */
         struct fd_event *one = new_event_one(EV_SEND, &a, args->ret, 0);
         if (one) {
             one->fds_seen = 1;

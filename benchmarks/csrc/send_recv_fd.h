@@ -1,7 +1,8 @@
-/* seed 003's send_fd / recv_fd, the union-aligned version, shared by the
- * benchmarks' C loops: one byte of data and one fd per message. */
-#ifndef RAWSYS_SEED003_FD_H
-#define RAWSYS_SEED003_FD_H
+/* The classic send_fd / recv_fd pair of cmsg(3), with the control buffer in a
+ * union for cmsghdr's alignment, shared by the benchmarks' C loops: one byte of
+ * data and one fd per message. */
+#ifndef RAWSYS_SEND_RECV_FD_H
+#define RAWSYS_SEND_RECV_FD_H
 
 #include <string.h>
 #include <sys/socket.h>

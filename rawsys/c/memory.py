@@ -1,0 +1,343 @@
+"""Which memory the C layer may hand to the kernel, decided at call time.
+
+C trusts every pointer; rawsys.c hands the kernel a pointer only when it can
+name a live Python object holding that memory, and ``sendmsg``/``recvmsg``
+and friends walk the whole ``msghdr`` (``msg_name``, the ``msg_iov`` array and
+each ``iov_base``/``iov_len``, ``msg_control``) before the call.  ctypes has
+no hook on copies (``(iovec * 1)(iov)``, ``arr[0] = iov``, ``vec[0] = mm``
+copy bytes), so a check at call time is the only place a copied pointer can
+be vouched for.
+
+Known memory is what is reachable from the call's argument:
+
+* a *pin*: what ``iovec.set_buffer``, ``msghdr.set_iov``/``set_control``/
+  ``set_name`` point a field at.  Pins are stored in the ctypes ``_objects``
+  dictionary of the structure's memory owner, so ctypes' own copies
+  (``(iovec * 1)(iov)``, ``arr[0] = iov``, ``vec[0] = mm``, ``hdr.msg_iov =
+  pointer(iov)``) carry them, and the copy keeps the buffer alive;
+* ctypes objects that own their memory (or ``from_buffer`` views) kept by
+  ctypes itself in ``_objects``: ``msg.msg_iov = pointer(iov)``,
+  ``io.iov_base = cast(buf, c_void_p)``, a ``c_char_p``'s bytes.
+
+A pointer that lies in none of these (a bare ``addressof()`` int, memory of
+a collected object, ``from_address``) is not handed to the kernel: the call
+returns ``-1`` with ``errno`` ``EFAULT``, what the kernel answers for an
+address it cannot use.  A known buffer that is too short raises
+``BufferOverflowDetected``; a read-only one (``bytes``) where the kernel
+would write raises ``TypeError``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from collections import deque
+from ctypes import c_char_p, c_void_p
+from typing import Any, Deque, Dict, Iterator, List, Tuple
+
+_CData: Any = ctypes.c_int.__mro__[-2]
+_KEY = "rawsys"
+
+
+class UnknownMemory(ValueError):
+    """A pointer into memory no live object the call can reach holds.
+
+    The libc calls return ``-1`` with ``errno`` ``EFAULT`` instead of raising
+    it; ``memcpy``/``memmove``/``memset``, which have no error return, raise it.
+    """
+
+
+class BufferOverflowDetected(ValueError):
+    """A length larger than the Python buffer it describes (cf. ``__recv_chk``)."""
+
+
+class Pin:
+    """Memory a structure field points at, with the object that keeps it alive."""
+
+    __slots__ = ("holder", "address", "size", "writable")
+
+    def __init__(self, holder: object, address: int, size: int, writable: bool) -> None:
+        self.holder = holder
+        self.address = address
+        self.size = size
+        self.writable = writable
+
+    def __repr__(self) -> str:
+        return (f"<Pin {self.size} bytes at {self.address:#x}"
+                f"{'' if self.writable else ' read-only'} of {type(self.holder).__name__}>")
+
+
+def _pointee(pointer: Any, address: int) -> Any:
+    """The ctypes object at *address* that ``pointer`` keeps (``pointer(obj)``)."""
+    objects = pointer._objects
+    if type(objects) is dict:
+        for candidate in objects.values():
+            if isinstance(candidate, _CData) and ctypes.addressof(candidate) == address:
+                return candidate
+    return None
+
+
+def memory_root(obj: Any) -> Any:
+    """The ctypes object whose memory *obj* (a ctypes instance) is part of.
+
+    ``pointer(x).contents`` has the pointer as its base; its memory is ``x``'s.
+    """
+    for _ in range(10_000):
+        base = obj._b_base_
+        if base is None:
+            return obj
+        if isinstance(base, ctypes._Pointer):
+            target = _pointee(base, ctypes.addressof(obj))
+            if target is None:
+                return base  # memory the pointer does not hold: vouched for elsewhere
+            obj = target
+            continue
+        obj = base
+    return obj
+
+
+def _objects_of(root: Any) -> Dict[Any, Any]:
+    """*root*'s ctypes ``_objects`` dictionary, created if ctypes has none yet."""
+    objects = root._objects
+    if type(objects) is dict:
+        return objects
+    # ctypes creates the dictionary lazily, when it first keeps something; its
+    # cast() makes one and shares it.  cast also files the source under its
+    # id, a cycle that is removed at once.
+    ctypes._cast(0, root, c_void_p)  # type: ignore[attr-defined]
+    objects = root._objects
+    objects.pop(id(root), None)
+    return typing_dict(objects)
+
+
+def typing_dict(value: Any) -> Dict[Any, Any]:
+    if type(value) is not dict:
+        raise TypeError(f"{type(value).__name__} keeps no ctypes objects")
+    return value
+
+
+def keep(struct_obj: Any, slot: str, pin: Pin | None) -> None:
+    """File *pin* as what field *slot* of *struct_obj* points at (``None`` forgets it)."""
+    root = memory_root(struct_obj)
+    objects = _objects_of(root)
+    key = (_KEY, ctypes.addressof(struct_obj), slot)
+    if pin is None:
+        objects.pop(key, None)
+    else:
+        objects[key] = pin
+
+
+def kept(root: Any, address: int, slot: str) -> Pin | None:
+    """The pin filed for field *slot* of the structure at *address* inside *root*."""
+    objects = getattr(root, "_objects", None)
+    if type(objects) is not dict:
+        return None
+    found = objects.get((_KEY, address, slot))
+    return found if type(found) is Pin else None
+
+
+# bytes keep their data at a fixed offset from the object (CPython's PyBytesObject).
+_probe = b"probe"
+_BYTES_OFFSET = (ctypes.cast(c_char_p(_probe), c_void_p).value or 0) - id(_probe)
+
+
+def bytes_address(data: bytes) -> int:
+    return id(data) + _BYTES_OFFSET
+
+
+def _owns_memory(root: Any) -> bool:
+    """Whether a root ctypes object's memory is its own or a buffer it holds.
+
+    ``from_address`` objects point at memory nobody vouches for.
+    """
+    if root._b_needsfree_:
+        return True
+    objects = root._objects
+    return type(objects) is dict and any(type(v) is memoryview for v in objects.values())
+
+
+Range = Tuple[int, int, bool, object]  # start, end, writable, object holding the memory
+
+
+class KnownMemory:
+    """The memory reachable from some ctypes objects, walked only as far as asked."""
+
+    __slots__ = ("_walk", "_ranges")
+
+    def __init__(self, *roots: object) -> None:
+        self._walk: Iterator[Range] | None = _reachable(roots)
+        self._ranges: List[Range] = []
+
+    def find(self, address: int, length: int) -> Range | None:
+        """The known range holding ``[address, address + length)``, else the one
+        holding *address* (then too short), else ``None``."""
+        partial: Range | None = None
+        for entry in self._ranges:
+            start, end = entry[0], entry[1]
+            if start <= address < end or start == address == end:
+                if address + length <= end:
+                    return entry
+                partial = entry
+        while self._walk is not None:  # walk on until a range holds it all
+            found = next(self._walk, None)
+            if found is None:
+                self._walk = None
+                break
+            entry = found
+            self._ranges.append(entry)
+            start, end = entry[0], entry[1]
+            if start <= address < end or start == address == end:
+                if address + length <= end:
+                    return entry
+                partial = entry
+        return partial
+
+
+_MAX_NODES = 100_000
+
+
+def _reachable(roots: Tuple[object, ...]) -> Iterator[Range]:
+    seen: set[int] = set()
+    stack: Deque[Any] = deque(roots)  # breadth first: a field's own target comes early
+    nodes = 0
+    while stack and nodes < _MAX_NODES:
+        node: Any = stack.popleft()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        nodes += 1
+        if type(node) is Pin:
+            yield node.address, node.address + node.size, node.writable, node.holder
+            stack.append(node.holder)
+        elif isinstance(node, _CData):
+            root = memory_root(node)
+            if root is not node:
+                stack.append(root)
+                continue
+            if _owns_memory(root):
+                address = ctypes.addressof(root)
+                yield address, address + ctypes.sizeof(root), True, root
+            objects = root._objects
+            if type(objects) is dict:
+                stack.extend(objects.values())
+            elif type(objects) is bytes:  # c_char_p(b"...") keeps its bytes
+                stack.append(objects)
+            owner = getattr(root, "__dict__", {}).get("_rawsys_owner")
+            if owner is not None:  # CMSG_FIRSTHDR/CMSG_DATA pointers: their msghdr
+                stack.append(owner)
+        elif type(node) is bytes:
+            address = bytes_address(node)
+            yield address, address + len(node) + 1, False, node  # with its NUL
+        elif type(node) is dict:
+            stack.extend(node.values())
+        elif type(node) in (tuple, list):
+            stack.extend(typing_seq(node))
+        elif type(node) is memoryview:
+            continue  # a from_buffer export: its range is its ctypes object's
+
+
+def typing_seq(value: Any) -> List[object]:
+    return list(value)
+
+
+# --- the msghdr walk -------------------------------------------------------------
+
+_UIO_MAXIOV = 1024  # <linux/uio.h>
+_MSGHDR = struct.Struct("@P I 4x P N P N i 4x")  # struct msghdr, LP64
+_IOVEC = struct.Struct("@P N")
+MSGHDR_SIZE = _MSGHDR.size
+IOVEC_SIZE = _IOVEC.size
+
+
+# ctypes files what a field assignment keeps under the field's index in the
+# owner's _objects: msghdr's msg_name, msg_iov and msg_control are fields 0, 2, 4.
+_FIELD_KEYS = {"msg_name": "0", "msg_iov": "2", "msg_control": "4"}
+
+
+def _check_range(root: Any, holder_address: int, slot: str, known: KnownMemory,
+                 address: int, length: int, writing: bool, what: str) -> Range:
+    """Vouch for ``[address, address + length)``, the target of field *slot* of the
+    structure at *holder_address* in *root*; return the range holding it."""
+    pin = kept(root, holder_address, slot)
+    if pin is not None and pin.address <= address < pin.address + max(pin.size, 1):
+        entry: Range | None = (pin.address, pin.address + pin.size, pin.writable,
+                               pin.holder)
+    else:
+        entry = None
+        if ctypes.addressof(root) == holder_address and slot in _FIELD_KEYS:
+            # What ctypes keeps for the field itself (msg.msg_iov = pointer(iov)):
+            # looked at first, a walk of a few objects.
+            hint = getattr(root, "_objects", None)
+            hint = hint.get(_FIELD_KEYS[slot]) if type(hint) is dict else None
+            if hint is not None:
+                entry = KnownMemory(hint).find(address, length)
+        if entry is None or entry[1] < address + length:
+            entry = known.find(address, length)
+    if entry is None:
+        raise UnknownMemory(f"{what} points at {address:#x}, memory no live object holds")
+    start, end, writable, holder = entry
+    del start
+    if address + length > end:
+        raise BufferOverflowDetected(
+            f"buffer overflow detected: {what} has length {length}, "
+            f"only {end - address} bytes of {type(holder).__name__} follow")
+    if writing and not writable:
+        raise TypeError(f"{what} points at read-only {type(holder).__name__}, "
+                        "which the kernel would write into")
+    return entry
+
+
+def _read(entry: Range, address: int, layout: struct.Struct) -> Tuple[Any, ...]:
+    holder: Any = entry[3]
+    if type(holder) is bytes:
+        return layout.unpack_from(holder, address - bytes_address(holder))
+    if isinstance(holder, _CData):
+        return layout.unpack_from(holder, address - ctypes.addressof(holder))
+    raise UnknownMemory(f"cannot read an array of iovec from {type(holder).__name__}")
+
+
+def check_msghdr(root: Any, address: int, writing: bool, known: KnownMemory,
+                 where: str = "msg", held: List[object] | None = None) -> None:
+    """Walk the msghdr at *address* (inside the ctypes object *root*) and vouch for
+    every pointer and length in it; raise ``UnknownMemory`` (-> EFAULT),
+    ``BufferOverflowDetected`` or ``TypeError``.
+
+    The objects holding the memory are appended to *held*: the caller keeps
+    them through the call, so no other thread can free them meanwhile.
+    """
+    hold = held if held is not None else []
+    offset = address - ctypes.addressof(root)
+    (name, namelen, iov, iovlen, control, controllen, _flags) = _MSGHDR.unpack_from(
+        root, offset)
+    if name and namelen:
+        hold.append(_check_range(root, address, "msg_name", known, name, namelen, writing,
+                                 f"{where}.msg_name")[3])
+    if iovlen and iovlen <= _UIO_MAXIOV:  # past it the kernel answers EMSGSIZE unread
+        if not iov:
+            raise UnknownMemory(f"{where}.msg_iov is NULL with msg_iovlen {iovlen}")
+        entry = _check_range(root, address, "msg_iov", known, iov, iovlen * IOVEC_SIZE,
+                             False, f"{where}.msg_iov")
+        hold.append(entry[3])
+        array = entry[3]
+        array_root = memory_root(array) if isinstance(array, _CData) else None
+        for i in range(iovlen):
+            item = iov + i * IOVEC_SIZE
+            base, length = _read(entry, item, _IOVEC)
+            if not length:
+                continue
+            if not base:
+                raise UnknownMemory(f"{where}.msg_iov[{i}].iov_base is NULL")
+            hold.append(_check_range(array_root, item, "iov_base", known, base, length,
+                                     writing, f"{where}.msg_iov[{i}].iov_base")[3])
+    if controllen:
+        if not control:
+            raise UnknownMemory(f"{where}.msg_control is NULL with msg_controllen "
+                                f"{controllen}")
+        hold.append(_check_range(root, address, "msg_control", known, control, controllen,
+                                 writing, f"{where}.msg_control")[3])
+
+
+__all__ = [
+    "BufferOverflowDetected", "UnknownMemory", "Pin", "KnownMemory", "keep", "kept",
+    "memory_root", "check_msghdr", "bytes_address", "MSGHDR_SIZE", "IOVEC_SIZE",
+]
