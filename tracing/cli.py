@@ -48,7 +48,7 @@ __all__ = ["main", "format_transfer", "HEADER"]
 
 EXAMPLES = """examples:
     rawsys-trace                  # trace every fd passed over Unix sockets
-    rawsys-trace -T               # include a timestamp column (seconds)
+    rawsys-trace -T               # TIME in seconds since tracing began
     rawsys-trace -p 181 -p 182    # only processes 181 and 182 (both ends!)
     rawsys-trace -t 123           # only thread 123
     rawsys-trace -n tmux          # only transfers where a comm contains "tmux"
