@@ -106,7 +106,7 @@ FLOOD_C = r"""
 #include <unistd.h>
 #include <sys/socket.h>
 
-#include "seed003_fd.h"
+#include "send_recv_fd.h"
 
 static int recv_truncated(int fd)
 {

@@ -41,7 +41,7 @@ BACKENDS = ("tracepoint", "kprobe", "fentry")
 DOCTOR_ROWS = {"kprobe": "kprobes", "fentry": "fentry", "tracepoint": "syscall tracepoints"}
 TESTS = {"live": "kernel_matrix", "verifier": "kernel_verifier"}
 # Collecting only the files that hold them saves a minute per run under emulation.
-TEST_FILES = {"live": "test_session.py", "verifier": "test_probes.py"}
+TEST_FILES = {"live": ("test_session.py", "test_causes.py"), "verifier": ("test_probes.py",)}
 
 
 def uptime() -> float:
@@ -130,7 +130,8 @@ def run_tests(backend: str, mode: str, out: Path, scratch: Path, timeout: float)
     xml = out / f"{backend}.xml"
     args = [
         "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-q", "-m", TESTS[mode],
-        f"tests/tracing/{TEST_FILES[mode]}", f"--junitxml={xml}", "-o", "junit_family=xunit2",
+        *(f"tests/tracing/{name}" for name in TEST_FILES[mode]),
+        f"--junitxml={xml}", "-o", "junit_family=xunit2",
         f"--basetemp={scratch / ('pytest-' + backend)}",
     ]
     if mode == "verifier":

@@ -21,6 +21,7 @@ import struct
 import time
 from collections import deque
 from ctypes import addressof, byref, c_int, pointer
+from functools import partial
 from itertools import chain
 from operator import methodcaller
 from typing import Any, Callable, List
@@ -320,6 +321,48 @@ def address_arg(sock: Any, fd: int, address: Any) -> bytes | None:
 # once; callers therefore call release_fds a few times in nested
 # ``try``/``except`` and it is idempotent.
 _ALL_SIGNALS = signal.valid_signals()
+
+# The receivers' except clauses block every signal *first*, before calling
+# any Python function (each call is a point where a handler may run and
+# raise).  signal.pthread_sigmask cannot do that: it runs the handlers that
+# are due before it returns the old mask, so a raise loses the mask to
+# restore.  libc's pthread_sigmask through ctypes runs no handler; it writes
+# the old mask into the caller's buffer before anything can raise.
+# (Declared here, not in rawsys.c.libc's table: a Python-layer need.)
+_libc = ctypes.CDLL(None, use_errno=True)
+_pthread_sigmask = _libc.pthread_sigmask
+_pthread_sigmask.argtypes = [c_int, ctypes.c_void_p, ctypes.c_void_p]
+_pthread_sigmask.restype = c_int
+SigSet = ctypes.c_char * 128  # sigset_t: glibc's 1024 bits
+_FULL_SIGSET = SigSet(*([b"\xff"] * 128))  # sigfillset (glibc keeps its own two out)
+block_signals: Callable[[Any], int] = partial(_pthread_sigmask, signal.SIG_BLOCK, _FULL_SIGSET)
+"""``block_signals(saved)``: block every signal in this thread, the old mask into *saved*
+(a ``SigSet``); a C-level callable, so no handler runs between the block and the save."""
+_setmask = partial(_pthread_sigmask, signal.SIG_SETMASK)
+# What a SigSet holds when block_signals has not saved a mask in it: no real
+# mask has every bit set (SIGKILL and SIGSTOP cannot be blocked), and the
+# kernel writes the first 8 bytes (its sigset size) of the old mask.
+_NOT_SAVED = b"\xff" * 8
+
+
+def new_sigset() -> Any:
+    """A ``SigSet`` for ``block_signals``, marked as holding no saved mask."""
+    saved = SigSet()
+    ctypes.memmove(saved, _NOT_SAVED, 8)
+    return saved
+
+
+def restore_signals(saved: Any) -> None:
+    """Put back the mask ``block_signals`` saved in *saved*, if it did; mark *saved* unused.
+
+    (On 3.9/3.10 a handler may raise before ``block_signals`` is even called:
+    then nothing was saved and the mask is left as it is.)
+    """
+    if saved.raw[:8] != _NOT_SAVED:
+        try:
+            _setmask(saved, None)
+        finally:
+            ctypes.memmove(saved, _NOT_SAVED, 8)
 _sigmask = _signal.pthread_sigmask  # the C function: signal.pthread_sigmask wraps it in Python
 _closerange = os.closerange
 _drain: Callable[[Any], None] = deque(maxlen=0).extend

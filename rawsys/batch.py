@@ -20,6 +20,7 @@ from __future__ import annotations
 import array
 import ctypes
 import struct
+import sys
 from ctypes import addressof, c_char
 from functools import partial
 from itertools import accumulate, repeat
@@ -29,12 +30,15 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple
 from rawsys._sockutil import (
     SOCKADDR_STORAGE_SIZE,
     Waiter,
+    block_signals,
     c_int_arg,
     decode_address,
     family_of,
     fileno,
     handle_errno,
+    new_sigset,
     release_fds,
+    restore_signals,
 )
 from rawsys.c.cmsg import CMSG_ALIGN, CMSG_LEN, CMSG_SPACE
 from rawsys.c.constants import (
@@ -178,10 +182,12 @@ def send_fds_batch(sock: Any, items: Iterable[Tuple[Iterable[Any], Iterable[int]
     fdls = list(map(_second, items))
     first: array.array[int] | None = None
     rights: List[bytes] = []
-    if set(map(type, fdls)) <= _ONE_FD_TYPES and set(map(len, fdls)) == {1}:
-        try:  # the common case: one fd a message, all C ints
-            first = array.array("i", map(_first, fdls))
-        except (TypeError, OverflowError):
+    # The common case: lists or tuples (not bytes, which array() reads as raw
+    # ints) of one fd each, all C ints; sum == n with no empty one means one each.
+    if _ONE_FD_TYPES.issuperset(map(type, fdls)) and sum(map(len, fdls)) == n:
+        try:
+            first = array.array("i", list(map(_first, fdls)))  # from a list: ~13 ns/message less
+        except (TypeError, OverflowError, IndexError):
             first = None
     if first is None:
         rights = list(map(rights_payload, fdls))  # CPython's conversion and errors
@@ -255,7 +261,8 @@ class _RecvBatch:
     """``count`` mmsghdrs with a data, control and name slot each, and a reset template."""
 
     __slots__ = ("count", "bufsize", "room", "stride", "mm", "mm_ba", "mm_i", "mm_u",
-                 "mm_q", "template", "data", "dview", "ctrl", "ctrl_i", "names", "keep", "mm_ref")
+                 "mm_q", "template", "data", "dview", "ctrl", "ctrl_i", "names", "keep", "mm_ref",
+                 "sigmask")
 
     def __init__(self, count: int, bufsize: int, room: int) -> None:
         self.count = count
@@ -292,6 +299,7 @@ class _RecvBatch:
         self.mm_u = memoryview(self.mm_ba).cast("I")
         self.mm_q = memoryview(self.mm_ba).cast("Q")
         self.ctrl_i = memoryview(self.ctrl).cast("i")
+        self.sigmask = new_sigset()  # the signal mask saved while cleaning up after an exception
 
 
 _RECV_POOL: Dict[Tuple[int, int, int], List[_RecvBatch]] = {}
@@ -305,6 +313,8 @@ def _check_args(count: Any, bufsize: Any, maxfds: Any) -> None:
         raise ValueError("negative count in recv_fds_batch()")
     if bufsize < 0:
         raise ValueError("negative buffer size in recv_fds_batch()")
+    if bufsize > sys.maxsize:  # as recvmsg's C ssize_t
+        raise OverflowError("recv_fds_batch() bufsize out of range")
     if maxfds < 0 or maxfds > (2**31 - 1 - HDR_SIZE) // 4:
         raise OverflowError("recv_fds_batch() maxfds out of range")
 
@@ -410,7 +420,7 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
     fd = fileno(sock)
     flags = c_int_arg(flags, "flags")
     if type(count) is not int or type(bufsize) is not int or type(maxfds) is not int or (
-            count < 0 or bufsize < 0 or not 0 <= maxfds <= SCM_MAX_FD):
+            count < 0 or not 0 <= bufsize <= sys.maxsize or not 0 <= maxfds <= SCM_MAX_FD):
         _check_args(count, bufsize, maxfds)
         maxfds = min(maxfds, SCM_MAX_FD)
     count = min(count, _UIO_MAXIOV)
@@ -432,6 +442,7 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
     except IndexError:
         state = _RecvBatch(count, bufsize, room)
     put_back = pool.append if len(state.data) <= _POOLED_BYTES else _drop
+    raising = False  # set just before raising our ControlTruncatedError
     handed = False  # until the fds move from the control slots to `results`
     results: List[Received] = _NO_RESULTS
     owned: List[int] = _NO_FDS
@@ -461,23 +472,34 @@ def recv_fds_batch(sock: Any, count: int, bufsize: int, maxfds: int, flags: int 
         put_back(state)
         if truncated is not None:
             truncated.own(owned)  # the exception owns every fd of the call
+            raising = True
             try:
                 raise truncated
             finally:
                 truncated = None  # no cycle through this frame: the handler's end closes it
         return results
-    except ControlTruncatedError:
-        raise  # it owns the fds that arrived
-    except BaseException:
-        # A second exception (a signal handler raising again) may land here:
-        # each attempt is idempotent, and runs with signals blocked.
+    # A bare except: no name to look up, so on 3.9/3.10 (which may run a
+    # signal handler before any instruction that looks a name up) nothing
+    # can interrupt between the exception and the block below.
+    except:  # noqa: E722
+        if raising:
+            raise  # our ControlTruncatedError: it owns the fds that arrived
+        # As in recv_fds: every signal blocked first, in C, then the
+        # idempotent _settle tried until a handler already due has run.
         try:
-            _settle(state, count, handed, results, owned, pidfds)
-        except BaseException:
+            block_signals(state.sigmask)
+        except:  # noqa: E722
+            pass  # a handler already due ran after the block: the block holds
+        try:
             try:
                 _settle(state, count, handed, results, owned, pidfds)
             except BaseException:
-                _settle(state, count, handed, results, owned, pidfds)
+                try:
+                    _settle(state, count, handed, results, owned, pidfds)
+                except BaseException:
+                    _settle(state, count, handed, results, owned, pidfds)
+        finally:
+            restore_signals(state.sigmask)
         if not handed:
             put_back(state)
         raise

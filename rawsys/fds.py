@@ -32,6 +32,7 @@ import ctypes
 import errno
 import socket as _pysocket
 import struct
+import sys
 from ctypes import addressof, byref, c_char, pointer
 from functools import partial
 from operator import add
@@ -41,13 +42,16 @@ from rawsys._sockutil import (
     SOCKADDR_STORAGE_SIZE,
     Waiter,
     address_arg,
+    block_signals,
     c_int_arg,
     decode_address,
     family_of,
     fd_and_flags,
     fileno,
     handle_errno,
+    new_sigset,
     release_fds,
+    restore_signals,
     sendmsg_once,
 )
 from rawsys.c.cmsg import CMSG_LEN, CMSG_SPACE
@@ -115,7 +119,7 @@ class _State:
     __slots__ = ("msg", "iov", "send_msg", "send_iov", "data", "view", "ctrl", "ctrl_i",
                  "send_ctrl", "send_fd", "name", "named", "keep", "data_cap", "msg_ba",
                  "msg_q", "msg_i", "msg_ref", "send_ref", "send_data", "send_layout",
-                 "recv_len", "plain_one", "plain_more")
+                 "recv_len", "ctrl_q", "sigmask")
 
     def __init__(self, data_cap: int = _DATA_CAP, ctrl_cap: int = _CTRL_CAP) -> None:
         self.data_cap = data_cap
@@ -123,6 +127,7 @@ class _State:
         self.view = memoryview(self.data)
         self.ctrl = bytearray(ctrl_cap)
         self.ctrl_i = memoryview(self.ctrl).cast("i")
+        self.ctrl_q = memoryview(self.ctrl).cast("Q")
         self.send_ctrl = bytearray(ctrl_cap)
         # The fd of a one-fd SCM_RIGHTS message, as a C int in place.
         self.send_fd = memoryview(self.send_ctrl)[HDR_SIZE : HDR_SIZE + 4].cast("i")
@@ -161,11 +166,7 @@ class _State:
         # CMSG_SPACE(4); 0: no control data; -1: anything else.
         self.send_layout = -1
         self.recv_len = -1  # iov.iov_len
-        # msghdr bytes from msg_namelen to msg_flags after the usual reply --
-        # no address, MSG_CMSG_CLOEXEC echoed, one control message with one fd
-        # -- for maxfds 1 (controllen CMSG_LEN(4)) and more (CMSG_SPACE(4)).
-        self.plain_one = _plain_result(self.msg_ba, _LEN_RIGHTS1)
-        self.plain_more = _plain_result(self.msg_ba, _SPACE_RIGHTS1)
+        self.sigmask = new_sigset()  # the signal mask saved while cleaning up after an exception
 
     def layout_one(self) -> None:
         """A one-fd SCM_RIGHTS header in ``send_ctrl``; the fd goes in ``send_fd``."""
@@ -195,11 +196,9 @@ _FD1_I = HDR_SIZE // 4  # int index of the fd in a one-fd control message
 _NOT_CLOEXEC = ~MSG_CMSG_CLOEXEC
 
 
-def _plain_result(msg_ba: bytearray, controllen: int) -> bytes:
-    result = bytearray(msg_ba[_NAMELEN_AT : _FLAGS_AT + 4])  # the pointers stay as they are
-    struct.pack_into("=I", result, 0, 0)
-    struct.pack_into("=Qi", result, _CONTROLLEN_AT - _NAMELEN_AT, controllen, MSG_CMSG_CLOEXEC)
-    return bytes(result)
+# cmsg_level and cmsg_type of a one-fd SCM_RIGHTS header, read as one unsigned long.
+_RIGHTS1_LEVEL_TYPE = struct.unpack("=QQ", RIGHTS1_HEADER)[1]
+_ZERO = 0  # the default flags: `flags is _ZERO` skips the range test (small ints are shared)
 
 
 
@@ -235,8 +234,9 @@ def send_fds(sock: Any, buffers: Iterable[Any], fds: Iterable[int], flags: int =
     # The fast path: a socket object or an int fd, flags a C int, a list or
     # tuple of one fd, no address, data up to the pooled size.  Everything
     # else goes through _send_args, which converts and checks it all first.
-    if (address is not None or type(flags) is not int
-            or not -0x80000000 <= flags <= 0x7FFFFFFF
+    if (address is not None
+            or (flags is not _ZERO
+                and (type(flags) is not int or not -0x80000000 <= flags <= 0x7FFFFFFF))
             or (type(fds) is not list and type(fds) is not tuple)
             or len(fds) != 1):
         return _send(sock, *_send_args(sock, buffers, fds, flags, address))
@@ -366,6 +366,8 @@ def _recv_args(bufsize: Any, maxfds: Any, flags: Any) -> Tuple[int, int, int]:
             raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if bufsize < 0:
         raise ValueError("negative buffer size in recv_fds()")
+    if bufsize > sys.maxsize:  # as recvmsg's C ssize_t
+        raise OverflowError("recv_fds() bufsize out of range")
     if maxfds < 0 or maxfds > _MAXFDS_LIMIT:
         raise OverflowError("recv_fds() maxfds out of range")
     return int(bufsize), min(int(maxfds), SCM_MAX_FD), c_int_arg(flags, "flags")
@@ -431,6 +433,7 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
         state = _State(bufsize)  # one-off: dropped after the call
         put_back = _drop
     msg_i = state.msg_i
+    raising = False  # set just before raising our ControlTruncatedError
     handed = False  # until the fds move from the control buffer to the lists below
     rights: List[int] = _NO_FDS
     pidfds: List[int] = _NO_FDS
@@ -439,7 +442,8 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
             state.iov.iov_len = bufsize
             state.recv_len = bufsize
         # The kernel rewrites both on every successful call.
-        state.msg_q[_CONTROLLEN_Q] = _RECV_ROOM[maxfds]
+        msg_q = state.msg_q
+        msg_q[_CONTROLLEN_Q] = _RECV_ROOM[maxfds]
         msg_i[_NAMELEN_I] = SOCKADDR_STORAGE_SIZE
         received: int = _recvmsg_fast(fd, state.msg_ref, flags)
         if received < 0:
@@ -447,11 +451,13 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
             while received < 0:
                 waiter = handle_errno(_get_errno(), sock, fd, flags, False, waiter)
                 received = _recvmsg_fast(fd, state.msg_ref, flags)
-        if added and state.msg_ba.startswith(
-                state.plain_one if maxfds == 1 else state.plain_more, _NAMELEN_AT) and (
-                state.ctrl.startswith(RIGHTS1_HEADER)):
-            # The usual reply, recognised by two byte compares: one fd, flags 0
-            # (what received_fds would find, without walking).
+        ctrl_q = state.ctrl_q
+        if (added and msg_i[_FLAGS_I] == MSG_CMSG_CLOEXEC and not msg_i[_NAMELEN_I]
+                and ctrl_q[1] == _RIGHTS1_LEVEL_TYPE and ctrl_q[0] == _LEN_RIGHTS1
+                and _LEN_RIGHTS1 <= msg_q[_CONTROLLEN_Q] <= _SPACE_RIGHTS1):
+            # The usual reply, recognised by a few integer compares: flags
+            # only the CLOEXEC echo, no address, one SCM_RIGHTS header with
+            # one fd and nothing after it (what received_fds would find).
             if received == 1 and bufsize:
                 data = _BYTE[state.data[0]]
             else:
@@ -483,23 +489,35 @@ def recv_fds(sock: Any, bufsize: int, maxfds: int, flags: int = 0, *,
         put_back(state)
         if truncated is not None:
             truncated.own(rights)  # the exception owns the fds that arrived
+            raising = True
             try:
                 raise truncated
             finally:
                 truncated = None  # no cycle through this frame: the handler's end closes it
         return data, rights, msg_flags, address
-    except ControlTruncatedError:
-        raise  # it owns the fds that arrived
-    except BaseException:
-        # A second exception (a signal handler raising again) may land here:
-        # each attempt is idempotent, and runs with signals blocked.
+    # A bare except: no name to look up, so on 3.9/3.10 (which may run a
+    # signal handler before any instruction that looks a name up) nothing
+    # can interrupt between the exception and the block below.
+    except:  # noqa: E722
+        if raising:
+            raise  # our ControlTruncatedError: it owns the fds that arrived
+        # Cleanup that a signal handler raising again cannot cut short: every
+        # signal blocked first, in C; then only a handler already due can
+        # raise, once, so the idempotent _settle is simply tried again.
         try:
-            _settle(state, handed, rights, pidfds)
-        except BaseException:
+            block_signals(state.sigmask)
+        except:  # noqa: E722
+            pass  # a handler already due ran after the block: the block holds
+        try:
             try:
                 _settle(state, handed, rights, pidfds)
             except BaseException:
-                _settle(state, handed, rights, pidfds)
+                try:
+                    _settle(state, handed, rights, pidfds)
+                except BaseException:
+                    _settle(state, handed, rights, pidfds)
+        finally:
+            restore_signals(state.sigmask)
         if not handed:
             put_back(state)
         raise

@@ -15,6 +15,7 @@ here or handed over inside ``ControlTruncatedError``, as with ``recv_fds``.
 from __future__ import annotations
 
 import ctypes
+import sys
 from ctypes import addressof, c_char, pointer
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,10 +25,13 @@ from rawsys._sockutil import (
     SOCKADDR_STORAGE_SIZE,
     Waiter,
     address_arg,
+    block_signals,
     decode_address,
     fd_and_flags,
     handle_errno,
+    new_sigset,
     release_fds,
+    restore_signals,
     sendmsg_once,
 )
 from rawsys.c.cmsg import CMSG_LEN, CMSG_SPACE
@@ -48,6 +52,7 @@ from rawsys.errors import ControlTruncatedError
 _sendmsg = LIBC["sendmsg"]
 _recvmsg = LIBC["recvmsg"]
 _UCRED_SIZE = 12  # sizeof(struct ucred)
+_MAXFDS_LIMIT = (2**31 - 1 - 16) // 4  # as recv_fds: beyond, CMSG_LEN(4 * maxfds) overflows
 
 
 @dataclass
@@ -131,8 +136,12 @@ def recv_message(sock: Any, bufsize: int, maxfds: int = 0, flags: int = 0, *,
     extra_control = _size_arg(extra_control, "extra_control")
     if bufsize < 0:
         raise ValueError("negative buffer size in recv_message()")
-    if not 0 <= maxfds <= 2**31 or not 0 <= extra_control <= 2**31:
-        raise OverflowError("recv_message() maxfds/extra_control out of range")
+    if bufsize > sys.maxsize:  # as recvmsg's C ssize_t
+        raise OverflowError("recv_message() bufsize out of range")
+    if not 0 <= maxfds <= _MAXFDS_LIMIT:  # CPython's CMSG_LEN(maxfds * 4) overflows beyond
+        raise OverflowError("recv_message() maxfds out of range")
+    if not 0 <= extra_control <= 2**31 - 1:
+        raise OverflowError("recv_message() extra_control out of range")
     added = MSG_CMSG_CLOEXEC if cloexec and not flags & MSG_CMSG_CLOEXEC else 0
     flags |= added
     room = control_space(maxfds, credentials=credentials, pidfd=pidfd, extra=extra_control)
@@ -148,7 +157,9 @@ def recv_message(sock: Any, bufsize: int, maxfds: int = 0, flags: int = 0, *,
     msg.msg_name = addressof(name_c)
     msg.msg_namelen = SOCKADDR_STORAGE_SIZE
     msg.msg_flags = -1  # written by the kernel only on success
+    sigmask = new_sigset()  # the signal mask saved while cleaning up after an exception
     # Every argument is known good from here on.
+    raising = False  # set just before raising our ControlTruncatedError
     handed = False  # until the fds move from the control buffer to `owned`
     owned: List[int] = _NO_FDS
     try:
@@ -191,23 +202,34 @@ def recv_message(sock: Any, bufsize: int, maxfds: int = 0, flags: int = 0, *,
         msg.msg_flags = -1
         if truncated is not None:
             truncated.own(owned)  # the exception owns the fds that arrived
+            raising = True
             try:
                 raise truncated
             finally:
                 truncated = None  # no cycle through this frame: the handler's end closes it
         return result  # type: ignore[return-value]  # a Message when not truncated
-    except ControlTruncatedError:
-        raise  # it owns the fds that arrived
-    except BaseException:
-        # A second exception (a signal handler raising again) may land here:
-        # each attempt is idempotent, and runs with signals blocked.
+    # A bare except: no name to look up, so on 3.9/3.10 (which may run a
+    # signal handler before any instruction that looks a name up) nothing
+    # can interrupt between the exception and the block below.
+    except:  # noqa: E722
+        if raising:
+            raise  # our ControlTruncatedError: it owns the fds that arrived
+        # As in recv_fds: every signal blocked first, in C, then the
+        # idempotent _settle tried until a handler already due has run.
         try:
-            _settle(msg, ctrl_c, handed, owned)
-        except BaseException:
+            block_signals(sigmask)
+        except:  # noqa: E722
+            pass  # a handler already due ran after the block: the block holds
+        try:
             try:
                 _settle(msg, ctrl_c, handed, owned)
             except BaseException:
-                _settle(msg, ctrl_c, handed, owned)
+                try:
+                    _settle(msg, ctrl_c, handed, owned)
+                except BaseException:
+                    _settle(msg, ctrl_c, handed, owned)
+        finally:
+            restore_signals(sigmask)
         raise
 
 

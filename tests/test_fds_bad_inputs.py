@@ -12,11 +12,17 @@ import pytest
 
 from rawsys import (
     FdPassingUnsupportedError,
+    ScmCredentials,
+    ScmRights,
     recv_fd,
     recv_fds,
     recv_fds_batch,
+    recv_message,
+    send_credentials,
     send_fds,
     send_fds_batch,
+    send_message,
+    set_passcred,
 )
 
 pytestmark = pytest.mark.usefixtures("fd_leak_check")
@@ -41,6 +47,19 @@ class World:
         self.keep(r)
         self.keep(w)
         return r, w
+
+    def udp_unconnected(self) -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.keep(s)
+        return s
+
+    def udp6(self) -> socket.socket:
+        try:
+            s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        except OSError as exc:  # pragma: no cover - a kernel without IPv6
+            pytest.skip(f"no AF_INET6 sockets here: {exc}")
+        self.keep(s)
+        return s
 
     def closed_fd(self) -> int:
         r, w = os.pipe()
@@ -176,6 +195,78 @@ CASES = [
     Case("batch: bad fd in the first message",
          lambda w: send_fds_batch(w.pair()[0], [([b"x"], [-1])]), OSError, errno.EBADF),
     Case("batch: negative count", lambda w: recv_fds_batch(w.pair()[1], -1, 1, 1), ValueError),
+    # Each of these once gave struct.error, IndexError or ctypes.ArgumentError,
+    # or a wrong result; now what CPython raises in the same case.
+    Case("fds a 3-byte bytes (array('i', b'...') needs whole ints)",
+         lambda w: send_fds(w.pair()[0], [b"x"], b"\x00\x00\x00"), ValueError),
+    Case("fds a str", lambda w: send_fds(w.pair()[0], [b"x"], "ab"),  # type: ignore[arg-type]
+         TypeError),
+    Case("fds None", lambda w: send_fds(w.pair()[0], [b"x"], None),  # type: ignore[arg-type]
+         TypeError),
+    Case("an fd a float, in a tuple with a good one",
+         lambda w: send_fds(w.pair()[0], [b"x"], (w.pipe()[0], 1.5)),  # type: ignore[arg-type]
+         TypeError),
+    Case("flags None with 300 fds (once a raw ctypes.ArgumentError)",
+         lambda w: send_fds(w.pair()[0], [b"x"], [w.pipe()[0]] * 300, None),  # type: ignore[arg-type]
+         TypeError),
+    Case("flags None, one fd",
+         lambda w: send_fds(w.pair()[0], [b"x"], [w.pipe()[0]], None),  # type: ignore[arg-type]
+         TypeError),
+    Case("flags None, recv", lambda w: recv_fds(w.pair()[1], 1, 1, None),  # type: ignore[arg-type]
+         TypeError),
+    Case("bufsize beyond ssize_t", lambda w: recv_fds(w.pair()[1], 2**63, 1), OverflowError),
+    Case("AF_INET port beyond 65535 (once delivered to port p)",
+         lambda w: send_fds(w.udp_unconnected(), [b"x"], [], 0, ("127.0.0.1", 65536 + 9)),
+         OverflowError),
+    Case("AF_INET negative port",
+         lambda w: send_fds(w.udp_unconnected(), [b"x"], [], 0, ("127.0.0.1", -1)),
+         OverflowError),
+    Case("AF_INET port a str",
+         lambda w: send_fds(w.udp_unconnected(), [b"x"], [], 0, ("127.0.0.1", "9")),
+         TypeError),
+    Case("AF_INET address () (once IndexError)",
+         lambda w: send_fds(w.udp_unconnected(), [b"x"], [], 0, ()), TypeError),
+    Case("AF_INET address without a port",
+         lambda w: send_fds(w.udp_unconnected(), [b"x"], [], 0, ("127.0.0.1",)), TypeError),
+    Case("AF_UNIX address ()", lambda w: send_fds(w.pair()[0], [b"x"], [], 0, ()), TypeError),
+    Case("AF_INET6 flowinfo 2**40 (once struct.error)",
+         lambda w: send_fds(w.udp6(), [b"x"], [], 0, ("::1", 9, 2**40)), OverflowError),
+    Case("AF_INET6 scope_id 2**40",
+         lambda w: send_fds(w.udp6(), [b"x"], [], 0, ("::1", 9, 0, 2**40)), OverflowError),
+    Case("send_message: ScmRights(('3',)) (once struct.error)",
+         lambda w: send_message(w.pair()[0], [b"x"], [ScmRights(("3",))]),  # type: ignore[arg-type]
+         TypeError),
+    Case("send_message: ScmRights((2**40,))",
+         lambda w: send_message(w.pair()[0], [b"x"], [ScmRights((2**40,))]), OverflowError),
+    Case("send_message: ScmCredentials('1', 0, 0)",
+         lambda w: send_message(w.pair()[0], [b"x"],
+                                [ScmCredentials("1", 0, 0)]),  # type: ignore[arg-type]
+         TypeError),
+    Case("send_message: ScmCredentials pid 2**40",
+         lambda w: send_message(w.pair()[0], [b"x"], [ScmCredentials(2**40, 0, 0)]),
+         OverflowError),
+    Case("send_credentials: ScmCredentials(-1, -1, -1) (uid_t is unsigned)",
+         lambda w: send_credentials(w.pair()[0], [b"x"], ScmCredentials(-1, -1, -1)),
+         OverflowError),
+    Case("send_credentials: fds [2**40]",
+         lambda w: send_credentials(w.pair()[0], [b"x"], None, [2**40]), OverflowError),
+    Case("send_message: AF_INET port beyond 65535",
+         lambda w: send_message(w.udp_unconnected(), [b"x"], [], 0, ("127.0.0.1", 70000)),
+         OverflowError),
+    Case("set_passcred 2**32 (once turned SO_PASSCRED off)",
+         lambda w: set_passcred(w.pair()[0], 2**32), OverflowError),
+    Case("recv_message: maxfds 2**40", lambda w: recv_message(w.pair()[1], 1, 2**40),
+         OverflowError),
+    Case("recv_message: bufsize a str",
+         lambda w: recv_message(w.pair()[1], "1", 1),  # type: ignore[arg-type]
+         TypeError),
+    Case("batch: count 0 does not skip the bufsize check",
+         lambda w: recv_fds_batch(w.pair()[1], 0, 2**63, 1), OverflowError),
+    Case("batch: an item's fds [None]",
+         lambda w: send_fds_batch(w.pair()[0], [([b"x"], [None])]),  # type: ignore[list-item]
+         TypeError),
+    Case("batch: an item's fds a 3-byte bytes",
+         lambda w: send_fds_batch(w.pair()[0], [([b"x"], b"\x00\x00\x00")]), ValueError),
     Case("batch: fds over AF_INET UDP",
          lambda w: send_fds_batch(w.udp(), [([b"x"], [w.pipe()[0]])]),
          FdPassingUnsupportedError, errno.EOPNOTSUPP),

@@ -154,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print JSON lines on stdout: each send and receive, and each "
                         "transfer once both ends are seen")
     parser.add_argument("--unmatched-after", type=_duration, default=2.0, metavar="SECONDS",
-                        help="show a send or receive as unmatched after this long alone "
-                        "(default 2)")
+                        help="show a receive whose send was not reported after this long "
+                        "as NOSEND (default 2); sends wait for their receive")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     return parser
@@ -238,8 +238,10 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         nonlocal written
         events = session.decode(records)
         now = time.monotonic_ns()
-        printer.show(events, session.transfers(events) + (session.flush() if final else
-                                                          session.matcher.expire(now)))
+        verdicts = session.transfers(events) + (session.flush() if final else
+                                                session.matcher.expire(now))
+        # The kernel's loss reports reach the user as the matcher's LostEvents.
+        printer.show([ev for ev in events if ev.event != "loss"], verdicts)
         printer.tick(now, final=final)
         written += len(records)
 
@@ -285,6 +287,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 session.close()
                 for line in summary_lines(totals, written):
                     err.write(line + "\n")
+                if session.evicted:
+                    err.write(f"Pending sends evicted (cap reached): {session.evicted}\n")
                 err.flush()
     return 0
 

@@ -15,9 +15,11 @@ same address on both ends of a transfer is what links them.
 from __future__ import annotations
 
 import ctypes
+import datetime
 import enum
 import stat
 import struct
+import time
 from ctypes import c_char, c_int32, c_int64, c_uint8, c_uint16, c_uint32, c_uint64
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union
@@ -27,6 +29,10 @@ from rawsys.c import constants
 __all__ = [
     "EventKind",
     "FileIdentity",
+    "LossReason",
+    "LossReport",
+    "LostEvent",
+    "LostParty",
     "RawEvent",
     "RawFile",
     "RecvEvent",
@@ -38,6 +44,7 @@ __all__ = [
     "decode_events",
     "decode_path",
     "file_kind",
+    "iso_time",
     "refs_from_raw",
 ]
 
@@ -49,6 +56,33 @@ FD_SLOTS = constants.SCM_MAX_FD  # one message never carries more (include/net/s
 class EventKind(enum.IntEnum):
     SEND = 1
     RECV = 2
+    LOST = 3  # the kernel dropped the files of the records (reason in RawEvent.reason)
+
+
+class LossReason(enum.IntEnum):
+    """Why the kernel dropped fds in flight, as the probes saw it (``RawEvent.reason``)."""
+
+    CTRUNC = 1  # recvmsg's control buffer too small or absent (MSG_CTRUNC)
+    READ_WITHOUT_CONTROL = 2  # read/readv/recv/recvfrom took the message: no control buffer
+    ZERO_LENGTH_STREAM = 3  # SOCK_STREAM send of 0 data bytes: no skb carries the fds
+    SOCKET_CLOSED = 4  # the receiving socket was released with the message queued
+    EMFILE = 5  # the receiver's fd table was full (RLIMIT_NOFILE)
+    CLOSED_ON_EXEC = 6  # received with close-on-exec, then the receiver exec'd
+
+    @property
+    def label(self) -> str:
+        """``read-without-control``: the name JSON and the table show."""
+        return self.name.lower().replace("_", "-")
+
+
+LOSS_WORDS = {
+    LossReason.CTRUNC: "control buffer too small",
+    LossReason.READ_WITHOUT_CONTROL: "read without control buffer",
+    LossReason.ZERO_LENGTH_STREAM: "zero-length stream send",
+    LossReason.SOCKET_CLOSED: "receiving socket closed",
+    LossReason.EMFILE: "receiver's fd table full",
+    LossReason.CLOSED_ON_EXEC: "closed on exec",
+}
 
 
 class Syscall(enum.IntEnum):
@@ -56,6 +90,11 @@ class Syscall(enum.IntEnum):
     SENDMMSG = 2
     RECVMSG = 3
     RECVMMSG = 4
+    # Where fds in flight are lost (LOST events only).
+    READ = 5  # read, readv or recvfrom (recv): no control buffer
+    CLOSE = 6  # close of the last reference to the receiving socket
+    EXIT = 7  # the receiving process exited (its fd table closed)
+    EXECVE = 8  # execve/execveat closed the close-on-exec fds
 
 
 # Bits of RawFile.fd_flags.
@@ -63,6 +102,7 @@ FD_FLAG_CLOEXEC = 1
 # Bits of RawEvent.ev_flags.
 EV_FLAG_FDS_DROPPED = 1  # more SCM_RIGHTS fds than records (never for valid messages)
 EV_FLAG_REF_IS_FILE_REF = 2  # ref_raw is a file_ref_t (6.13+): references = raw + 1
+EV_FLAG_FD_TABLE_FULL = 4  # a receive cut short (MSG_CTRUNC) found the fd table full: EMFILE
 # Bits of a file path record's flags (the file_paths map of files.bpf.h).
 PATH_FLAG_TRUNCATED = 1  # deeper or longer than the probes walk: the root end is missing
 
@@ -94,12 +134,13 @@ _HEADER_FIELDS: list[tuple[str, Any]] = [
     ("kind", c_uint8),  # EventKind
     ("syscall", c_uint8),  # Syscall
     ("ev_flags", c_uint8),  # EV_FLAG_*
-    ("pad0", c_uint8),
+    ("reason", c_uint8),  # LossReason of a LOST event, else 0
     ("msg_index", c_uint16),  # index in the mmsghdr vector
     ("nfds", c_uint16),  # records that follow
     ("fds_seen", c_uint16),  # SCM_RIGHTS fds found in the control data
     ("queued", c_uint16),  # files the kernel had queued (kprobe backends), else 0
     ("pad1", c_uint32),
+    ("sock_file", c_uint64),  # send: its socket's struct file; lost: the peer socket's, or 0
 ]
 
 
@@ -205,6 +246,8 @@ class _EventBase:
     fds_seen: int = 0
     queued: int = 0
     cloexec: tuple[bool, ...] = field(default=())  # per fd: close-on-exec set in that table
+    sock_file: int = 0  # send: its socket's struct file; loss: the peer socket's (0: unknown)
+    ev_flags: int = 0  # EV_FLAG_* as the probe wrote them
 
     @property
     def event(self) -> str:
@@ -249,7 +292,108 @@ class RecvEvent(_EventBase):
         return "recv"
 
 
-TraceEvent = Union[SendEvent, RecvEvent]
+@dataclass(frozen=True)
+class LossReport(_EventBase):
+    """The kernel dropped fds in flight: what a probe saw where it happened.
+
+    ``pid``/``tid``/``comm`` are the process whose action lost them (the
+    receiver, or the sender for ``zero-length-stream``); ``files`` are the
+    files dropped where the kernel showed them (``fds``: the actor's fd
+    numbers, -1 where it had none); ``queued`` is, for ``ctrunc`` and
+    ``emfile``, how many fds were installed before the rest were dropped.
+    :class:`rawsys.trace.matcher.Matcher` turns a report into one
+    :class:`LostEvent` per fd, naming the sender.
+    """
+
+    reason: LossReason = LossReason.CTRUNC
+
+    @property
+    def event(self) -> str:
+        return "loss"
+
+    def to_json(self) -> dict[str, object]:
+        out = super().to_json()
+        out["reason"] = self.reason.label
+        return out
+
+
+TraceEvent = Union[SendEvent, RecvEvent, LossReport]
+
+
+def iso_time(monotonic_ns: int) -> str:
+    """A CLOCK_MONOTONIC time (``bpf_ktime_get_ns()``) as an ISO 8601 wall-clock time (UTC)."""
+    offset = time.time_ns() - time.monotonic_ns()
+    when = datetime.datetime.fromtimestamp((monotonic_ns + offset) / 1e9, datetime.timezone.utc)
+    return when.isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class LostParty:
+    """The process whose action lost an fd (the receiver, mostly)."""
+
+    pid: int
+    tid: int
+    comm: str
+    sock: int | None  # its socket fd, where it had one
+
+    def to_json(self) -> dict[str, object]:
+        return {"pid": self.pid, "tid": self.tid, "comm": self.comm, "sock": self.sock}
+
+
+@dataclass(frozen=True)
+class LostEvent:
+    """One fd that left a sender and never reached a receiver's table, and why.
+
+    ``pid``/``tid``/``comm``/``fd`` are the sender's (``None`` when its send
+    was not traced); ``receiver`` is the process whose action lost it, or
+    ``None`` where the kernel does not show one (``zero-length-stream``:
+    nobody received anything).  ``fit``: for ``ctrunc``/``emfile``, how many
+    fds of that message were installed.
+    """
+
+    reason: str  # LossReason.label
+    pid: int | None
+    tid: int | None
+    comm: str | None
+    fd: int | None
+    file: FileIdentity
+    receiver: LostParty | None
+    timestamp_ns: int  # CLOCK_MONOTONIC, when the kernel dropped it
+    syscall: str  # where: "recvmsg", "read", "close", "exit", "execve", "sendmsg", ...
+    fit: int | None = None
+    send: SendEvent | None = None
+    backend: str = ""
+
+    @property
+    def event(self) -> str:
+        return "lost"
+
+    @property
+    def words(self) -> str:
+        """The reason in words, for the table."""
+        text = LOSS_WORDS[LossReason[self.reason.upper().replace("-", "_")]]
+        if self.fit is not None and self.reason in ("ctrunc", "emfile"):
+            text += f" ({self.fit} fit)"
+        return text
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "event": "lost",
+            "reason": self.reason,
+            "pid": self.pid,
+            "tid": self.tid,
+            "comm": self.comm,
+            "fd": self.fd,
+            "file": self.file.to_json(),
+            "receiver": None if self.receiver is None else self.receiver.to_json(),
+            "time": iso_time(self.timestamp_ns),
+            "timestamp_ns": self.timestamp_ns,
+            "syscall": self.syscall,
+            "backend": self.backend,
+        }
+        if self.fit is not None:
+            out["fit"] = self.fit
+        return out
 
 
 @dataclass(frozen=True)
@@ -266,6 +410,7 @@ class Transfer:
     send_fd: int | None
     recv_fd: int | None
     file: FileIdentity
+    in_flight: bool = False  # a send still queued when tracing stopped (not lost)
 
     @property
     def matched(self) -> bool:
@@ -295,15 +440,12 @@ class Transfer:
             "receiver": side(self.recv, self.recv_fd),
             "file": self.file.to_json(),
             "flags": sorted(self.flags),
+            "in_flight": self.in_flight,
         }
 
 
-_SYSCALL_NAMES = {
-    Syscall.SENDMSG: "sendmsg",
-    Syscall.SENDMMSG: "sendmmsg",
-    Syscall.RECVMSG: "recvmsg",
-    Syscall.RECVMMSG: "recvmmsg",
-}
+_SYSCALL_NAMES = {s: s.name.lower() for s in Syscall}
+_REASONS = {int(r): r for r in LossReason}
 
 
 # Plain ints: socket's constants are IntFlag members, slow in the hot path.
@@ -344,7 +486,7 @@ _SYSCALLS = {int(s): s for s in Syscall}
 
 # struct formats mirroring RawEventHeader/RawFile, for fast decoding; checked
 # against the ctypes layouts (offsets included) when this module is imported.
-_HEADER_STRUCT = struct.Struct("<QqII16siIIIBBBBHHHHI")
+_HEADER_STRUCT = struct.Struct("<QqII16siIIIBBBBHHHHIQ")
 _FILE_STRUCT = struct.Struct("<QQQiHH32s")
 
 
@@ -389,7 +531,8 @@ def decode_event(data: bytes, backend: str = "tracepoint") -> TraceEvent:
     if len(data) < HEADER_SIZE:
         raise ValueError(f"event of {len(data)} bytes is shorter than its header ({HEADER_SIZE})")
     (ts_ns, ret, pid, tid, comm, sock, call_flags, msg_flags, _controllen, kind_n, syscall_n,
-     ev_flags, _pad0, msg_index, nfds, fds_seen, queued, _pad1) = _HEADER_STRUCT.unpack_from(data)
+     ev_flags, reason_n, msg_index, nfds, fds_seen, queued, _pad1,
+     sock_file) = _HEADER_STRUCT.unpack_from(data)
     kind = _KINDS.get(kind_n)
     syscall = _SYSCALLS.get(syscall_n)
     if kind is None or syscall is None:
@@ -434,10 +577,18 @@ def decode_event(data: bytes, backend: str = "tracepoint") -> TraceEvent:
         fds_seen=fds_seen,
         queued=queued,
         cloexec=tuple(cloexec),
+        sock_file=sock_file,
+        ev_flags=ev_flags,
     )
     if kind is EventKind.SEND:
         return _frozen(SendEvent, fields)
-    return _frozen(RecvEvent, fields)
+    if kind is EventKind.RECV:
+        return _frozen(RecvEvent, fields)
+    reason = _REASONS.get(reason_n)
+    if reason is None:
+        raise ValueError(f"unknown loss reason {reason_n}")
+    fields["reason"] = reason
+    return _frozen(LossReport, fields)
 
 
 def decode_path(names: bytes, flags: int = 0) -> str:
@@ -483,11 +634,11 @@ def decode_events(records: list[bytes], backend: str = "tracepoint") -> list[Tra
             append(decode_event(r, backend))
             continue
         (ts_ns, ret, pid, tid, comm, sock, call_flags, msg_flags, _controllen, kind_n,
-         syscall_n, ev_flags, _pad0, msg_index, nfds, fds_seen, queued, _pad1,
+         syscall_n, ev_flags, _reason, msg_index, nfds, fds_seen, queued, _pad1, sock_file,
          address, ino, ref_raw, fd, mode, fd_flags, name) = unpack(r)
         kind = _KINDS.get(kind_n)
         syscall = _SYSCALLS.get(syscall_n)
-        if nfds != 1 or kind is None or syscall is None:
+        if nfds != 1 or kind is None or syscall is None or kind is EventKind.LOST:
             append(decode_event(r, backend))  # the general way (and its errors)
             continue
         c = comms.get(comm)
@@ -525,6 +676,8 @@ def decode_events(records: list[bytes], backend: str = "tracepoint") -> list[Tra
             fds_seen=fds_seen,
             queued=queued,
             cloexec=(bool(fd_flags & FD_FLAG_CLOEXEC),),
+            sock_file=sock_file,
+            ev_flags=ev_flags,
         )
         append(obj)
     return out

@@ -82,7 +82,7 @@ class _Formatter:
                 append(f"{head}{from_bytes(r[:8], 'little')}}}\n")
                 continue
             (ts_ns, ret, pid, tid, comm, sock, call_flags, msg_flags, _controllen, kind,
-             syscall, ev_flags, _pad0, msg_index, nfds, _seen, _queued, _pad1,
+             syscall, ev_flags, _reason, msg_index, nfds, _seen, _queued, _pad1, _sock_file,
              address, ino, ref_raw, fd, mode, fd_flags, name) = unpack(r)
             event = _EVENT.get(kind)
             call = _SYSCALL.get(syscall)

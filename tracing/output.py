@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, TextIO
 
-from rawsys.trace.events import FileIdentity, TraceEvent, Transfer
+from rawsys.trace.events import FileIdentity, LostEvent, TraceEvent, Transfer
 
 __all__ = [
     "HEADER",
@@ -126,6 +126,8 @@ def transfer_flags(t: Transfer) -> list[str]:
         flags.add("FAILED:" + _errno_name(t.send.errno))
     elif t.send is None:
         flags.add("NOSEND")
+    elif getattr(t, "in_flight", False):
+        flags.add("INFLIGHT")
     elif t.recv is None:
         flags.add("NORECV")
     flags.discard("CMSG_CLOEXEC")  # CLOEXEC says what the fd got
@@ -161,6 +163,36 @@ def format_transfer(
         f"{when:<8} {side(t.send, t.send_fd)} {side(t.recv, t.recv_fd)} "
         f"{flags:<{FLAGS_WIDTH}} {file_column(t.file, path)}"
     )
+
+
+def format_lost(lost: LostEvent, clock: WallClock, *, start_ns: int = 0,
+                timestamp: bool = False, path: str = "") -> str:
+    """One LOST row under :data:`HEADER`: the sender, the process whose action lost
+    the fd (no fd of its own), ``LOST``, the file, then the reason in words."""
+    if timestamp:
+        when = f"{max(0, lost.timestamp_ns - start_ns) / 1e9:<8.3f}"
+    else:
+        when = clock.hms(lost.timestamp_ns)
+    pid = "-" if lost.pid is None else str(lost.pid)
+    fd = "-" if lost.fd is None else str(lost.fd)
+    r = lost.receiver
+    rpid, rcomm = ("-", "-") if r is None else (str(r.pid), r.comm)
+    return (
+        f"{when:<8} {pid:>{PID_WIDTH}} {(lost.comm or '-'):<{COMM_WIDTH}} {fd:>{FD_WIDTH}} "
+        f"{rpid:>{PID_WIDTH}} {rcomm:<{COMM_WIDTH}} {'-':>{FD_WIDTH}} {'LOST':<{FLAGS_WIDTH}} "
+        f"{file_column(lost.file, path)}  ({lost.words})"
+    )
+
+
+def lost_json(lost: LostEvent, clock: WallClock, path: str = "") -> dict[str, object]:
+    """A lost fd: :meth:`LostEvent.to_json` with ``time`` on this run's wall clock
+    and the file's ``path``."""
+    out = lost.to_json()
+    out["time"] = clock.iso(lost.timestamp_ns)
+    file = lost.file.to_json()
+    file["path"] = file_column(lost.file, path)
+    out["file"] = file
+    return out
 
 
 # ------------------------------------------------------------------ filters
@@ -364,11 +396,24 @@ class Printer:
             return False
         return not self.failures_only or is_failure_or_loss(t)
 
-    def show(self, events: Iterable[TraceEvent], transfers: Iterable[Transfer]) -> None:
-        """Events just read and the transfers (or unmatched halves) they gave."""
+    def _lost_wanted(self, lost: LostEvent) -> bool:
+        if self.name is None:
+            return True
+        names = [lost.comm or ""] + ([lost.receiver.comm] if lost.receiver else [])
+        return any(self.name in n for n in names)
+
+    def show(self, events: Iterable[TraceEvent],
+             verdicts: Iterable[Transfer | LostEvent]) -> None:
+        """Events just read and what the matcher made of them: transfers (or
+        unmatched halves) and lost fds."""
+        verdicts = list(verdicts)
+        losses = [v for v in verdicts if isinstance(v, LostEvent) and self._lost_wanted(v)]
+        transfers = [v for v in verdicts if isinstance(v, Transfer)]
         if self.interval is not None:
             self.summary.add(t for t in transfers
                              if self.name is None or name_matches(t, self.name))
+            for lost in losses:
+                self.summary.add_loss(lost.reason)
             return
         w = self.out.write
         if self.as_json:
@@ -382,11 +427,17 @@ class Printer:
                 if t.matched and self._wanted(t):
                     record = transfer_json(t, self.clock, self._path(t.file))
                     w(json.dumps(record, sort_keys=True) + "\n")
+            for lost in losses:
+                record = lost_json(lost, self.clock, self._path(lost.file))
+                w(json.dumps(record, sort_keys=True) + "\n")
             return
         for t in transfers:
             if self._wanted(t):
                 w(format_transfer(t, self.clock, start_ns=self.start_ns,
                                   timestamp=self.timestamp, path=self._path(t.file)) + "\n")
+        for lost in losses:
+            w(format_lost(lost, self.clock, start_ns=self.start_ns, timestamp=self.timestamp,
+                          path=self._path(lost.file)) + "\n")
 
     def _path(self, f: FileIdentity) -> str:
         return self.path_of(f) if f.address and f.kind in NAMED_KINDS else ""

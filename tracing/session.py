@@ -43,11 +43,10 @@ from rawsys.trace.events import (
     EventKind,
     FileIdentity,
     TraceEvent,
-    Transfer,
     decode_events,
     decode_path,
 )
-from rawsys.trace.matcher import Matcher
+from rawsys.trace.matcher import Matcher, Verdict
 from rawsys.trace.reader import RingReader, wait_readable
 
 __all__ = ["Session", "SessionError", "Totals"]
@@ -86,6 +85,10 @@ class Totals:
     @property
     def anomalies_dropped(self) -> int:
         return self.lost_anomalies + self.unread_anomalies
+
+
+def _timestamp(ev: TraceEvent) -> int:
+    return ev.timestamp_ns
 
 
 class SessionError(RuntimeError):
@@ -403,16 +406,23 @@ class Session:
                 got.extend(self.drain())
                 return got
 
-    def transfers(self, events: Iterable[TraceEvent]) -> list[Transfer]:
-        """Feed *events* to the session's matcher; the transfers they complete."""
-        out: list[Transfer] = []
-        for ev in events:
+    def transfers(self, events: Iterable[TraceEvent]) -> list[Verdict]:
+        """Feed *events* to the session's matcher; the transfers and losses they complete."""
+        out: list[Verdict] = []
+        # In the order they happened: a batch holds the anomaly ring's events
+        # (receives cut short, losses) before the routine ring's (their sends).
+        for ev in sorted(events, key=_timestamp):
             out.extend(self.matcher.feed(ev))
         return out
 
-    def flush(self) -> list[Transfer]:
-        """Unmatched halves still pending, as transfers."""
+    def flush(self) -> list[Verdict]:
+        """What is still pending: sends in flight, receives whose send was not seen."""
         return self.matcher.flush()
+
+    @property
+    def evicted(self) -> int:
+        """Pending sends the matcher dropped to stay within its cap (shown as in flight)."""
+        return self.matcher.evicted
 
     @property
     def decoded(self) -> int:

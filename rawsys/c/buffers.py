@@ -80,8 +80,12 @@ class Extent(NamedTuple):
     what: str  # for messages
 
 
-def _ctypes_extent(obj: Any, address: int, what: str) -> Extent:
-    """The memory of the ctypes instance *obj* from *address* on, if it is vouched for."""
+def _ctypes_extent(obj: Any, address: int, what: str, capacity: int | None = None,
+                   keep: object = None) -> Extent:
+    """The memory of the ctypes instance *obj* from *address* on, if it is vouched for.
+
+    *capacity* defaults to the bytes left in the object owning the memory.
+    """
     root = memory_root(obj)
     start = addressof(root)
     end = start + sizeof(root)
@@ -93,10 +97,11 @@ def _ctypes_extent(obj: Any, address: int, what: str) -> Extent:
         found = KnownMemory(root).find(address, 0)
         if found is None or found[3] is not root:
             raise UnknownMemory(f"{what} is a from_address() object: memory no object holds")
-    return Extent(address, end - address, True, obj, what)
+    return Extent(address, end - address if capacity is None else capacity, True,
+                  obj if keep is None else keep, what)
 
 
-def _pointer_extent(ptr: Any, what: str) -> Extent:
+def _pointer_extent(ptr: Any, what: str, writable: bool = True) -> Extent:
     """A bare pointer (``pointer()``, ``cast()``, ``c_void_p``, ``CMSG_DATA``)."""
     address = ctypes.cast(ptr, c_void_p).value
     if not address:
@@ -104,40 +109,45 @@ def _pointer_extent(ptr: Any, what: str) -> Extent:
     found = KnownMemory(ptr).find(address, 0)
     if found is None:
         raise UnknownMemory(f"{what} points at {address:#x}, memory no live object holds")
-    start, end, writable, holder = found
-    return Extent(address, end - address, writable, (ptr, holder), what)
+    start, end, known_writable, holder = found
+    return Extent(address, end - address, writable and known_writable, (ptr, holder), what)
+
+
+_AGGREGATES = (ctypes.Structure, ctypes.Union, ctypes.Array)
 
 
 def buffer_extent(buf: Buffer) -> Extent:
     """Resolve a buffer argument to the memory it points at (see the module docstring)."""
+    if isinstance(buf, _AGGREGATES):
+        if buf._b_base_ is None and buf._b_needsfree_:  # owns its memory: the usual case
+            return Extent(addressof(buf), sizeof(buf), True, buf, type(buf).__name__)
+        # a field or an item: its own size
+        return _ctypes_extent(buf, addressof(buf), type(buf).__name__, sizeof(buf))
     if buf is None:
         return Extent(None, 0, False, None, "NULL buffer")
+    if type(buf) is bytes:
+        return Extent(bytes_address(buf), len(buf), False, buf, "bytes object")
     if isinstance(buf, c_char_p):
         data: Any = buf._objects
         if type(data) is bytes:  # c_char_p(b"..."): the bytes object it holds
             return Extent(bytes_address(data), len(data) + 1, False, buf, "c_char_p string")
-        extent = _pointer_extent(buf, "c_char_p")
-        return extent._replace(writable=False, what="c_char_p string")
+        return _pointer_extent(buf, "c_char_p string", writable=False)
     if isinstance(buf, c_wchar_p):
         raise TypeError("c_wchar_p is a wide-character string, not a byte buffer")
-    if isinstance(buf, (ctypes.Structure, ctypes.Union, ctypes.Array)) or (
-        isinstance(buf, _SimpleCData) and not isinstance(buf, c_void_p)
-    ):
-        name = type(buf).__name__
-        extent = _ctypes_extent(buf, addressof(buf), name)
-        return extent._replace(capacity=sizeof(buf))  # a field or item: its own size
+    if isinstance(buf, _SimpleCData) and not isinstance(buf, c_void_p):
+        return _ctypes_extent(buf, addressof(buf), type(buf).__name__, sizeof(buf))
     if isinstance(buf, _CArgObject):
         target: Any = typing.cast(Any, buf)._obj
         offset = _byref_offset(buf)
         if offset < 0:
             raise ValueError(f"byref() offset {offset} is negative: it points before the "
                              f"{type(target).__name__}")
-        size = max(sizeof(target) - offset, 0)
         if isinstance(target, c_char_p):
             raise TypeError("byref(c_char_p) is a char **, not a buffer")
-        extent = _ctypes_extent(target, addressof(target) + min(offset, sizeof(target)),
-                                "byref() target")
-        return extent._replace(capacity=size, keep=target)
+        # C's object size: what follows in the object owning the memory
+        # (&vec[1] reaches the end of vec), none past it.
+        return _ctypes_extent(target, addressof(target) + min(offset, sizeof(target)),
+                              "byref() target", keep=target)
     if isinstance(buf, (_Pointer, c_void_p)):
         return _pointer_extent(buf, "pointer")
     if isinstance(buf, (int, str)) and not isinstance(buf, bool):

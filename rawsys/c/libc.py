@@ -28,6 +28,7 @@ from rawsys.c.buffers import (
     Extent,
     UnknownMemory,
     _byref_offset,
+    _CArgObject,
     buffer_extent,
     buffer_pointer,
 )
@@ -243,9 +244,11 @@ def _check_msghdrs(msg: Any, count: int, stride: int, writing: bool,
     ``BufferOverflowDetected`` or ``TypeError``.  Returns the objects holding
     the memory, for the caller to keep until the call returns.
     """
-    if type(msg) is msghdr and msg._b_base_ is None and msg._b_needsfree_:
-        root: Any = msg  # the common case, a msghdr owning its memory
-        address = ctypes.addressof(msg)
+    target: Any = typing.cast(Any, msg)._obj if type(msg) is _CArgObject else msg
+    if (type(target) is msghdr and target._b_base_ is None and target._b_needsfree_
+            and (target is msg or _byref_offset(msg) == 0)):
+        root: Any = target  # the common case, a msghdr owning its memory
+        address = ctypes.addressof(target)
     else:
         extent = _sized(msg, (count - 1) * stride + MSGHDR_SIZE if count else 0, name, False)
         root = _holder_root(extent)

@@ -96,18 +96,27 @@ def memory_root(obj: Any) -> Any:
     return obj
 
 
-def _objects_of(root: Any) -> Dict[Any, Any]:
+# A c_void_p whose ctypes _objects is a dictionary (cast() shares its source's):
+# assigning it to a pointer field makes ctypes create the owner's dictionary.
+_ANCHOR = (ctypes.c_char * 1)()
+_KEEPER = ctypes.cast(_ANCHOR, c_void_p)
+
+
+def _objects_of(root: Any, struct_obj: Any = None) -> Dict[Any, Any]:
     """*root*'s ctypes ``_objects`` dictionary, created if ctypes has none yet."""
     objects = root._objects
     if type(objects) is dict:
         return objects
-    # ctypes creates the dictionary lazily, when it first keeps something; its
-    # cast() makes one and shares it.  cast also files the source under its
-    # id, a cycle that is removed at once.
-    ctypes._cast(0, root, c_void_p)  # type: ignore[attr-defined]
-    objects = root._objects
-    objects.pop(id(root), None)
-    return typing_dict(objects)
+    # ctypes creates the dictionary lazily, when it first keeps something.
+    field = getattr(type(struct_obj), "_keeper_field_", None)
+    if field is not None:  # a c_void_p field, set to _KEEPER and back (~0.2 us)
+        value = getattr(struct_obj, field)
+        setattr(struct_obj, field, _KEEPER)
+        setattr(struct_obj, field, value)
+    else:  # cast() makes one and files its source under its id, removed at once
+        ctypes._cast(0, root, c_void_p)  # type: ignore[attr-defined]
+        root._objects.pop(id(root), None)
+    return typing_dict(root._objects)
 
 
 def typing_dict(value: Any) -> Dict[Any, Any]:
@@ -119,7 +128,7 @@ def typing_dict(value: Any) -> Dict[Any, Any]:
 def keep(struct_obj: Any, slot: str, pin: Pin | None) -> None:
     """File *pin* as what field *slot* of *struct_obj* points at (``None`` forgets it)."""
     root = memory_root(struct_obj)
-    objects = _objects_of(root)
+    objects = _objects_of(root, struct_obj)
     key = (_KEY, ctypes.addressof(struct_obj), slot)
     if pin is None:
         objects.pop(key, None)
@@ -254,6 +263,18 @@ IOVEC_SIZE = _IOVEC.size
 _FIELD_KEYS = {"msg_name": "0", "msg_iov": "2", "msg_control": "4"}
 
 
+def _scan(objects: Dict[Any, Any], address: int, length: int) -> Range | None:
+    """A ctypes object owning ``[address, address + length)`` among *objects*' values
+    (one level: what ctypes keeps for ``pointer(iov)`` or ``cast(arr, ...)``)."""
+    for value in objects.values():
+        if isinstance(value, _CData) and value._b_base_ is None and value._b_needsfree_:
+            start = ctypes.addressof(value)
+            end = start + ctypes.sizeof(value)
+            if start <= address and address + length <= end:
+                return start, end, True, value
+    return None
+
+
 def _check_range(root: Any, holder_address: int, slot: str, known: KnownMemory,
                  address: int, length: int, writing: bool, what: str) -> Range:
     """Vouch for ``[address, address + length)``, the target of field *slot* of the
@@ -269,7 +290,9 @@ def _check_range(root: Any, holder_address: int, slot: str, known: KnownMemory,
             # looked at first, a walk of a few objects.
             hint = getattr(root, "_objects", None)
             hint = hint.get(_FIELD_KEYS[slot]) if type(hint) is dict else None
-            if hint is not None:
+            if type(hint) is dict:
+                entry = _scan(hint, address, length)
+            if entry is None and hint is not None:
                 entry = KnownMemory(hint).find(address, length)
         if entry is None or entry[1] < address + length:
             entry = known.find(address, length)
@@ -287,13 +310,21 @@ def _check_range(root: Any, holder_address: int, slot: str, known: KnownMemory,
     return entry
 
 
-def _read(entry: Range, address: int, layout: struct.Struct) -> Tuple[Any, ...]:
-    holder: Any = entry[3]
-    if type(holder) is bytes:
-        return layout.unpack_from(holder, address - bytes_address(holder))
-    if isinstance(holder, _CData):
-        return layout.unpack_from(holder, address - ctypes.addressof(holder))
-    raise UnknownMemory(f"cannot read an array of iovec from {type(holder).__name__}")
+_NO_OBJECTS: Dict[Any, Any] = {}
+
+
+def _pinned(objects: Dict[Any, Any], address: int, slot: str, target: int, length: int,
+            writing: bool) -> Pin | None:
+    """The pin filed for the field, if it vouches for ``[target, target + length)``.
+
+    The fast path of ``_check_range``: a ``None`` sends the caller there,
+    which also words the errors.
+    """
+    pin = objects.get((_KEY, address, slot))
+    if (type(pin) is Pin and pin.address <= target
+            and target + length <= pin.address + pin.size and (pin.writable or not writing)):
+        return pin
+    return None
 
 
 def check_msghdr(root: Any, address: int, writing: bool, known: KnownMemory,
@@ -306,35 +337,53 @@ def check_msghdr(root: Any, address: int, writing: bool, known: KnownMemory,
     them through the call, so no other thread can free them meanwhile.
     """
     hold = held if held is not None else []
-    offset = address - ctypes.addressof(root)
+    objects = root._objects
+    if type(objects) is not dict:
+        objects = _NO_OBJECTS
     (name, namelen, iov, iovlen, control, controllen, _flags) = _MSGHDR.unpack_from(
-        root, offset)
+        root, address - ctypes.addressof(root))
     if name and namelen:
-        hold.append(_check_range(root, address, "msg_name", known, name, namelen, writing,
-                                 f"{where}.msg_name")[3])
+        pin = _pinned(objects, address, "msg_name", name, namelen, writing)
+        hold.append(pin.holder if pin is not None else _check_range(
+            root, address, "msg_name", known, name, namelen, writing, f"{where}.msg_name")[3])
     if iovlen and iovlen <= _UIO_MAXIOV:  # past it the kernel answers EMSGSIZE unread
         if not iov:
             raise UnknownMemory(f"{where}.msg_iov is NULL with msg_iovlen {iovlen}")
-        entry = _check_range(root, address, "msg_iov", known, iov, iovlen * IOVEC_SIZE,
-                             False, f"{where}.msg_iov")
-        hold.append(entry[3])
-        array = entry[3]
-        array_root = memory_root(array) if isinstance(array, _CData) else None
+        size = iovlen * IOVEC_SIZE
+        pin = _pinned(objects, address, "msg_iov", iov, size, False)
+        if pin is not None:
+            array: Any = pin.holder
+        else:
+            array = _check_range(root, address, "msg_iov", known, iov, size, False,
+                                 f"{where}.msg_iov")[3]
+        hold.append(array)
+        if not isinstance(array, _CData):
+            raise UnknownMemory(f"{where}.msg_iov points into {type(array).__name__}, "
+                                "not an array of iovec")
+        array_root = memory_root(array)
+        items = array_root._objects
+        if type(items) is not dict:
+            items = _NO_OBJECTS
+        offset = iov - ctypes.addressof(array_root)  # read through the memory's owner
         for i in range(iovlen):
-            item = iov + i * IOVEC_SIZE
-            base, length = _read(entry, item, _IOVEC)
+            base, length = _IOVEC.unpack_from(array_root, offset + i * IOVEC_SIZE)
             if not length:
                 continue
             if not base:
                 raise UnknownMemory(f"{where}.msg_iov[{i}].iov_base is NULL")
-            hold.append(_check_range(array_root, item, "iov_base", known, base, length,
-                                     writing, f"{where}.msg_iov[{i}].iov_base")[3])
+            item = iov + i * IOVEC_SIZE
+            pin = _pinned(items, item, "iov_base", base, length, writing)
+            hold.append(pin.holder if pin is not None else _check_range(
+                array_root, item, "iov_base", known, base, length, writing,
+                f"{where}.msg_iov[{i}].iov_base")[3])
     if controllen:
         if not control:
             raise UnknownMemory(f"{where}.msg_control is NULL with msg_controllen "
                                 f"{controllen}")
-        hold.append(_check_range(root, address, "msg_control", known, control, controllen,
-                                 writing, f"{where}.msg_control")[3])
+        pin = _pinned(objects, address, "msg_control", control, controllen, writing)
+        hold.append(pin.holder if pin is not None else _check_range(
+            root, address, "msg_control", known, control, controllen, writing,
+            f"{where}.msg_control")[3])
 
 
 __all__ = [

@@ -34,7 +34,7 @@ from ctypes import (
 )
 from typing import Any, Sequence, Union
 
-from rawsys.c.buffers import Buffer, buffer_extent, buffer_pointer
+from rawsys.c.buffers import Buffer, _check_len, buffer_extent
 from rawsys.c.memory import Pin, keep, kept, memory_root
 
 SUPPORTED_MACHINES = ("x86_64", "aarch64", "arm64")
@@ -138,6 +138,9 @@ class _KeepAlive(Structure):
         return kept(memory_root(self), ctypes.addressof(self), slot)
 
 
+_AGGREGATES = (Structure, ctypes.Union, Array)
+
+
 def _file(root: Any, address: int, slot: str, pin: Pin) -> None:
     objects = root._objects
     if type(objects) is not dict:
@@ -146,14 +149,10 @@ def _file(root: Any, address: int, slot: str, pin: Pin) -> None:
     objects[("rawsys", address, slot)] = pin
 
 
-def _pin(buf: Buffer, nbytes: int | None, what: str) -> tuple[int | None, int, Pin | None]:
+def _pin(buf: Buffer, nbytes: int | None) -> tuple[int | None, int, Pin | None]:
     """Address and length for a field set from *buf*, and the pin that keeps it."""
     extent = buffer_extent(buf)
-    if nbytes is not None:
-        buffer_pointer(buf, nbytes)  # the length checks and messages
-        length = nbytes
-    else:
-        length = extent.capacity
+    length = _check_len(nbytes, extent.capacity, extent.what)
     if extent.address is None:
         return None, length, None
     return extent.address, length, Pin(extent.keep, extent.address, extent.capacity,
@@ -162,6 +161,8 @@ def _pin(buf: Buffer, nbytes: int | None, what: str) -> tuple[int | None, int, P
 
 class iovec(_KeepAlive):
     """``struct iovec`` from <sys/uio.h>."""
+
+    _keeper_field_ = "iov_base"  # a c_void_p field (see rawsys.c.memory._objects_of)
 
     _fields_ = [
         ("iov_base", c_void_p),
@@ -175,14 +176,22 @@ class iovec(_KeepAlive):
         A read-only buffer (``bytes``) is accepted; the kernel only reads it
         when the iovec is sent.
         """
-        ptr, size, pin = _pin(buf, nbytes, "iov_base")
+        if nbytes is None and isinstance(buf, _AGGREGATES) and buf._b_base_ is None and (
+                buf._b_needsfree_):  # a ctypes buffer owning its memory: the usual case
+            size = ctypes.sizeof(buf)
+            ptr: int | None = ctypes.addressof(buf)
+            pin: Pin | None = Pin(buf, ptr, size, True)
+        else:
+            ptr, size, pin = _pin(buf, nbytes)
+        keep(self, "iov_base", pin)
         self.iov_base = ptr
         self.iov_len = size
-        self._keep("iov_base", pin)
 
 
 class msghdr(_KeepAlive):
     """``struct msghdr`` from <sys/socket.h>."""
+
+    _keeper_field_ = "msg_name"
 
     _fields_ = [
         ("msg_name", c_void_p),
@@ -201,7 +210,7 @@ class msghdr(_KeepAlive):
             self.msg_namelen = 0
             self._keep("msg_name", None)
             return
-        ptr, size, pin = _pin(addr, None, "msg_name")
+        ptr, size, pin = _pin(addr, None)
         self.msg_name = ptr
         self.msg_namelen = size
         self._keep("msg_name", pin)
@@ -254,10 +263,10 @@ class msghdr(_KeepAlive):
             self.msg_controllen = 0
             self._keep("msg_control", None)
             return
-        ptr, size, pin = _pin(buf, controllen, "msg_control")
+        ptr, size, pin = _pin(buf, controllen)
+        keep(self, "msg_control", pin)
         self.msg_control = ptr
         self.msg_controllen = size
-        self._keep("msg_control", pin)
 
 
 class _CarryKeeps:

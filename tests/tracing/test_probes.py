@@ -13,6 +13,7 @@ import ctypes
 import dataclasses
 import errno
 import re
+import sys
 from importlib import resources
 
 import pytest
@@ -28,6 +29,7 @@ from rawsys.trace.events import (
     RawEvent,
     RecvEvent,
     SendEvent,
+    Transfer,
     decode_event,
     file_kind,
     refs_from_raw,
@@ -57,8 +59,8 @@ def source(name: str) -> str:
 
 # ------------------------------------------------------------------ rendering
 def test_the_sources_are_the_bpf_files() -> None:
-    assert C_SOURCES == ["cmsg.bpf.h", "fentry.bpf.c", "files.bpf.h", "kprobe.bpf.c",
-                         "maps.bpf.h", "scm.bpf.h", "tracepoint.bpf.c"]
+    assert C_SOURCES == ["causes.bpf.h", "cmsg.bpf.h", "fentry.bpf.c", "files.bpf.h",
+                         "kprobe.bpf.c", "maps.bpf.h", "scm.bpf.h", "tracepoint.bpf.c"]
 
 
 @pytest.mark.parametrize("name", C_SOURCES)
@@ -88,7 +90,8 @@ def test_each_backend_defines_only_the_offsets_it_reads(backend: str) -> None:
     defined = set(re.findall(r"^#define (OFF_\w+) ", text, re.M))
     body = text.split("/* ---- maps.bpf.h ---- */", 1)[1]
     assert defined == prelude.used_names(body, "OFF_")
-    assert ("OFF_SCM_FP_LIST_FP" in defined) == (backend != "tracepoint")
+    # Every backend reads scm_fp_list.fp: a closed socket's queued messages.
+    assert "OFF_SCM_FP_LIST_FP" in defined
 
 
 def test_one_placeholder_mechanism() -> None:
@@ -211,9 +214,11 @@ def test_filters_are_typed() -> None:
 def test_filter_source_compares_bytes_and_uses_maps() -> None:
     f = Filters.of([7], comm='a"b')
     src = f.c_source()
-    # The name is compared byte by byte, never pasted into C as a string.
+    # The name is compared as two words (NUL-padded, native order), never
+    # pasted into C as a string.
     assert 'a"b' not in src
-    assert "comm[0] == 97 && comm[1] == 34 && comm[2] == 98 && comm[3] == 0" in src
+    lo = int.from_bytes(b'a"b'.ljust(8, b"\0"), sys.byteorder)
+    assert f"w[0] == 0x{lo:x}ULL && w[1] == 0x0ULL" in src
     assert "pid_filter.lookup" in src
     assert f.map_entries() == {"pid_filter": (7,), "tid_filter": ()}
     text = render("tracepoint", f)
@@ -322,14 +327,21 @@ def test_matcher_peek_does_not_consume() -> None:
 
 
 def test_matcher_failed_send_and_expiry() -> None:
+    """Failed sends are shown at once; a send waits for its receive without a
+    timer (in flight at the end); a receive alone waits grace_ns, then NOSEND."""
     m = Matcher(grace_ns=100)
     (failed,) = m.feed(_ev(SendEvent, 1, (4,), (0,), 1, ok=False))
     assert not failed.matched and failed.recv is None
-    m.feed(_ev(SendEvent, 1, (5,), (0xC,), 2))
-    (alone,) = m.feed(_ev(SendEvent, 1, (6,), (0xD,), 500))
-    assert (alone.send_fd, alone.recv) == (5, None)
-    (late,) = m.flush()
-    assert late.send_fd == 6
+    assert m.feed(_ev(SendEvent, 1, (5,), (0xC,), 2)) == []
+    assert m.feed(_ev(SendEvent, 1, (6,), (0xD,), 10_000)) == []  # no expiry of sends
+    (late,) = m.feed(_ev(RecvEvent, 2, (9,), (0xC,), 20_000))  # linked, however late
+    assert isinstance(late, Transfer) and (late.send_fd, late.recv_fd) == (5, 9)
+    assert m.feed(_ev(RecvEvent, 2, (8,), (0xE,), 20_001)) == []  # may precede its send
+    (nosend,) = m.feed(_ev(SendEvent, 1, (7,), (0xF,), 30_000))
+    assert isinstance(nosend, Transfer) and (nosend.send, nosend.recv_fd) == (None, 8)
+    left = m.flush()
+    assert [(t.send_fd, t.in_flight) for t in left if isinstance(t, Transfer)] == [
+        (6, True), (7, True)]
 
 
 def test_same_file_sent_twice_is_matched_in_order() -> None:
@@ -427,12 +439,12 @@ def test_layout_checks_survive_python_O() -> None:
     code = (
         "import struct, rawsys.trace.events as e\n"
         "e._FILE_STRUCT = struct.Struct('<QQQHHi32s')  # fd and mode swapped\n"
-        "e._HEADER_STRUCT = struct.Struct('<QqII16siIIIBBBBHHHH')  # 4 bytes short\n"
+        "e._HEADER_STRUCT = struct.Struct('<QqII16siIIIBBBBHHHHI')  # 8 bytes short\n"
         "print(e._layout_problems())\n"
     )
     out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert "RawFile.fd" in out and "RawEventHeader is 72 bytes" in out
+    assert "RawFile.fd" in out and "RawEventHeader is 80 bytes" in out
     source = resources.files("rawsys.trace").joinpath("events.py").read_text()
     assert not re.search(r"^assert ", source, re.M)
     assert "raise ImportError" in source

@@ -46,7 +46,7 @@ from rawsys.c.cmsg import CMSG_DATA, CMSG_FIRSTHDR, CMSG_LEN, CMSG_NXTHDR, CMSG_
 from rawsys.c.constants import MSG_CMSG_CLOEXEC, MSG_CTRUNC, MSG_PEEK, SCM_RIGHTS, SOL_SOCKET
 from rawsys.c.libc import recvmmsg, recvmsg, sendmmsg, sendmsg
 from rawsys.c.structs import iovec, mmsghdr, msghdr
-from rawsys.trace.events import RecvEvent, SendEvent, TraceEvent
+from rawsys.trace.events import LostEvent, RecvEvent, SendEvent, TraceEvent, Transfer
 from rawsys.trace.session import Session
 
 pytestmark = pytest.mark.usefixtures("fd_leak_check")
@@ -323,14 +323,16 @@ def test_ctrunc_too_small_control_buffer(
             assert send.fds == tuple(fds)
             assert "CTRUNC" in recv.flags and recv.fds == tuple(got)
             assert [f.address for f in recv.files] == [f.address for f in send.files[:fit]]
-            transfers = s.transfers(evs) + s.flush()
-            matched = [t for t in transfers if t.matched]
-            unmatched = [t for t in transfers if not t.matched]
+            verdicts = s.transfers(evs) + s.flush()
+            matched = [t for t in verdicts if isinstance(t, Transfer)]
+            lost = [t for t in verdicts if isinstance(t, LostEvent)]
+            assert all(t.matched for t in matched)
             assert [(t.send_fd, t.recv_fd) for t in matched] == list(zip(fds, got))
             assert all("CTRUNC" in t.flags for t in matched)
-            assert sorted(t.send_fd for t in unmatched if t.send_fd is not None) == sorted(
-                fds[fit:]
-            )
+            # The rest were dropped by the kernel: lost, cause ctrunc, each named.
+            assert [(t.fd, t.reason, t.fit) for t in lost] == [
+                (fd, "ctrunc", fit) for fd in fds[fit:]]
+            assert all(t.receiver is not None and t.receiver.pid == os.getpid() for t in lost)
         finally:
             for fd in got:
                 os.close(fd)
@@ -348,8 +350,14 @@ def test_no_control_buffer_reports_ctrunc_without_fds(
     assert c_send(a.fileno(), [pipe[0]]) == 1
     ret, flags, got = c_recv(b.fileno(), 0)
     assert ret == 1 and flags & MSG_CTRUNC and got == []
-    (recv,) = only(wait_for(s, 1, 1), RecvEvent)
+    evs = wait_for(s, 1, 1)
+    (recv,) = only(evs, RecvEvent)
     assert recv.fds == () and "CTRUNC" in recv.flags
+    # Linked to its send through the peer socket: lost, not NOSEND.
+    (lost,) = s.transfers(evs)
+    assert isinstance(lost, LostEvent)
+    assert (lost.reason, lost.pid, lost.fd, lost.fit) == ("ctrunc", os.getpid(), pipe[0], 0)
+    assert s.flush() == []
 
 
 @pytest.mark.kernel_matrix

@@ -56,17 +56,31 @@ def bpf_prog_ids() -> set[int]:
     return {int(p["id"]) for p in json.loads(out or "[]")}
 
 
+# Every backend also watches where fds in flight are lost (causes.bpf.h):
+# read-like calls, close, exec and exit, as (category, tracepoint).
+CAUSE_TRACEPOINTS = frozenset(
+    {("syscalls", f"sys_{side}_{call}") for side in ("enter", "exit")
+     for call in ("read", "readv", "recvfrom")}
+    | {("syscalls", "sys_enter_close"), ("syscalls", "sys_enter_execve"),
+       ("syscalls", "sys_enter_execveat"), ("sched", "sched_process_exit"),
+       ("sched", "sched_process_exec")}
+)
+CAUSE_PROGRAMS = frozenset(f"tracepoint__{cat}__{tp}" for cat, tp in CAUSE_TRACEPOINTS)
+
 # The tracepoint backend's programs, each attached to the syscall tracepoint of
 # its name: sendmsg is probed at entry and exit, recvmsg, sendmmsg and recvmmsg
 # only at exit (their arguments read from the registers saved at entry).
-TRACEPOINT_ATTACHMENTS = frozenset({
+TRANSFER_TRACEPOINTS = frozenset({
     "sys_enter_sendmsg",
     "sys_exit_sendmsg",
     "sys_exit_recvmsg",
     "sys_exit_sendmmsg",
     "sys_exit_recvmmsg",
 })
-TRACEPOINT_PROGRAMS = frozenset(f"tracepoint__syscalls__{tp}" for tp in TRACEPOINT_ATTACHMENTS)
+TRACEPOINT_ATTACHMENTS = TRANSFER_TRACEPOINTS | {tp for _, tp in CAUSE_TRACEPOINTS}
+TRACEPOINT_PROGRAMS = (
+    frozenset(f"tracepoint__syscalls__{tp}" for tp in TRANSFER_TRACEPOINTS) | CAUSE_PROGRAMS
+)
 
 # The kprobe and fentry backends take every syscall's entry and exit from the
 # tracepoints, and the SCM_RIGHTS path from the kernel functions.
@@ -74,7 +88,7 @@ SCM_TRACEPOINT_ATTACHMENTS = frozenset(
     f"sys_{side}_{call}"
     for side in ("enter", "exit")
     for call in ("sendmsg", "recvmsg", "sendmmsg", "recvmmsg")
-)
+) | {tp for _, tp in CAUSE_TRACEPOINTS}
 
 
 def scm_receive_function() -> str:

@@ -11,6 +11,7 @@
 #include "maps.bpf.h"
 #include "files.bpf.h"
 #include "cmsg.bpf.h"
+#include "causes.bpf.h"
 #include "scm.bpf.h"
 
 /* bcc pastes the function name into the program's name: expand FN_* first. */

@@ -10,6 +10,7 @@
 #include "maps.bpf.h"
 #include "files.bpf.h"
 #include "cmsg.bpf.h"
+#include "causes.bpf.h"
 #include "scm.bpf.h"
 
 /* Argument n (from 0, a constant) of the probed function, from its registers. */

@@ -29,6 +29,7 @@ struct sent_files {
     u32 seen;
     s32 sock;         /* tracepoint backend: sendmsg's arguments, kept here so */
     u32 flags;        /* a send needs no entry in `calls` */
+    u64 sock_file;    /* the socket's struct file (links a receive cut short to its send) */
     s32 fds[FD_SLOTS];
     u32 fd_flags[FD_SLOTS];
     u64 files[FD_SLOTS];
@@ -94,7 +95,7 @@ static __always_inline void count_lost(int which)
 
 static __always_inline void count_event(u32 kind, u32 anomaly)
 {
-    int slot = ((kind - 1) & 1) * 2 + (anomaly & 1);
+    int slot = ((kind - 1) & 1) * 2 + (anomaly & 1); /* a loss counts with receives */
     u64 *n = produced.lookup(&slot);
     if (n)
         *n += 1;
@@ -158,12 +159,13 @@ static __always_inline void fill_header(struct fd_event *ev, u32 kind, const str
     ev->kind = kind;
     ev->syscall = a->syscall;
     ev->ev_flags = FILE_REF_T ? EV_FLAG_REF_IS_FILE_REF : 0;
-    ev->pad0 = 0;
+    ev->reason = 0;
     ev->msg_index = index;
     ev->nfds = 0;
     ev->fds_seen = 0;
     ev->queued = a->queued;
     ev->pad1 = 0;
+    ev->sock_file = 0;
 }
 
 /* A zeroed event header in per-CPU scratch, for the current thread. */
@@ -183,7 +185,8 @@ static __always_inline struct fd_event *new_event(u32 kind, const struct call_ar
  * record.  Such events go to the anomaly ring (routine ones never do). */
 static __always_inline int is_anomaly(const struct fd_event *ev)
 {
-    return ev->ret < 0 || (ev->msg_flags & MSG_CTRUNC) || (ev->ev_flags & EV_FLAG_FDS_DROPPED);
+    return ev->kind == EV_LOST || ev->ret < 0 || (ev->msg_flags & MSG_CTRUNC) ||
+           (ev->ev_flags & EV_FLAG_FDS_DROPPED);
 }
 
 /* Write *size* bytes at *data* (any record the reader knows) to the anomaly

@@ -21,7 +21,9 @@ import ctypes
 import mmap
 import os
 import re
+import resource
 import stat
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -70,6 +72,19 @@ MAX_SENDING = 1024  # of which inside sendmsg with fds (4 KiB of fd/file slots e
 # Messages whose SCM_RIGHTS the kernel handled, kept by the kprobe and fentry
 # backends until their syscall returns (16 KiB of file records each).
 MAX_SCM_MSGS = 256
+# Why fds were lost (causes.bpf.h): files named per LOST event, messages of a
+# closed socket's queue walked, fds of an exiting process examined for unix
+# sockets (and how many of those), close-on-exec fds remembered per process
+# until it execs, read-like calls in progress that saw fds queued, and the
+# 64-fd words of the fd table scanned to tell EMFILE from CTRUNC.
+LOST_FILES = 16
+QUEUE_WALK = 8
+EXIT_FDS = 64
+EXIT_SOCKS = 4
+CLOEXEC_SLOTS = 8
+MAX_CLOEXEC_PROCS = 1024
+MAX_READ_PEEKS = 256
+FULL_SCAN_WORDS = 16
 KPROBE_ARGS = 6  # PT_REGS_PARM1..6: the arguments a kprobe reads (kprobe.bpf.c's KP_ARG)
 USER_WINDOW_LEN = 256  # bytes around a user msghdr read at once (a power of two)
 MAX_FILTER_IDS = 1024  # PIDs (and TIDs) one session can filter on
@@ -79,7 +94,7 @@ MAX_FILTER_IDS = 1024  # PIDs (and TIDs) one session can filter on
 MAX_PATH_DEPTH = 24
 PATH_BUF_LEN = 1024
 PATH_NAME_LEN = 256
-PATH_FILES = 8
+PATH_FILES = 4
 MAX_PATHS = 4096
 PID_MAX_LIMIT = 1 << 22  # include/linux/threads.h, PID_MAX_LIMIT on 64-bit
 UID_INVALID = (1 << 32) - 1  # (uid_t)-1, INVALID_UID in include/linux/uidgid.h
@@ -153,10 +168,15 @@ class Filters:
         :meth:`map_entries` fills after loading, so a session can add a pid
         (a forked child) while it runs.
         """
-        # Compare every byte up to and including the terminating NUL.
-        comm_test = " && ".join(
-            f"comm[{i}] == {b}" for i, b in enumerate(self.comm_bytes + b"\0")
-        ) or "1"
+        # The kernel pads comm with NULs to TASK_COMM_LEN (strscpy_pad): the
+        # name is compared as two 8-byte words, a fixed cost for any length
+        # (a compare per byte made a 15-byte name too large a program).
+        padded = self.comm_bytes.ljust(events.COMM_LEN, b"\0")
+        lo, hi = (int.from_bytes(padded[i:i + 8], sys.byteorder) for i in (0, 8))
+        comm_test = (
+            "u64 w[2]; __builtin_memcpy(w, comm, sizeof(w)); "
+            f"return w[0] == 0x{lo:x}ULL && w[1] == 0x{hi:x}ULL;"
+        ) if self.comm_bytes else "return 1;"
         return (
             f"BPF_HASH(pid_filter, u32, u8, {MAX_FILTER_IDS});\n"
             f"BPF_HASH(tid_filter, u32, u8, {MAX_FILTER_IDS});\n"
@@ -168,9 +188,9 @@ class Filters:
             "{ return pid_filter.lookup(&tgid) != 0; }\n"
             "static __always_inline int tid_wanted(u32 tid) "
             "{ return tid_filter.lookup(&tid) != 0; }\n"
-            "static __always_inline int comm_wanted(const unsigned char *comm) { return "
+            "static __always_inline int comm_wanted(const unsigned char *comm) { "
             + comm_test
-            + "; }\n"
+            + " }\n"
         )
 
     def map_entries(self) -> dict[str, tuple[int, ...]]:
@@ -241,6 +261,9 @@ def _constant_defines() -> dict[str, int]:
         "MSG_CTRUNC": constants.MSG_CTRUNC,
         "MSG_CMSG_CLOEXEC": constants.MSG_CMSG_CLOEXEC,
         "O_CLOEXEC": constants.O_CLOEXEC,
+        "AF_UNIX": constants.AF_UNIX,
+        "SOCK_STREAM": constants.SOCK_STREAM,
+        "RLIMIT_NOFILE": resource.RLIMIT_NOFILE,  # <sys/resource.h>
         # <sys/stat.h>, from Python's stat module.
         "S_IFMT": stat.S_IFMT(0o777777),
         "S_IFIFO": stat.S_IFIFO,
@@ -268,10 +291,10 @@ def _constant_defines() -> dict[str, int]:
         # Event layout, from rawsys.trace.events.
         "EV_SEND": int(events.EventKind.SEND),
         "EV_RECV": int(events.EventKind.RECV),
-        "SYS_SENDMSG": int(events.Syscall.SENDMSG),
-        "SYS_SENDMMSG": int(events.Syscall.SENDMMSG),
-        "SYS_RECVMSG": int(events.Syscall.RECVMSG),
-        "SYS_RECVMMSG": int(events.Syscall.RECVMMSG),
+        "EV_LOST": int(events.EventKind.LOST),
+        **{f"SYS_{s.name}": int(s) for s in events.Syscall},
+        **{f"LOST_{r.name}": int(r) for r in events.LossReason},
+        "EV_FLAG_FD_TABLE_FULL": events.EV_FLAG_FD_TABLE_FULL,
         "FD_FLAG_CLOEXEC": events.FD_FLAG_CLOEXEC,
         "EV_FLAG_FDS_DROPPED": events.EV_FLAG_FDS_DROPPED,
         "EV_FLAG_REF_IS_FILE_REF": events.EV_FLAG_REF_IS_FILE_REF,
@@ -292,6 +315,16 @@ def _constant_defines() -> dict[str, int]:
         "PATH_FILES": PATH_FILES,
         "MAX_PATHS": MAX_PATHS,
         "PATH_FLAG_TRUNCATED": events.PATH_FLAG_TRUNCATED,
+        "LOST_FILES": LOST_FILES,
+        "QUEUE_WALK": QUEUE_WALK,
+        "EXIT_FDS": EXIT_FDS,
+        "EXIT_SOCKS": EXIT_SOCKS,
+        "CLOEXEC_SLOTS": CLOEXEC_SLOTS,
+        "MAX_CLOEXEC_PROCS": MAX_CLOEXEC_PROCS,
+        "MAX_READ_PEEKS": MAX_READ_PEEKS,
+        "FULL_SCAN_WORDS": FULL_SCAN_WORDS,
+        # struct rlimit (include/uapi/linux/resource.h): two unsigned longs.
+        "RLIMIT_SIZE": 2 * ctypes.sizeof(ctypes.c_ulong),
         **_fd_scratch_defines(events.FD_SLOTS, ctypes.sizeof(ctypes.c_int)),
     }
 

@@ -32,6 +32,7 @@ struct scm_msg {
     u64 control;                    /* receive: where scm_detach_fds began (user memory) */
     u32 queued;                     /* files the kernel's list held */
     s32 err;                        /* send: __scm_send's result */
+    u64 sock_file;                  /* send: the socket's struct file */
     struct fd_file files[FD_SLOTS]; /* each fd, its flags, its file and the file's identity */
 };
 
@@ -175,6 +176,7 @@ static __always_inline void scm_send_done(u64 kmsg, u64 scm, s64 ret)
         fill_files(m, n, MMSG_FD_SLOTS);
     m->n = n;
     m->seen = seen;
+    m->sock_file = file_of_fd(t, a->sock);
     m->control = 0;
     m->queued = count;
     m->err = ret;
@@ -183,15 +185,18 @@ static __always_inline void scm_send_done(u64 kmsg, u64 scm, s64 ret)
         count_lost(1);
 }
 
-/* One event for record m of message index, a send or a receive: its file
- * records copied in one read (their identities were read already). */
+/* One event for record m of message index, a send, a receive or (reason
+ * given) a loss: its file records copied in one read (their identities were
+ * read already). */
 static __always_inline void emit_msg(u32 kind, const struct call_args *a, struct scm_msg *m,
                                      s64 ret, u32 index, u32 msg_flags, u64 controllen,
-                                     const u32 slots)
+                                     const u32 slots, u32 reason)
 {
     struct fd_event *ev = new_event(kind, a, ret, index);
     if (!ev)
         return;
+    ev->reason = reason;
+    ev->sock_file = m->sock_file;
     u32 n = m->n;
     if (n > slots)
         n = slots;
@@ -208,6 +213,14 @@ static __always_inline void emit_msg(u32 kind, const struct call_args *a, struct
     if (size && bpf_probe_read_kernel(ev->files, size, m->files))
         n = 0;
     ev->nfds = n;
+    /* recvmsg only: within recvmmsg's loop over messages the verifier's
+     * budget does not allow these (its losses are told from MSG_CTRUNC alone). */
+    if (kind == EV_RECV && slots == FD_SLOTS) {
+        if (msg_flags & MSG_CTRUNC)
+            note_ctrunc(ev, a->sock);
+        if (a->flags & MSG_CMSG_CLOEXEC)
+            note_cloexec_files(ev->files, n);
+    }
     submit(ev);
 }
 
@@ -223,7 +236,10 @@ static __always_inline int scm_exit_sendmsg(s64 ret)
     if (m && m->seen) {
         fill_files(m, m->n, FD_SLOTS);
         remember_paths(m->files, UNREFINED(m->n));
-        emit_msg(EV_SEND, &a, m, ret, 0, 0, 0, FD_SLOTS);
+        emit_msg(EV_SEND, &a, m, ret, 0, 0, 0, FD_SLOTS, 0);
+        /* A SOCK_STREAM send of no data byte drops its fds. */
+        if (zero_length_stream(a.sock, ret))
+            emit_msg(EV_LOST, &a, m, ret, 0, 0, 0, FD_SLOTS, LOST_ZERO_LENGTH_STREAM);
     }
     forget_msgs(tid, a.scm_files);
     return 0;
@@ -261,7 +277,7 @@ static __always_inline int scm_exit_sendmmsg(s64 ret)
             bpf_probe_read_user(&len, sizeof(len), (void *)(hdr + USER_MMSGHDR_LEN));
             r = len;
         }
-        emit_msg(EV_SEND, &a, m, r, i, 0, 0, MMSG_FD_SLOTS);
+        emit_msg(EV_SEND, &a, m, r, i, 0, 0, MMSG_FD_SLOTS, 0);
     }
     forget_msgs(tid, a.scm_files);
     return 0;
@@ -287,6 +303,7 @@ static __always_inline void scm_detach_begin(u64 kmsg, u64 scm)
     m->seen = 0;
     m->queued = count;
     m->err = 0;
+    m->sock_file = 0;
     m->control = 0;
     bpf_probe_read_kernel(&m->control, sizeof(m->control),
                           (void *)(kmsg + OFF_MSGHDR_MSG_CONTROL));
@@ -346,7 +363,7 @@ static __always_inline void emit_recv(const struct call_args *a, struct scm_msg 
                                       u32 index, u32 msg_flags, u64 controllen, const u32 slots)
 {
     if (m) {
-        emit_msg(EV_RECV, a, m, ret, index, msg_flags, controllen, slots);
+        emit_msg(EV_RECV, a, m, ret, index, msg_flags, controllen, slots, 0);
         return;
     }
     if (!(msg_flags & MSG_CTRUNC))
@@ -355,6 +372,8 @@ static __always_inline void emit_recv(const struct call_args *a, struct scm_msg 
     if (ev) {
         ev->msg_flags = msg_flags;
         ev->controllen = controllen;
+        if (slots == FD_SLOTS)
+            note_ctrunc(ev, a->sock);
         submit(ev);
     }
 }

@@ -17,6 +17,7 @@
 #include "maps.bpf.h"
 #include "files.bpf.h"
 #include "cmsg.bpf.h"
+#include "causes.bpf.h"
 
 /* Report one user msghdr whose control data names fds (or, received, was cut short). */
 static __always_inline void emit_user_msghdr(u32 kind, const struct call_args *a, u64 hdr,
@@ -53,6 +54,8 @@ static __always_inline void emit_user_msghdr(u32 kind, const struct call_args *a
         fill_file(&one->files[0], file);
         one->nfds = 1;
         remember_paths(one->files, 1);
+        if (kind == EV_RECV && (fl & FD_FLAG_CLOEXEC))
+            note_cloexec(fd, file);
         submit_one(one);
         return;
     }
@@ -75,6 +78,13 @@ static __always_inline void emit_user_msghdr(u32 kind, const struct call_args *a
         ev->nfds = n;
         if (fast) /* not per message of a sendmmsg/recvmmsg vector (verifier budget) */
             remember_paths(ev->files, UNREFINED(ev->nfds));
+    }
+    /* recvmsg only (recvmmsg's loop over messages has no room for these). */
+    if (kind == EV_RECV && max == FD_SLOTS) {
+        if (msg_flags & MSG_CTRUNC)
+            note_ctrunc(ev, a->sock);
+        if (a->flags & MSG_CMSG_CLOEXEC)
+            note_cloexec_files(ev->files, ev->nfds);
     }
     submit(ev);
 }
@@ -118,11 +128,13 @@ static __always_inline int stash_send(u32 tid, u64 hdr, s32 sock, u32 flags)
         sf->fds[0] = fd;
         sf->files[0] = resolve_fd(t1, fd, &fl);
         sf->fd_flags[0] = fl;
+        sf->sock_file = file_of_fd(t1, sock);
     } else {
         const struct fd_table *t = current_fd_table_read();
         if (!t)
             return 0;
         resolve_fds(t, s->fds, n, FD_SLOTS, 0, sf);
+        sf->sock_file = file_of_fd(t, sock);
     }
     sf->sock = sock;
     sf->flags = flags;
@@ -170,11 +182,14 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
     a.sock = sf->sock;
     a.flags = sf->flags;
     a.syscall = SYS_SENDMSG;
-    if (sf->n == 1 && sf->seen == 1 && args->ret >= 0) {
+    /* A SOCK_STREAM send of no data byte drops its fds (reported below). */
+    int dropped = zero_length_stream(sf->sock, args->ret);
+    if (sf->n == 1 && sf->seen == 1 && args->ret >= 0 && !dropped) {
         /* The usual one-fd message: written in place in the ring buffer (a
          * failed send is an anomaly: the general path routes it). */
         struct fd_event *one = new_event_one(EV_SEND, &a, args->ret, 0);
         if (one) {
+            one->sock_file = sf->sock_file;
             one->fds_seen = 1;
             one->files[0].fd = sf->fds[0];
             one->files[0].fd_flags = sf->fd_flags[0];
@@ -197,8 +212,15 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
         ev->ev_flags |= EV_FLAG_FDS_DROPPED;
     copy_sent_files(ev, sf, n, FD_SLOTS);
     remember_paths(ev->files, UNREFINED(ev->nfds));
+    ev->sock_file = sf->sock_file;
     sf->n = 0;
     submit(ev);
+    if (dropped) {
+        /* The same files, lost: the scratch event still holds them. */
+        ev->kind = EV_LOST;
+        ev->reason = LOST_ZERO_LENGTH_STREAM;
+        submit(ev);
+    }
     return 0;
 }
 

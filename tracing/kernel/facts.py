@@ -124,6 +124,27 @@ READS: tuple[Read, ...] = (
     # struct file *fp[SCM_MAX_FD]: at 16 until the af_unix garbage collector
     # was rewritten (6.10, and backported: Debian's 6.1.0-57 has it), 40 since
     Read("scm_fp_list", "fp", 0, type="struct file *[]"),
+    # Why fds in flight were lost (causes.bpf.h): a socket fd's struct socket
+    # and struct sock, its queue of messages and the files each carries
+    # (UNIXCB(skb).fp: the skb's cb holds a struct unix_skb_parms), the peer
+    # socket, and what tells a full fd table (RLIMIT_NOFILE, open_fds).
+    Read("file", "private_data", 8),
+    Read("socket", "type", 2, type="short int"),
+    Read("socket", "sk", 8),
+    Read("socket", "file", 8),
+    Read("sock", "__sk_common.skc_family", 2),
+    Read("sock", "sk_receive_queue", 0, type="struct sk_buff_head"),
+    Read("sock", "sk_receive_queue.next", 8),
+    Read("sock", "sk_socket", 8),
+    Read("unix_sock", "peer", 8, type="struct sock *"),
+    Read("sk_buff", "next", 8),
+    Read("sk_buff", "cb", 0, type="char[]"),
+    Read("unix_skb_parms", "fp", 8, type="struct scm_fp_list *"),
+    Read("task_struct", "signal", 8),
+    Read("signal_struct", "rlim", 0, type="struct rlimit[]"),
+    Read("files_struct", "count", 4),
+    Read("files_struct", "next_fd", 4),
+    Read("fdtable", "open_fds", 8),
     Read("msghdr", "msg_control", 8),
     Read("msghdr", "msg_controllen", 8),
     # The user registers saved at syscall entry (struct pt_regs), where the
