@@ -50,6 +50,8 @@ from rawsys.trace.output import (
     WallClock,
     event_json,
     file_column,
+    format_lost,
+    lost_json,
     transfer_json,
 )
 
@@ -454,3 +456,28 @@ def test_paths_kept_leaf_first_are_turned_round() -> None:
     assert decode_path(b"") == "/"  # the root itself
     assert decode_path(b"f\0d\0", PATH_FLAG_TRUNCATED) == ".../d/f"  # the root end is missing
     assert decode_path(b"caf\xc3\xa9\0") == "/caf\u00e9"
+
+
+def test_lost_rows_and_records_name_sender_receiver_file_and_reason() -> None:
+    import io
+
+    from rawsys.trace.events import LostEvent, LostParty
+
+    lost = LostEvent(reason="read-without-control", pid=4321, tid=4321, comm="tmux: client",
+                     fd=5, file=PTS, receiver=LostParty(1234, 1234, "tmux: server", 4),
+                     timestamp_ns=1_500_000_000, syscall="read")
+    row = format_lost(lost, CLOCK)
+    assert row.split()[1:9] == ["4321", "tmux:", "client", "5", "1234", "tmux:", "server", "-"]
+    assert row[HEADER.index("FLAGS"):].startswith("LOST ")
+    assert row[HEADER.index("FILE"):] == f"/dev/pts/1  ({lost.words})"
+    record = lost_json(lost, CLOCK)
+    assert record["time"] == "2026-01-02T03:04:06.178901+00:00"
+    assert record["file"]["path"] == "/dev/pts/1"  # type: ignore[index]
+    assert record["receiver"] == {"pid": 1234, "tid": 1234, "comm": "tmux: server", "sock": 4}
+    # -x keeps losses; -n matches the receiver's name too; -i counts them per cause.
+    out = io.StringIO()
+    Printer(out, CLOCK, failures_only=True, name="server").show([], [_transfer("a", "b"), lost])
+    assert [line[HEADER.index("FLAGS"):][:4] for line in out.getvalue().splitlines()] == ["LOST"]
+    p = Printer(io.StringIO(), CLOCK, interval=1.0)
+    p.show([], [lost, lost])
+    assert p.summary.losses == {"read-without-control": 2}
