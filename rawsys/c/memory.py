@@ -242,7 +242,12 @@ def _reachable(roots: Tuple[object, ...]) -> Iterator[Range]:
         elif type(node) in (tuple, list):
             stack.extend(typing_seq(node))
         elif type(node) is memoryview:
-            continue  # a from_buffer export: its range is its ctypes object's
+            # from_buffer(): the object's memory is this export of another
+            # buffer (a ctypes array, a bytearray); the export keeps it alive.
+            if node.nbytes and not node.readonly:
+                view = node.cast("B")
+                address = ctypes.addressof(ctypes.c_char.from_buffer(view))
+                yield address, address + node.nbytes, True, node
 
 
 def typing_seq(value: Any) -> List[object]:
