@@ -71,6 +71,8 @@ class WallClock:
             assert best is not None
             offset_ns = best[1]
         self.offset_ns = offset_ns
+        self._hms_second = -1
+        self._hms_text = ""
 
     def wall_ns(self, ktime_ns: int) -> int:
         """Nanoseconds since the Unix epoch for a ``bpf_ktime_get_ns()`` stamp."""
@@ -87,7 +89,11 @@ class WallClock:
 
     def hms(self, ktime_ns: int) -> str:
         """``HH:MM:SS`` in local time, as bcc's tools print it."""
-        return time.strftime("%H:%M:%S", time.localtime(self.wall_ns(ktime_ns) // 1_000_000_000))
+        second = self.wall_ns(ktime_ns) // 1_000_000_000
+        if second != self._hms_second:  # one strftime per second of events, not per row
+            self._hms_second = second
+            self._hms_text = time.strftime("%H:%M:%S", time.localtime(second))
+        return self._hms_text
 
 
 # ------------------------------------------------------------------ the table
