@@ -120,8 +120,13 @@ def print_events(events: List[Any], transfers: List[Any], out: TextIO | None = N
     print(f"{EVENTS_HEADER} ({len(events)}) ---", file=out)
     for event in events:
         print(format_event(event), file=out)
+    from rawsys.trace.cli import format_lost
+    from rawsys.trace.events import LostEvent
+
     for transfer in transfers:
-        print(format_transfer(transfer), file=out)
+        # The matcher also reports fds that never arrived (a receive cut short).
+        lost = isinstance(transfer, LostEvent)
+        print(format_lost(transfer) if lost else format_transfer(transfer), file=out)
     out.flush()
 
 
