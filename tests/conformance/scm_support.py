@@ -51,6 +51,7 @@ from rawsys.c import (
     syscall,
     ucred,
 )
+from rawsys.c.libc import LIBC
 from rawsys.c.syscalls import SYSCALLS
 
 # (cmsg_level, cmsg_type, data) and, optionally, a cmsg_len written instead of CMSG_LEN(len(data))
@@ -116,10 +117,19 @@ def rights(*fds: int) -> Cmsg:
     return (SOL_SOCKET, SCM_RIGHTS, fds_data(fds))
 
 
-def send(sock: int, msg: msghdr, flags: int = 0) -> Tuple[int, int]:
-    """``sendmsg``: ``(return value, errno)``; errno is 0 on success."""
+def send(sock: int, msg: msghdr, flags: int = 0, *, unchecked: bool = False) -> Tuple[int, int]:
+    """``sendmsg``: ``(return value, errno)``; errno is 0 on success.
+
+    ``unchecked`` calls libc's sendmsg directly, past the C layer's memory
+    checks, for lengths the C layer refuses before the call (a
+    ``msg_controllen`` beyond the control buffer) but the kernel itself
+    rejects before reading anything.
+    """
     set_errno(0)
-    ret = sendmsg(sock, msg, flags)
+    if unchecked:
+        ret = LIBC["sendmsg"](sock, byref(msg), flags)
+    else:
+        ret = sendmsg(sock, msg, flags)
     return ret, (get_errno() if ret == -1 else 0)
 
 
@@ -216,8 +226,10 @@ def udp_loopback() -> Tuple[int, sockaddr_in]:
     addr.sin_family = AF_INET
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK)
     addrlen = socklen_t(sizeof(addr))
-    if (bind(fd, addr, sizeof(addr)) == -1
-            or syscall(SYSCALLS["getsockname"], fd, byref(addr), byref(addrlen)) == -1):
+    if (
+        bind(fd, addr, sizeof(addr)) == -1
+        or syscall(SYSCALLS["getsockname"], fd, byref(addr), byref(addrlen)) == -1
+    ):
         err = get_errno()
         close(fd)
         raise OSError(err, os.strerror(err))

@@ -59,6 +59,7 @@ def same_file(a: int, b: int) -> bool:
 
 # --- scm_recv / scm_detach_fds ------------------------------------------------------
 
+
 def test_no_control_buffer_sets_ctrunc_and_installs_nothing(pair, pipe):
     """msg_control NULL while fds are queued: scm_recv sets MSG_CTRUNC and drops them."""
     send_fds(pair[0], pipe[0], pipe[1])
@@ -114,6 +115,7 @@ def test_room_for_all_fds_no_ctrunc(pair, pipe):
 
 
 # --- receive_fd ----------------------------------------------------------------------
+
 
 def test_msg_cmsg_cloexec_sets_fd_cloexec(pair, pipe):
     """MSG_CMSG_CLOEXEC: receive_fd installs with O_CLOEXEC, so FD_CLOEXEC is set (2.6.23+)."""
@@ -194,6 +196,7 @@ def _open_below(limit: int) -> set[int]:
 
 
 # --- __unix_dgram_recvmsg ----------------------------------------------------------
+
 
 def test_msg_peek_gives_clones_and_the_read_gets_them_again(pair, pipe):
     """MSG_PEEK: scm_fp_dup clones the queued fds; the real read installs them again."""

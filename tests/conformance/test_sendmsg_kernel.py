@@ -54,6 +54,7 @@ from rawsys.c import (
     socketpair,
     ucred,
 )
+from rawsys.c.memory import BufferOverflowDetected
 
 pytestmark = pytest.mark.usefixtures("fd_leak_check")
 
@@ -73,6 +74,7 @@ def assert_nothing_queued(sock: int) -> None:
 
 
 # --- CMSG_OK in __scm_send ---------------------------------------------------------
+
 
 @pytest.mark.parametrize("cmsg_len", [0, 1, sizeof(cmsghdr) - 1])
 def test_cmsg_len_smaller_than_header_is_einval(pair, pipe, cmsg_len):
@@ -101,6 +103,7 @@ def test_cmsg_len_exactly_the_buffer_is_accepted(pair, pipe):
 
 
 # --- scm_fp_copy ----------------------------------------------------------------
+
 
 def test_scm_max_fd_fds_are_accepted(pair, pipe):
     """SCM_MAX_FD (253) fds in one message: scm_fp_copy takes them all.
@@ -214,6 +217,7 @@ def test_zero_bytes_on_a_datagram_socket_carry_the_fds(pair, pipe):
 
 # --- the cmsg_level / cmsg_type switch of __scm_send --------------------------------
 
+
 @pytest.mark.parametrize("cmsg_type", [0, 0x03, 99, 0x7FFFFFFF])
 def test_unknown_sol_socket_type_is_einval(pair, cmsg_type):
     """An unknown cmsg_type at SOL_SOCKET hits the default branch: -EINVAL.
@@ -236,6 +240,7 @@ def test_other_levels_are_ignored(pair, pipe, level):
 
 
 # --- SCM_RIGHTS on other families --------------------------------------------------
+
 
 def test_scm_rights_on_netlink_is_einval(pipe):
     """netlink_sendmsg calls scm_send; __scm_send refuses SCM_RIGHTS off PF_UNIX: -EINVAL."""
@@ -274,6 +279,7 @@ def test_scm_rights_on_udp_is_silently_ignored(pipe):
 
 # --- SCM_CREDENTIALS -------------------------------------------------------------
 
+
 def own_creds() -> bytes:
     return creds_data(os.getpid(), os.getuid(), os.getgid())
 
@@ -303,12 +309,15 @@ def unused_pid() -> int:
     return pid
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="claiming a pid other than one's own needs "
-                    "CAP_SYS_ADMIN (scm_check_creds); run as root")
+@pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="claiming a pid other than one's own needs CAP_SYS_ADMIN (scm_check_creds); run as root",
+)
 def test_credentials_of_a_pid_that_does_not_exist_are_esrch(pair):
     """Allowed to claim any pid (CAP_SYS_ADMIN), a pid with no process: find_get_pid → -ESRCH."""
-    msg = message([(SOL_SOCKET, SCM_CREDENTIALS,
-                    creds_data(unused_pid(), os.getuid(), os.getgid()))])
+    msg = message(
+        [(SOL_SOCKET, SCM_CREDENTIALS, creds_data(unused_pid(), os.getuid(), os.getgid()))]
+    )
     assert_errno(send(pair[0], msg), errno.ESRCH)
 
 
@@ -362,6 +371,7 @@ def test_another_pid_as_non_root_is_eperm(pair):
 
 # --- ____sys_sendmsg and unix_dgram_sendmsg ----------------------------------------
 
+
 @pytest.mark.parametrize("controllen", [2**31, 2**32 + 16, 2**63])
 def test_controllen_over_int_max_is_enobufs(pair, pipe, controllen):
     """msg_controllen > INT_MAX: ____sys_sendmsg returns -ENOBUFS before copying anything.
@@ -372,7 +382,11 @@ def test_controllen_over_int_max_is_enobufs(pair, pipe, controllen):
     """
     msg = message([rights(pipe[0])])
     msg.msg_controllen = controllen
-    assert_errno(send(pair[0], msg), errno.ENOBUFS)
+    assert_errno(send(pair[0], msg, unchecked=True), errno.ENOBUFS)
+    assert_nothing_queued(pair[1])
+    # The C layer's own sendmsg refuses the length before the kernel sees it.
+    with pytest.raises(BufferOverflowDetected):
+        send(pair[0], msg)
     assert_nothing_queued(pair[1])
 
 
