@@ -544,3 +544,18 @@ def test_every_form_of_the_msghdr_argument_is_walked(dgram: tuple[int, int]) -> 
     for form in (msg, byref(msg), pointer(msg), vec[1].msg_hdr, byref(vec[1].msg_hdr)):
         assert sendmsg(a, form, 0) == 3, form
         assert os.read(b, 10) == b"raw"
+
+
+def test_memmove_into_cmsg_data_of_a_from_buffer_header() -> None:
+    """CMSG_DATA of ``cmsghdr.from_buffer(buf, offset)`` is bounded by *buf*, not the header."""
+    from ctypes import c_ubyte
+
+    from rawsys.c import CMSG_DATA, CMSG_LEN, CMSG_SPACE, BufferOverflowDetected, cmsghdr, memmove
+
+    buf = (c_ubyte * (2 * CMSG_SPACE(4)))()
+    hdr = cmsghdr.from_buffer(buf, CMSG_SPACE(4))
+    hdr.cmsg_len = CMSG_LEN(4)
+    memmove(CMSG_DATA(hdr), b"\x01\x02\x03\x04", 4)
+    assert bytes(buf[CMSG_SPACE(4) + CMSG_LEN(0):][:4]) == b"\x01\x02\x03\x04"
+    with pytest.raises(BufferOverflowDetected):
+        memmove(CMSG_DATA(hdr), bytes(9), 9)  # 8 bytes of buf follow the header

@@ -115,8 +115,8 @@ BAD_ADDRESS = st.sampled_from([(), 123, ("127.0.0.1", 80), "/nonexistent/rawsys"
                                "\0rawsys-stateful-nobody"])
 
 
-# Which receiving socket: plain, with SO_PASSCRED, with SO_PASSPIDFD.
-ON = st.sampled_from([{}, {}, {"passcred": True}, {"passpidfd": True}])
+# Which pair: datagrams, with SO_PASSCRED, with SO_PASSPIDFD, or a stream.
+ON = st.sampled_from([{}, {}, {"passcred": True}, {"passpidfd": True}, {"stream": True}])
 
 
 def one_bad(valid: Dict[str, st.SearchStrategy[Any]],
@@ -138,11 +138,12 @@ def _send_fds(a: Dict[str, Any]) -> Op:
     kwargs: Tuple[Tuple[str, Any], ...] = ()
     if a["address"] is not None:
         kwargs = (("address", a["address"]),)
-    return Op("send_fds", (a["buffers"], a["fds"], a["flags"]), kwargs)
+    return Op("send_fds", (a["buffers"], a["fds"], a["flags"]), kwargs, **a["on"])
 
 
 SEND_FDS = one_bad(
-    {"buffers": chunks(), "fds": valid_fds(), "flags": SEND_FLAGS, "address": ADDRESS},
+    {"buffers": chunks(), "fds": valid_fds(), "flags": SEND_FLAGS, "address": ADDRESS,
+     "on": ON},
     {"buffers": BAD_BUFFERS, "fds": invalid_fds(), "flags": BAD_FLAGS, "address": BAD_ADDRESS},
 ).map(_send_fds)
 
@@ -417,7 +418,7 @@ class FdWire(RuleBasedStateMachine):
 
 
 FdWire.TestCase.settings = settings(
-    derandomize=True, database=None, deadline=None, max_examples=150,
+    derandomize=True, database=None, deadline=None, max_examples=120,
     stateful_step_count=30, print_blob=False,
     # No shrinking: it takes minutes on thread steps, and the failure message
     # already names the call and both outcomes, after the steps that led there.

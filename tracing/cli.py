@@ -282,7 +282,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if args.json:
             out.write(to_json([r for r, ev in zip(records, events) if ev.event != "loss"]))
             for v in verdicts:
-                if isinstance(v, LostEvent):
+                # Each lost fd; at the end, each still in flight (not lost).
+                if isinstance(v, LostEvent) or v.in_flight:
                     out.write(json.dumps(v.to_json(), sort_keys=True) + "\n")
         else:
             show(verdicts)

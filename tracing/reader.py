@@ -59,7 +59,11 @@ class RingReader:
             self._consumer.close()
             raise
         self._page = page
-        self._pos = _POS.unpack_from(self._consumer, 0)[0]
+        # The consumer position is stored with one 8-byte write (a memoryview
+        # item), never byte by byte as struct.pack_into does: the probes read
+        # it at any moment, and a torn value would make the ring look fuller.
+        self._consumer_pos = memoryview(self._consumer).cast("Q")
+        self._pos = int(self._consumer_pos[0])
 
     def fileno(self) -> int:
         """The map's fd: readable (``poll``) when the probes woke the reader."""
@@ -148,10 +152,11 @@ class RingReader:
     def _advance(self, pos: int) -> None:
         if pos != self._pos:
             self._pos = pos
-            _POS.pack_into(self._consumer, 0, pos)
+            self._consumer_pos[0] = pos
 
     def close(self) -> None:
         """Unmap the ring (the map itself belongs to whoever created it); idempotent."""
+        self._consumer_pos.release()
         for m in (self._data, self._consumer):
             if not m.closed:
                 m.close()

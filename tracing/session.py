@@ -127,6 +127,10 @@ class Session:
         self.ring_pages = ring_pages
         self.matcher = Matcher(int(grace * 1e9))
         self.start_seconds = 0.0  # from start() to every probe attached
+        # Where start() spent that time, in order: "import" (bcc), "facts"
+        # (kernel facts and the program's text), "compile", "load" (the
+        # verifier), "attach"; benchmarks/trace_startup.py prints them.
+        self.start_phases: dict[str, float] = {}
         self._bpf: Any = None
         # [anomalies, routine]: the anomaly ring is always read first.
         self._rings: list[RingReader] = []
@@ -165,12 +169,14 @@ class Session:
         if self._bpf is not None:
             return self
         t0 = time.monotonic()
+        self.start_phases = {}
         from rawsys.trace.system.bccloader import BccUnavailable, load_bcc
 
         try:
             bcc = load_bcc()
         except BccUnavailable as e:
             raise SessionError(str(e)) from None
+        self._phase("import", t0)
         try:
             self._load(bcc)
         except Exception as e:
@@ -195,33 +201,41 @@ class Session:
                 table = b[name.encode()]
                 for i in ids:
                     table[ctypes.c_uint32(i)] = ctypes.c_uint8(1)
+            t = time.monotonic()
             page = mmap.PAGESIZE
             self._rings = [
                 RingReader(b[b"anomalies"].map_fd, ANOMALY_RING_PAGES * page),
                 RingReader(b[b"events"].map_fd, self.ring_pages * page),
             ]
+            self._phase("attach", t)
         except BaseException:
             self.close()
             raise
         self.start_seconds = time.monotonic() - t0
         return self
 
+    def _phase(self, name: str, since: float) -> float:
+        """Add the time since *since* to phase *name*; returns now."""
+        now = time.monotonic()
+        self.start_phases[name] = self.start_phases.get(name, 0.0) + now - since
+        return now
+
     def _load(self, bcc: Any) -> None:
+        t = time.monotonic()
         text = self.program_text()
-
-        class _Deferred(bcc.BPF):  # type: ignore[misc]
-            """bcc's BPF without its attach-on-construction, done below instead."""
-
-            def _trace_autoload(self) -> None:
-                pass
+        t = self._phase("facts", t)
 
         try:
             # If attaching fails, the maps and programs already created must be
             # released: keep the object first, attach after (bcc would raise
             # from its constructor and leak them).
-            self._bpf = _Deferred(text=text.encode())
-            bcc.BPF._trace_autoload(self._bpf)
+            self._bpf = program.compile_program(bcc, text)
+            t = self._phase("compile", t)
+            program.load_programs(self._bpf, bcc)
+            t = self._phase("load", t)
+            bcc.BPF._trace_autoload(self._bpf)  # attaches what load_programs loaded
             self._attach(bcc)
+            self._phase("attach", t)
         except BaseException:
             self.close()
             raise

@@ -25,6 +25,21 @@ returns ``-1`` with ``errno`` ``EFAULT``, what the kernel answers for an
 address it cannot use.  A known buffer that is too short raises
 ``BufferOverflowDetected``; a read-only one (``bytes``) where the kernel
 would write raises ``TypeError``.
+
+Cost, measured in CPU time on the development machine against the bare
+un-prototyped libc call (3.2-3.8 us with a 1-byte datagram read back): a
+``sendmsg`` of a ``msghdr`` built with ``set_iov`` ~2.5 us more (~1.7 us more
+than before the walk existed), with ``msg_iov = pointer(iov)`` ~3 us more; a
+``recvmsg`` ~2.5 us more (unchanged: it checked read-only buffers before);
+``send`` of a bytearray ~0.3 us more.  The Pythonic layer calls ``LIBC``/
+``LIBC_FAST`` on structures it owns and never goes through this walk.
+
+Limits: a structure changed by another thread while a call is in the kernel
+is a data race, as in C (the objects holding the checked memory are kept
+alive through the call, so none is freed meanwhile); a stale pointer whose
+address a *reachable* live object now occupies points into that object
+(memory-safe, wrong bytes); ctypes' ``_objects`` dictionaries and its
+private ``_cast`` are relied on (CPython 3.9-3.13 checked).
 """
 
 from __future__ import annotations
@@ -116,13 +131,10 @@ def _objects_of(root: Any, struct_obj: Any = None) -> Dict[Any, Any]:
     else:  # cast() makes one and files its source under its id, removed at once
         ctypes._cast(0, root, c_void_p)  # type: ignore[attr-defined]
         root._objects.pop(id(root), None)
-    return typing_dict(root._objects)
-
-
-def typing_dict(value: Any) -> Dict[Any, Any]:
-    if type(value) is not dict:
-        raise TypeError(f"{type(value).__name__} keeps no ctypes objects")
-    return value
+    objects = root._objects
+    if type(objects) is not dict:
+        raise TypeError(f"{type(root).__name__} keeps no ctypes objects")
+    return objects
 
 
 def keep(struct_obj: Any, slot: str, pin: Pin | None) -> None:
@@ -240,18 +252,17 @@ def _reachable(roots: Tuple[object, ...]) -> Iterator[Range]:
         elif type(node) is dict:
             stack.extend(node.values())
         elif type(node) in (tuple, list):
-            stack.extend(typing_seq(node))
+            stack.extend(node)
         elif type(node) is memoryview:
-            # from_buffer(): the object's memory is this export of another
-            # buffer (a ctypes array, a bytearray); the export keeps it alive.
-            if node.nbytes and not node.readonly:
-                view = node.cast("B")
-                address = ctypes.addressof(ctypes.c_char.from_buffer(view))
-                yield address, address + node.nbytes, True, node
-
-
-def typing_seq(value: Any) -> List[object]:
-    return list(value)
+            # What a from_buffer() object keeps: the export of its whole exporter,
+            # which holds the memory before and after the object too.
+            exporter = node.obj
+            if isinstance(exporter, _CData):
+                stack.append(exporter)
+            elif not node.readonly and node.c_contiguous and node.nbytes:
+                view = (ctypes.c_char * node.nbytes).from_buffer(node)
+                address = ctypes.addressof(view)
+                yield address, address + node.nbytes, True, view
 
 
 # --- the msghdr walk -------------------------------------------------------------

@@ -72,42 +72,6 @@ gid_t = c_uint32
 time_t = c_long
 
 
-def _pointee(pointer: Any) -> Any:
-    """The ctypes object a ``pointer(obj)`` was made from, if it still holds it."""
-    address = ctypes.cast(pointer, c_void_p).value
-    objects = getattr(pointer, "_objects", None)
-    if isinstance(objects, dict):
-        for candidate in objects.values():
-            if not hasattr(candidate, "_b_base_"):  # not a ctypes instance
-                continue
-            if ctypes.addressof(candidate) == address:
-                return candidate
-    return None
-
-
-def _memory_owner(obj: Any) -> Any:
-    """The ctypes object that owns the memory *obj* lives in.
-
-    A structure reached as a field or an array item (``vec[1].msg_hdr``) is a
-    short-lived view: what it keeps alive must be kept by the object that
-    owns the memory, or it dies with the view while C still points at it.
-    """
-    seen = 0
-    while seen < 1000:
-        seen += 1
-        base = obj._b_base_
-        if base is None:
-            return obj
-        if isinstance(base, ctypes._Pointer):  # pointer(x).contents
-            target = _pointee(base)
-            if target is None:
-                return base
-            obj = target
-            continue
-        obj = base
-    return obj
-
-
 class _KeepAlive(Structure):
     """Structure whose pointer fields can be set from Python buffers, kept alive.
 

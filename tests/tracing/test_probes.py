@@ -47,6 +47,10 @@ BPF_DIR = resources.files("rawsys.trace.bpf")
 C_SOURCES = sorted(p.name for p in BPF_DIR.iterdir() if p.name.endswith((".bpf.c", ".bpf.h")))
 # Helper macros of the C itself; every shared constant is generated.
 C_MACROS = {"OPAQUE", "SPAN_GET", "FENTRY", "FEXIT", "KP_ARG"}
+# Instructions the verifier may process for all of a backend's programs
+# (benchmarks/trace_startup.py prints today's figures).
+VERIFIER_BUDGET = {"tracepoint": 900_000, "kprobe": 1_600_000}
+VERIFIER_BUDGET_PER_PROGRAM = 250_000  # a quarter of the kernel's limit
 
 
 def render(backend: str, filters: Filters | None = None, facts: object = None) -> str:
@@ -359,8 +363,10 @@ def test_tracepoint_programs_load_and_attach() -> None:
     from rawsys.trace.system.bccloader import load_bcc
 
     bcc = load_bcc()
-    b = bcc.BPF(text=render("tracepoint").encode())
+    b = program.compile_program(bcc, render("tracepoint"))
     try:
+        program.load_programs(b, bcc)  # links the bpf_loop callbacks bcc cannot
+        bcc.BPF._trace_autoload(b)
         names = sorted(k.decode() for k in b.funcs)
         # sendmsg at entry and exit; recvmsg, sendmmsg, recvmmsg at exit only
         assert names == sorted(TRACEPOINT_PROGRAMS)
@@ -409,6 +415,52 @@ def test_fentry_programs_compile_and_load_or_eperm() -> None:
         assert len(b.kfunc_exit_fds) + len(b.kfunc_entry_fds) >= 4
     finally:
         b.cleanup()
+
+
+# Programs per backend, as bcc's macros and the sources name them.
+_PROGRAM_PATTERNS = {
+    "tracepoint": re.compile(r"^TRACEPOINT_PROBE\((\w+), (\w+)\)", re.M),
+    "kprobe": re.compile(r"^int (kp_\w+|kretp_\w+)\(struct pt_regs \*ctx\)", re.M),
+    "fentry": re.compile(r"^(FENTRY|FEXIT)\((\w+)\)", re.M),
+}
+
+
+@pytest.mark.parametrize("backend", program.BACKENDS)
+def test_a_backend_program_holds_no_other_backend_programs(backend: str) -> None:
+    """Each backend compiles and verifies only its own programs (start-up time)."""
+    text = render(backend)
+    assert _PROGRAM_PATTERNS[backend].search(text)
+    for other in ("kprobe", "fentry"):
+        if other != backend:
+            assert not _PROGRAM_PATTERNS[other].search(text), f"{other} programs in {backend}"
+    if backend == "tracepoint":
+        # Neither the kernel-side SCM_RIGHTS code nor its maps.
+        assert "scm_msgs" not in text and "PT_REGS_PARM" not in text
+
+
+@pytest.mark.kernel_verifier
+@pytest.mark.parametrize("backend", ["tracepoint", "kprobe"])
+def test_verifier_work_stays_bounded(backend: str) -> None:
+    """The instructions the verifier processes, the bulk of start-up, stay under a budget.
+
+    The bound is in instructions, not seconds, so a busy machine cannot
+    fail it; it is about twice today's total (tracepoint 411,209, kprobe
+    768,022 on 6.18, of which the fd-passing programs 75,000 and 484,000),
+    so a loop that stops verifying in bounded steps shows here before it
+    reaches the kernel's 1,000,000-per-program limit on some kernel.
+    """
+    require_live_tracing()
+    from rawsys.trace.system.bccloader import load_bcc
+
+    bcc = load_bcc()
+    b = program.compile_program(bcc, render(backend))
+    try:
+        work = program.verifier_work(b, bcc)
+    finally:
+        b.cleanup()
+    assert work and all(n > 0 for n in work.values()), work
+    assert sum(work.values()) < VERIFIER_BUDGET[backend], work
+    assert max(work.values()) < VERIFIER_BUDGET_PER_PROGRAM, work
 
 
 def test_syscall_argument_registers_come_from_btf_per_arch() -> None:

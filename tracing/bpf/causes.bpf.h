@@ -283,6 +283,24 @@ static __always_inline void fill_lost_files(struct fd_file *files, u32 n)
     }
 }
 
+/* sendmsg returned 0 for the message kept in sf: on a SOCK_STREAM socket
+ * its fds were dropped (no skb carries them), reported with the first
+ * LOST_FILES of them. */
+static __always_inline void lost_zero_length_send(struct sent_files *sf,
+                                                  const struct call_args *a)
+{
+    if (!sf->n || !zero_length_stream(sf->sock, 0))
+        return;
+    struct fd_event *ev = new_lost(LOST_ZERO_LENGTH_STREAM, SYS_SENDMSG, sf->sock);
+    if (!ev)
+        return;
+    ev->call_flags = a->flags;
+    ev->sock_file = sf->sock_file;
+    copy_sent_files(ev, sf, sf->n, LOST_FILES);
+    ev->fds_seen = sf->seen;
+    submit(ev);
+}
+
 /* ---------------------------------------------------- read without control */
 
 static __always_inline void read_enter(s32 fd, u32 flags, u32 syscall)

@@ -71,8 +71,59 @@ static __always_inline int read_user_msghdr_near(struct fd_scratch *s, u64 hdr, 
     return 1;
 }
 
-/* SCM_RIGHTS fd numbers of one control buffer into s; returns how many were
- * stored (at most FD_SLOTS); *seen gets how many the messages declared. */
+/* Where a walk of user control data stands, between two bpf_loop() steps. */
+struct cmsg_walk {
+    u64 control;
+    u64 controllen;
+    u64 off;
+    u32 n;
+    u32 total;
+};
+BPF_PERCPU_ARRAY(cmsg_walks, struct cmsg_walk, 1);
+
+/* One cmsghdr of the walk in cmsg_walks, its SCM_RIGHTS fds into fd_scratch;
+ * 1 (stop) at the end of the control data or at a malformed header. */
+long loop__walk_user_cmsg(u64 c)
+{
+    int zero = 0;
+    struct cmsg_walk *w = cmsg_walks.lookup(&zero);
+    struct fd_scratch *s = fd_scratch.lookup(&zero);
+    if (!w || !s)
+        return 1;
+    struct { u64 len; s32 level; s32 type; } h = {};
+    u64 off = w->off;
+    if (off + CMSG_HDR_SIZE > w->controllen)
+        return 1;
+    if (bpf_probe_read_user(&h, sizeof(h), (void *)(w->control + off)))
+        return 1;
+    /* The kernel's CMSG_OK(): a whole header, not past the buffer. */
+    if (h.len < CMSG_HDR_SIZE || h.len > w->controllen - off)
+        return 1;
+    if (h.level == SOL_SOCKET && h.type == SCM_RIGHTS) {
+        u32 cnt = (h.len - CMSG_HDR_LEN) / FD_BYTES;
+        u32 n = w->n;
+        w->total += cnt;
+        if (n < FD_SLOTS && cnt) {
+            u32 room = FD_SLOTS - n;
+            if (cnt > room)
+                cnt = room;
+            u32 idx = n;
+            OPAQUE(idx);
+            idx &= FD_INDEX_MASK;
+            u32 bytes = (cnt * FD_BYTES) & FD_READ_MASK;
+            bpf_probe_read_user(&s->fds[idx], bytes, (void *)(w->control + off + CMSG_HDR_LEN));
+            w->n = n + cnt;
+        }
+    }
+    w->off = off + ((h.len + CMSG_ALIGN_MASK) & ~(u64)CMSG_ALIGN_MASK);
+    return 0;
+}
+
+/* SCM_RIGHTS fd numbers of one control buffer into s (fd_scratch); returns how
+ * many were stored (at most FD_SLOTS); *seen gets how many the messages
+ * declared.  User control data is walked by bpf_loop() (its step verified
+ * once); the kernel's copy (kprobe, fentry: fentry programs cannot be linked
+ * with callbacks here) by a bounded loop. */
 static __always_inline u32 collect_fds(struct fd_scratch *s, u64 control, u64 controllen,
                                        int user, u32 *seen)
 {
@@ -81,6 +132,23 @@ static __always_inline u32 collect_fds(struct fd_scratch *s, u64 control, u64 co
     *seen = 0;
     if (!control)
         return 0;
+    if (user) {
+        int zero = 0;
+        struct cmsg_walk *w = cmsg_walks.lookup(&zero);
+        if (!w)
+            return 0;
+        w->control = control;
+        w->controllen = controllen;
+        w->off = 0;
+        w->n = 0;
+        w->total = 0;
+        LOOP(MAX_CMSGS, WALK_USER_CMSG);
+        n = w->n;
+        if (n > FD_SLOTS)
+            n = FD_SLOTS;
+        *seen = w->total;
+        return n;
+    }
 #pragma clang loop unroll(disable)
     for (int c = 0; c < MAX_CMSGS; c++) {
         struct { u64 len; s32 level; s32 type; } h = {};

@@ -23,7 +23,7 @@ struct span_scratch {
     u8 inode[MAX_SPAN];
     u8 fdt[MAX_SPAN];
 };
-BPF_PERCPU_ARRAY(spans, struct span_scratch, 1);
+BPF_BYTES_TABLE("percpu_array", int, struct span_scratch, spans, 1);
 #define SPAN_GET(buf, span, off, dst) \
     __builtin_memcpy(&(dst), (buf) + ((off) - SPAN_##span##_LO), sizeof(dst))
 
@@ -139,47 +139,97 @@ static __always_inline void fill_file(struct fd_file *r, u64 file)
         bpf_probe_read_kernel_str(r->name, sizeof(r->name), (void *)name);
 }
 
+/* Where loop__files_into_event takes each fd: 0, from fd_scratch, looked up
+ * in the per-CPU table; 1, from the thread's slot of sent, looked up already.
+ * (One callback for both: each copy of fill_file() costs bcc's compile.) */
+BPF_PERCPU_ARRAY(files_from_sent, u32, 1);
+
+static __always_inline int set_files_from_sent(u32 from_sent)
+{
+    int zero = 0;
+    u32 *from = files_from_sent.lookup(&zero);
+    if (!from)
+        return 0;
+    *from = from_sent;
+    return 1;
+}
+
 /* The fd-to-file loop, the one every path uses: fds[0..n) (n <= max), each
  * looked up in table t.  Each fd, its close-on-exec flag and its struct file
- * go to ev->files[i] (with the file's identity) when ev is given, else to sf
- * (ev is a constant at every call: each compiles to one straight loop). */
+ * go to ev->files[i] (with the file's identity) when ev is given, else to sf.
+ * The loop is bpf_loop()'s (LOOP, from the prelude), so the verifier checks
+ * its body once instead of once per possible fd (FD_SLOTS): the callbacks find
+ * what they work on where the callers keep it, t in the per-CPU spans, fds
+ * in fd_scratch, ev in event_scratch and sf in the thread's slot of sent. */
 static __always_inline void resolve_fds(const struct fd_table *t, const s32 *fds, u32 n,
                                         const u32 max, struct fd_event *ev,
                                         struct sent_files *sf)
 {
-#pragma clang loop unroll(disable)
-    for (u32 i = 0; i < max; i++) {
-        if (i >= n)
-            break;
-        OPAQUE(i);
-        u32 fl = 0;
-        s32 fd = fds[i];
-        u64 file = resolve_fd(t, fd, &fl);
-        if (ev) {
-            ev->files[i].fd = fd;
-            ev->files[i].fd_flags = fl;
-            fill_file(&ev->files[i], file);
-        } else {
-            sf->fds[i] = fd;
-            sf->files[i] = file;
-            sf->fd_flags[i] = fl;
-        }
-    }
+    if (n > max)
+        n = max;
+    if (!ev)
+        LOOP(n, RESOLVE_INTO_SENT);
+    else if (set_files_from_sent(0))
+        LOOP(n, FILES_INTO_EVENT);
 }
 
-/* The first n (at most slots) fds remembered in sf, with their files, into ev. */
+long loop__files_into_event(u64 i)
+{
+    int zero = 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u32 *from_sent = files_from_sent.lookup(&zero);
+    struct fd_event *ev = event_scratch.lookup(&zero);
+    if (!from_sent || !ev || i >= FD_SLOTS)
+        return 1;
+    u32 fl = 0;
+    s32 fd;
+    u64 file;
+    if (*from_sent) {
+        struct sent_files *sf = sent.lookup(&tid);
+        if (!sf)
+            return 1;
+        fd = sf->fds[i];
+        fl = sf->fd_flags[i];
+        file = sf->files[i];
+    } else {
+        struct span_scratch *sp = spans.lookup(&zero);
+        struct fd_scratch *s = fd_scratch.lookup(&zero);
+        if (!sp || !s)
+            return 1;
+        fd = s->fds[i];
+        file = resolve_fd(&sp->table, fd, &fl);
+    }
+    ev->files[i].fd = fd;
+    ev->files[i].fd_flags = fl;
+    fill_file(&ev->files[i], file);
+    return 0;
+}
+
+long loop__resolve_into_sent(u64 i)
+{
+    int zero = 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct span_scratch *sp = spans.lookup(&zero);
+    struct fd_scratch *s = fd_scratch.lookup(&zero);
+    struct sent_files *sf = sent.lookup(&tid);
+    if (!sp || !s || !sf || i >= FD_SLOTS)
+        return 1;
+    u32 fl = 0;
+    s32 fd = s->fds[i];
+    sf->fds[i] = fd;
+    sf->files[i] = resolve_fd(&sp->table, fd, &fl);
+    sf->fd_flags[i] = fl;
+    return 0;
+}
+
+/* The first n (at most slots) fds remembered in sf, with their files, into ev
+ * (ev in event_scratch, sf the thread's slot of sent, as for resolve_fds). */
 static __always_inline void copy_sent_files(struct fd_event *ev, struct sent_files *sf,
                                             u32 n, const u32 slots)
 {
-#pragma clang loop unroll(disable)
-    for (u32 i = 0; i < slots; i++) {
-        if (i >= n)
-            break;
-        OPAQUE(i);
-        ev->files[i].fd = sf->fds[i];
-        ev->files[i].fd_flags = sf->fd_flags[i];
-        fill_file(&ev->files[i], sf->files[i]);
-    }
-    ev->nfds = n > slots ? slots : n;
+    if (n > slots)
+        n = slots;
+    if (set_files_from_sent(1))
+        LOOP(n, FILES_INTO_EVENT);
+    ev->nfds = n;
 }
-

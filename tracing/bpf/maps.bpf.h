@@ -43,7 +43,7 @@ struct fd_scratch {
 };
 
 /* Routine events: a flood of them may fill this ring (then they are counted
- * in lost[LOST_ROUTINE] and in transfer_counts, never silently). */
+ * in lost[LOST_ROUTINE] and in dropped_by_process, never silently). */
 BPF_RINGBUF_OUTPUT(events, RING_PAGES);
 /* Anomalies (a CTRUNC receive, a failed send, fds the probes could not
  * record, losses): their own ring, read first, so a flood of routine events
@@ -53,10 +53,10 @@ BPF_RINGBUF_OUTPUT(anomalies, ANOMALY_RING_PAGES);
  * and delete per syscall cost the traced program more than the reads. */
 BPF_TABLE("lru_hash", u32, struct call_args, calls, MAX_INFLIGHT);
 /* Per thread, kept between calls (LRU): written in place, never copied whole. */
-BPF_TABLE("lru_hash", u32, struct sent_files, sent, MAX_SENDING);
-BPF_PERCPU_ARRAY(event_scratch, struct fd_event, 1);
-BPF_PERCPU_ARRAY(sent_scratch, struct sent_files, 1);
-BPF_PERCPU_ARRAY(fd_scratch, struct fd_scratch, 1);
+BPF_BYTES_TABLE("lru_hash", u32, struct sent_files, sent, MAX_SENDING);
+BPF_BYTES_TABLE("percpu_array", int, struct fd_event, event_scratch, 1);
+BPF_BYTES_TABLE("percpu_array", int, struct sent_files, sent_scratch, 1);
+BPF_BYTES_TABLE("percpu_array", int, struct fd_scratch, fd_scratch, 1);
 /* Events written by this CPU since it last woke the reader. */
 BPF_PERCPU_ARRAY(since_wakeup, u64, 1);
 /* [LOST_ROUTINE]: routine events the ring buffer refused; [LOST_UNTRACKED]:

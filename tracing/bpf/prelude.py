@@ -31,6 +31,7 @@ from rawsys.c import constants
 from rawsys.c.cmsg import CMSG_ALIGN, CMSG_LEN, CMSG_SPACE
 from rawsys.c.structs import cmsghdr, mmsghdr, msghdr
 from rawsys.trace import events
+from rawsys.trace.bpf.link import callback_defines
 from rawsys.trace.kernel.facts import FUNCTIONS, READS, SYSCALL_ARG_REGS, KernelFacts
 from rawsys.trace.kernel.shapes import Resolved, ShapeError
 
@@ -469,6 +470,56 @@ def render_defines(defines: Mapping[str, int | str]) -> str:
 
 
 # --------------------------------------------------------------------- prelude
+# A map whose value bcc sees as plain bytes while the probes see its type.
+# bcc JIT-compiles a text reader and writer for the value type of every map
+# it creates; for the scratch maps (an event of 253 file records, a thread's
+# 253 fds and files) that took about 0.14 s of a 1.1 s compile.  Python never
+# reads these maps.  The struct has the members of bcc's BPF_F_TABLE in its
+# order (bcc's frontend reads them); only `leaf` differs.
+_BYTES_TABLE_MACRO = """\
+#define BPF_BYTES_TABLE(_table_type, _key_type, _leaf_type, _name, _max_entries) \\
+struct _name##_bytes { u8 bytes[sizeof(_leaf_type)]; } __attribute__((aligned(8))); \\
+struct _name##_table_t { \\
+  _key_type key; \\
+  struct _name##_bytes leaf; \\
+  _leaf_type * (*lookup) (_key_type *); \\
+  _leaf_type * (*lookup_or_init) (_key_type *, _leaf_type *); \\
+  _leaf_type * (*lookup_or_try_init) (_key_type *, _leaf_type *); \\
+  int (*update) (_key_type *, _leaf_type *); \\
+  int (*insert) (_key_type *, _leaf_type *); \\
+  int (*delete) (_key_type *); \\
+  void (*call) (void *, int index); \\
+  void (*increment) (_key_type, ...); \\
+  void (*atomic_increment) (_key_type, ...); \\
+  int (*get_stackid) (void *, u64); \\
+  void * (*sk_storage_get) (void *, void *, int); \\
+  int (*sk_storage_delete) (void *); \\
+  void * (*inode_storage_get) (void *, void *, int); \\
+  int (*inode_storage_delete) (void *); \\
+  void * (*task_storage_get) (void *, void *, int); \\
+  int (*task_storage_delete) (void *); \\
+  u32 max_entries; \\
+  int flags; \\
+}; \\
+__attribute__((section("maps/" _table_type))) \\
+struct _name##_table_t _name = { .flags = 0, .max_entries = (_max_entries) }; \\
+BPF_ANNOTATE_KV_PAIR(_name, _key_type, struct _name##_bytes)"""
+
+# bpf_loop(nr, callback) for a callback ``long loop__name(u64 index)``: bcc
+# cannot take a function's address, so the address loaded is the callback's
+# marker (LOOP_MARK_NAME), which rawsys.trace.bpf.link turns into a
+# reference to the callback's code when it loads the program.  The count is
+# passed as a zero-extended u64: the kernel's inlined bpf_loop compares the
+# whole register with its limit, and a u32 argument may carry garbage above.
+_LOOP_MACRO = """\
+#define LOOP_STR_(x) #x
+#define LOOP_STR(x) LOOP_STR_(x)
+#define LOOP(nr, NAME) ({ \\
+    void *loop_fn_; \\
+    asm volatile("%0 = " LOOP_STR(LOOP_MARK_##NAME) " ll" : "=r"(loop_fn_)); \\
+    ((long (*)(u64, void *, void *, u64))BPF_FUNC_loop)((u64)(u32)(nr), loop_fn_, 0, 0); \\
+})"""
+
 def render_prelude(
     backend: str,
     facts: KernelFacts,
@@ -501,8 +552,11 @@ def render_prelude(
     defines["FILTER_PID"] = int(bool(filters.pids))
     defines["FILTER_TID"] = int(bool(filters.tids))
     defines["FILTER_COMM"] = int(filters.comm is not None)
+    defines.update(callback_defines())
     return "\n\n".join((
         render_defines(defines),
+        _LOOP_MACRO,
+        _BYTES_TABLE_MACRO,
         c_struct(events.RawFile, "fd_file"),
         c_struct(events.RawEvent, "fd_event"),
         filters.c_source(),

@@ -19,9 +19,12 @@ is plain C and macros.
 
 from __future__ import annotations
 
+import os
 import re
 from importlib import resources
+from typing import Any
 
+from rawsys.trace.bpf import link
 from rawsys.trace.bpf.prelude import (
     RING_PAGES_DEFAULT,
     Filters,
@@ -31,7 +34,16 @@ from rawsys.trace.bpf.prelude import (
 )
 from rawsys.trace.kernel.facts import KernelFacts
 
-__all__ = ["BACKENDS", "kprobe_attachments", "render_program"]
+__all__ = [
+    "BACKENDS",
+    "compile_program",
+    "function_names",
+    "kprobe_attachments",
+    "load_programs",
+    "program_type",
+    "render_program",
+    "verifier_work",
+]
 
 BACKENDS: tuple[str, ...] = ("tracepoint", "kprobe", "fentry")
 
@@ -94,4 +106,104 @@ def kprobe_attachments(facts: KernelFacts) -> list[tuple[str, str, str]]:
         target = kernel_function(facts, role).name
         out.append(("kprobe", target, f"kp_{role}"))
         out.append(("kretprobe", target, f"kretp_{role}"))
+    return out
+
+
+def compile_program(bcc: Any, text: str) -> Any:
+    """bcc's ``BPF`` object for *text*: compiled, its maps made, no program loaded yet.
+
+    bcc's constructor would also load and attach every program it recognises
+    by name; that is left to :func:`load_programs` (which links bpf_loop
+    callbacks, which bcc cannot) and then to ``bcc.BPF._trace_autoload``.
+    """
+
+    class _Deferred(bcc.BPF):  # type: ignore[misc]
+        """bcc's BPF without its load-and-attach-on-construction."""
+
+        def _trace_autoload(self) -> None:
+            pass
+
+    # Not -g0, though it saves bcc about 8 % of its compile here: without the
+    # program's BTF, bpftool shows truncated program names and the verifier's
+    # messages lose their source lines.
+    return _Deferred(text=text.encode())
+
+
+def function_names(bpf: Any) -> list[bytes]:
+    """The programs of a compiled bcc module, in source order (bpf_loop callbacks aside)."""
+    from bcc.libbcc import lib
+
+    names = (lib.bpf_function_name(bpf.module, i) for i in range(lib.bpf_num_functions(bpf.module)))
+    return [name for name in names if not link.is_callback(name)]
+
+
+def program_type(bcc: Any, name: bytes) -> int:
+    """bcc's program type for the function *name*, from the prefix its macros give it."""
+    if name.startswith(b"tracepoint__"):
+        return int(bcc.BPF.TRACEPOINT)
+    if name.startswith((b"kfunc__", b"kretfunc__")):
+        return int(bcc.BPF.TRACING)
+    return int(bcc.BPF.KPROBE)
+
+
+def load_programs(bpf: Any, bcc: Any) -> list[Any]:
+    """Load every program of the compiled module *bpf* through the verifier.
+
+    bcc keeps each loaded function, so attaching afterwards (bcc's
+    ``_trace_autoload``, ``attach_kprobe``) reuses it; loading them all first
+    keeps the verifier's time apart from attaching's.  A program that runs
+    bpf_loop callbacks is linked with them and loaded here
+    (:mod:`rawsys.trace.bpf.link`), then handed to bcc as if bcc had loaded it.
+    """
+    out = []
+    for name in function_names(bpf):
+        kind = program_type(bcc, name)
+        linked = link.load_linked(bpf, name, kind)
+        if linked is None:
+            out.append(bpf.load_func(name, kind))
+        else:
+            fn = bcc.BPF.Function(bpf, name, linked[0])
+            bpf.funcs[name] = fn
+            out.append(fn)
+    return out
+
+
+_PROCESSED = re.compile(rb"processed (\d+) insns")
+
+
+def verifier_work(bpf: Any, bcc: Any) -> dict[str, int]:
+    """Instructions the verifier processed for each program of *bpf* (its start-up cost).
+
+    Each program is loaded once more with the verifier's statistics on
+    (``BPF_LOG_STATS``) and closed again; *bpf*'s own programs are untouched.
+    A program the kernel refuses raises OSError with the verifier's message.
+    """
+    import ctypes
+
+    from bcc.libbcc import lib
+
+    log_stats = 4  # BPF_LOG_STATS, <linux/bpf.h>
+    out: dict[str, int] = {}
+    for name in function_names(bpf):
+        linked = link.load_linked(bpf, name, program_type(bcc, name), log_stats)
+        if linked is not None:
+            os.close(linked[0])
+            m = _PROCESSED.search(linked[1].encode())
+            out[name.decode()] = int(m.group(1)) if m else -1
+            continue
+        log = ctypes.create_string_buffer(1 << 16)
+        ctypes.set_errno(0)
+        fd = lib.bcc_func_load(
+            bpf.module, program_type(bcc, name), name,
+            lib.bpf_function_start(bpf.module, name), lib.bpf_function_size(bpf.module, name),
+            lib.bpf_module_license(bpf.module), lib.bpf_module_kern_version(bpf.module),
+            log_stats, log, len(log), None, -1,
+        )
+        if fd < 0:
+            err = ctypes.get_errno()
+            why = log.value[-500:].decode(errors="replace")
+            raise OSError(err, f"{name.decode()}: {os.strerror(err)}: {why}")
+        os.close(fd)
+        m = _PROCESSED.search(log.value)
+        out[name.decode()] = int(m.group(1)) if m else -1
     return out

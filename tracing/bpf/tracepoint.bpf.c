@@ -179,9 +179,11 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
     a.sock = sf->sock;
     a.flags = sf->flags;
     a.syscall = SYS_SENDMSG;
-    /* A SOCK_STREAM send of no data byte drops its fds (reported below). */
-    int dropped = zero_length_stream(sf->sock, args->ret);
-    if (sf->n == 1 && sf->seen == 1 && args->ret >= 0 && !dropped) {
+    /* A SOCK_STREAM send of no data byte drops its fds: a LOST event first
+     * (apart from the paths below, which the verifier then walks once). */
+    if (args->ret == 0)
+        lost_zero_length_send(sf, &a);
+    if (sf->n == 1 && sf->seen == 1 && args->ret >= 0) {
         /* The usual one-fd message: written in place in the ring buffer (a
          * failed send is an anomaly: the general path routes it). */
         struct fd_event *one = new_event_one(EV_SEND, &a, args->ret, 0);
@@ -210,12 +212,6 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
     ev->sock_file = sf->sock_file;
     sf->n = 0;
     submit(ev);
-    if (dropped) {
-        /* The same files, lost: the scratch event still holds them. */
-        ev->kind = EV_LOST;
-        ev->reason = LOST_ZERO_LENGTH_STREAM;
-        submit(ev);
-    }
     return 0;
 }
 

@@ -14,6 +14,8 @@
  *     exit          the child exits with the message queued
  *     emfile        the child's fd table is full (RLIMIT_NOFILE) when it receives 2 fds
  *     exec          the child receives with MSG_CMSG_CLOEXEC, then execs /bin/true
+ *   and one that loses nothing:
+ *     hold          the child receives properly, but only 5 s later (in flight meanwhile)
  *
  * Prints "sender pid P fd F ino I" for each fd sent (I: the pipe's inode)
  * and "receiver pid P" (the child), so the tests can compare with the trace.
@@ -118,6 +120,9 @@ static void child(const char *cause, int sock)
             die("dup");
         close(fd); /* fd 15 free: one of the two fits */
         recv_fds(sock, 2, 0);
+    } else if (!strcmp(cause, "hold")) {
+        sleep(5);
+        recv_fds(sock, 1, 0);
     } else if (!strcmp(cause, "exec")) {
         recv_fds(sock, 1, MSG_CMSG_CLOEXEC);
         execl("/bin/true", "true", (char *)NULL);
