@@ -18,8 +18,11 @@ every received fd is closed):
 and, in the same rounds, where rawsys's time goes: the ctypes floor
 (un-prototyped libc sendmsg/recvmsg on prebuilt byref() structures, no
 checks: the least a ctypes caller can pay), then that pair with one
-guarantee added at a time (fds_steps.py), up to rawsys itself.  Each step's
-cost is its ns per transfer minus the step above it.
+guarantee added at a time (fds_steps.py), up to rawsys itself.  Each step is
+timed with the real calls and with Python stand-ins for sendmsg/recvmsg that
+write what the kernel writes (rawsys's own calls swapped in its modules'
+globals): the second gives Python's share alone, and each step's cost is its
+Python ns per transfer minus the step above it.
 
 Figures are transfers per second of CPU time, ns of CPU time per transfer
 (one send + one receive) and ratios from this one run.  CPU time, not wall
@@ -27,8 +30,9 @@ time: sender and receiver run in one thread, so the thread's CPU clock counts
 all their work, in Python and in the kernel, and none of the time the
 machine's other load takes the core (on a shared machine that alone moved
 wall-clock rounds by tens of percent).  Rounds are interleaved and each
-contestant's best round is kept.  --rss runs 1,000,000 transfers through rawsys and reports the
-growth of the resident set; --fork measures a child sending to its parent.
+contestant's best round is kept.  --rss runs 1,000,000 transfers through
+rawsys and reports the growth of the resident set; --fork measures a child
+sending to its parent (wall clock: two processes).
 
 usage: fds_throughput.py [-n TRANSFERS] [--rounds R] [--quick] [--rss] [--fork]
 
