@@ -24,8 +24,6 @@
 from __future__ import annotations
 
 import argparse
-import errno as errno_mod
-import json
 import os
 import signal
 import sys
@@ -33,34 +31,36 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING, Callable, Sequence, TextIO
 
-from rawsys.trace.bpf.prelude import PID_MAX_LIMIT
+from rawsys.trace.bpf.prelude import PID_MAX_LIMIT, UID_INVALID
 from rawsys.trace.bpf.program import BACKENDS
-from rawsys.trace.events import LostEvent, TraceEvent, Transfer
-from rawsys.trace.matcher import Verdict
+from rawsys.trace.events import COMM_LEN
+from rawsys.trace.output import (
+    HEADER,
+    Printer,
+    WallClock,
+    format_transfer,
+)
 
 if TYPE_CHECKING:
     from rawsys.trace.session import Session, Totals
 
-__all__ = ["main", "format_lost", "format_transfer", "format_verdict", "HEADER"]
+__all__ = ["main", "format_transfer", "HEADER"]
 
 EXAMPLES = """examples:
     rawsys-trace                  # trace every fd passed over Unix sockets
-    rawsys-trace -T               # include a timestamp column (seconds)
+    rawsys-trace -T               # TIME in seconds since tracing began
     rawsys-trace -p 181 -p 182    # only processes 181 and 182 (both ends!)
     rawsys-trace -t 123           # only thread 123
-    rawsys-trace -n nginx         # only processes whose comm is "nginx"
+    rawsys-trace -n tmux          # only transfers where a comm contains "tmux"
+    rawsys-trace -u 1000          # only processes of user 1000
+    rawsys-trace -x               # only failed sends and lost fds
+    rawsys-trace -i 5             # every 5 s: transfers per sender -> receiver, losses
     rawsys-trace -d 10            # trace for 10 seconds, then exit
-    rawsys-trace --json           # one JSON object per send/receive on stdout
+    rawsys-trace --json           # JSON lines: sends, receives, transfers
     rawsys-trace --backend tracepoint   # force the syscall-tracepoint backend
     rawsys-trace doctor           # what this kernel allows, which backend is used
     rawsys-trace setup            # (root) mount tracefs, install bcc and headers
 """
-
-HEADER = (
-    f"{'TIME':<8} {'SPID':>6} {'SCOMM':<7} {'SFD':>3} {'RPID':>6} {'RCOMM':<7} {'RFD':>3} "
-    f"{'FILE':<15} {'INODE':>7} FLAGS"
-)
-
 
 # Stopping at once: after the signal (or -d), routine events still in the ring
 # are written for at most this long, then counted as dropped.
@@ -93,6 +93,32 @@ def _duration(text: str) -> float:
     return value
 
 
+def _uid(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"UID must be an integer, got {text!r}") from None
+    if not 0 <= value < UID_INVALID:
+        raise argparse.ArgumentTypeError(f"UID {value} is out of range 0..{UID_INVALID - 1}")
+    return value
+
+
+def _comm_part(text: str) -> str:
+    if not text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"NAME must be non-empty, without NUL: {text!r}")
+    if len(text.encode()) > COMM_LEN - 1:
+        raise argparse.ArgumentTypeError(
+            f"NAME {text!r} is longer than the {COMM_LEN - 1} bytes the kernel keeps of a "
+            "command name (TASK_COMM_LEN)")
+    return text
+
+
+def _version() -> str:
+    from rawsys import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rawsys-trace",
@@ -105,96 +131,34 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
     )
     parser.add_argument("-T", "--timestamp", action="store_true",
-                        help="include a timestamp column (seconds since start)")
+                        help="TIME in seconds since tracing began instead of the clock")
     parser.add_argument("-p", "--pid", action="append", type=_typed_id("PID"), default=[],
                         metavar="PID", help="trace this process only (repeatable)")
     parser.add_argument("-t", "--tid", action="append", type=_typed_id("TID"), default=[],
                         metavar="TID", help="trace this thread only (repeatable)")
-    parser.add_argument("-n", "--name", metavar="NAME",
-                        help="trace processes whose command name (comm) is NAME")
+    parser.add_argument("-u", "--uid", action="append", type=_uid, default=[],
+                        metavar="UID", help="trace processes of this user only (repeatable)")
+    parser.add_argument("-n", "--name", metavar="NAME", type=_comm_part,
+                        help="only transfers where the sender's or receiver's command name "
+                        "(comm) contains NAME")
+    parser.add_argument("-x", "--failed", action="store_true",
+                        help="only show failed sends and lost fds")
+    parser.add_argument("-i", "--interval", type=_duration, metavar="SECONDS",
+                        help="print a summary every SECONDS instead of one line per fd: "
+                        "transfers per sender -> receiver, losses per cause")
     parser.add_argument("-d", "--duration", type=_duration, metavar="SECONDS",
                         help="total duration of trace, seconds")
     parser.add_argument("--backend", choices=BACKENDS,
                         help="force a backend instead of the one doctor chooses")
     parser.add_argument("--json", action="store_true",
-                        help="print one JSON object per send/receive event on stdout")
+                        help="print JSON lines on stdout: each send and receive, and each "
+                        "transfer once both ends are seen")
     parser.add_argument("--unmatched-after", type=_duration, default=2.0, metavar="SECONDS",
                         help="show a receive whose send was not reported after this long "
                         "as NOSEND (default 2); sends wait for their receive")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     return parser
-
-
-def _short(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "~"
-
-
-def format_transfer(t: Transfer, *, start_ns: int = 0, timestamp: bool = False) -> str:
-    """One line of the live view, aligned with :data:`HEADER` (about 80 columns)."""
-    ev = t.recv if t.recv is not None else t.send
-    assert ev is not None
-    if timestamp:
-        when = f"{max(0, ev.timestamp_ns - start_ns) / 1e9:<8.3f}"
-    else:
-        when = time.strftime("%H:%M:%S")
-
-    def side(e: TraceEvent | None, fd: int | None) -> str:
-        if e is None:
-            return f"{'-':>6} {'-':<7} {'-':>3}"
-        fds = "-" if fd is None else str(fd)
-        return f"{e.pid:>6} {_short(e.comm, 7):<7} {fds:>3}"
-
-    flags = set(t.flags)
-    if t.send is not None and not t.send.ok:
-        flags.add("FAILED:" + errno_mod.errorcode.get(t.send.errno, str(t.send.errno)))
-    elif t.send is None:
-        flags.add("NOSEND")
-    elif t.in_flight:
-        flags.add("INFLIGHT")
-    elif t.recv is None:
-        flags.add("NORECV")
-    flags.discard("CMSG_CLOEXEC")  # CLOEXEC says what the fd got
-    inode = str(t.file.inode) if t.file.address else "-"
-    return (
-        f"{when:<8} {side(t.send, t.send_fd)} {side(t.recv, t.recv_fd)} "
-        f"{_short(_file_column(t), 15):<15} {inode:>7} {','.join(sorted(flags)) or '-'}"
-    )
-
-
-def format_lost(lost: LostEvent, *, start_ns: int = 0, timestamp: bool = False) -> str:
-    """One LOST line: the sender, who lost it, the file, and the reason in words."""
-    if timestamp:
-        when = f"{max(0, lost.timestamp_ns - start_ns) / 1e9:<8.3f}"
-    else:
-        when = time.strftime("%H:%M:%S")
-    pid = "-" if lost.pid is None else str(lost.pid)
-    fd = "-" if lost.fd is None else str(lost.fd)
-    r = lost.receiver
-    rpid, rcomm = ("-", "-") if r is None else (str(r.pid), r.comm)
-    inode = str(lost.file.inode) if lost.file.address else "-"
-    return (
-        f"{when:<8} {pid:>6} {_short(lost.comm or '-', 7):<7} {fd:>3} {rpid:>6} "
-        f"{_short(rcomm, 7):<7} {'-':>3} {_short(lost.file.label, 15):<15} {inode:>7} "
-        f"LOST: {lost.words}"
-    )
-
-
-def format_verdict(v: Verdict, *, start_ns: int = 0, timestamp: bool = False) -> str:
-    if isinstance(v, LostEvent):
-        return format_lost(v, start_ns=start_ns, timestamp=timestamp)
-    return format_transfer(v, start_ns=start_ns, timestamp=timestamp)
-
-
-def _file_column(t: Transfer) -> str:
-    """The file's name for named files, else its kind (the inode is its own column)."""
-    f = t.file
-    if not f.address:
-        return "-"
-    if f.name and f.kind in ("file", "dir", "chr", "blk", "link"):
-        return f.name
-    if f.kind == "anon" and f.name:
-        return f"anon:{f.name}"
-    return f.kind
 
 
 class _StopSignal:
@@ -247,13 +211,13 @@ def summary_lines(totals: Totals, written: int) -> list[str]:
 
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from rawsys.trace.jsonlines import JsonLines
     from rawsys.trace.session import MAX_BATCH, Session, SessionError
 
     session = Session(
         pids=args.pid,
         tids=args.tid,
-        comm=args.name,
+        uids=args.uid,
+        comm=None,  # -n is a substring of either end's name: matched here, not in the kernel
         backend=args.backend,
         grace=args.unmatched_after,
     )
@@ -264,29 +228,21 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write("rawsys-trace: must be run as root (eBPF); try sudo\n")
         return 1
     stop = _StopSignal()
-    start_ns = time.monotonic_ns()
     written = 0
-    to_json = JsonLines(args.backend or "?")
-
-    def show(transfers: list[Verdict]) -> None:
-        for t in transfers:
-            out.write(format_verdict(t, start_ns=start_ns, timestamp=args.timestamp) + "\n")
+    printer = Printer(out, WallClock(), as_json=args.json, timestamp=args.timestamp,
+                      name=args.name, failures_only=args.failed, interval=args.interval,
+                      path_of=session.file_path)
 
     def show_records(records: list[bytes], final: bool = False) -> None:
-        """Write a batch: --json straight from the records (and one record per
-        lost fd, from the matcher), else the linked transfers and losses."""
+        """Write a batch: its events (--json) and the transfers they complete or expire."""
         nonlocal written
         events = session.decode(records)
-        verdicts = session.transfers(events) + (
-            session.flush() if final else session.matcher.expire(time.monotonic_ns()))
-        if args.json:
-            out.write(to_json([r for r, ev in zip(records, events) if ev.event != "loss"]))
-            for v in verdicts:
-                # Each lost fd; at the end, each still in flight (not lost).
-                if isinstance(v, LostEvent) or v.in_flight:
-                    out.write(json.dumps(v.to_json(), sort_keys=True) + "\n")
-        else:
-            show(verdicts)
+        now = time.monotonic_ns()
+        verdicts = session.transfers(events) + (session.flush() if final else
+                                                session.matcher.expire(now))
+        # The kernel's loss reports reach the user as the matcher's LostEvents.
+        printer.show([ev for ev in events if ev.event != "loss"], verdicts)
+        printer.tick(now, final=final)
         written += len(records)
 
     try:
@@ -295,16 +251,16 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         except SessionError as e:
             err.write(f"rawsys-trace: {e}\n")
             return 1
-        to_json.backend = session.backend or "?"
         why = session.backend_reason.split(";")[0]
         err.write(
             f"Tracing fd transfers, backend {session.backend} ({why}). "
             + ("Ctrl-C to end.\n" if args.duration is None else f"For {args.duration:g} s.\n")
         )
         err.flush()
-        if not args.json:
-            out.write(HEADER + "\n")
-            out.flush()
+        # -T and -i count from here: tracing has begun.
+        printer.start_at(time.monotonic_ns())
+        printer.header()
+        out.flush()
         deadline = None if args.duration is None else time.monotonic() + args.duration
         while not stop.signum:
             wait = 0.2
@@ -313,8 +269,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 if wait <= 0:
                     break
             records = session.poll_raw(wait, MAX_BATCH, stop.wake_fds)
-            if records or not args.json:
-                show_records(records)
+            show_records(records)
             if records:
                 out.flush()
     except KeyboardInterrupt:

@@ -42,6 +42,7 @@ __all__ = [
     "Transfer",
     "decode_event",
     "decode_events",
+    "decode_path",
     "file_kind",
     "iso_time",
     "refs_from_raw",
@@ -102,6 +103,8 @@ FD_FLAG_CLOEXEC = 1
 EV_FLAG_FDS_DROPPED = 1  # more SCM_RIGHTS fds than records (never for valid messages)
 EV_FLAG_REF_IS_FILE_REF = 2  # ref_raw is a file_ref_t (6.13+): references = raw + 1
 EV_FLAG_FD_TABLE_FULL = 4  # a receive cut short (MSG_CTRUNC) found the fd table full: EMFILE
+# Bits of a file path record's flags (the file_paths map of files.bpf.h).
+PATH_FLAG_TRUNCATED = 1  # deeper or longer than the probes walk: the root end is missing
 
 
 class RawFile(ctypes.Structure):
@@ -197,6 +200,7 @@ class FileIdentity:
     mode: int
     refcount: int  # references held when the probe looked (in flight: +1 per queued skb)
     name: str  # dentry name ("" for pipes, sockets and other anonymous files)
+    path: str = ""  # full path, resolved in the kernel from the dentry chain ("" if none)
 
     @property
     def kind(self) -> str:
@@ -585,6 +589,19 @@ def decode_event(data: bytes, backend: str = "tracepoint") -> TraceEvent:
         raise ValueError(f"unknown loss reason {reason_n}")
     fields["reason"] = reason
     return _frozen(LossReport, fields)
+
+
+def decode_path(names: bytes, flags: int = 0) -> str:
+    """A path as the probes keep it, names leaf first, each NUL-terminated
+    (``b"1\\0pts\\0dev\\0"``), turned round: ``/dev/pts/1``.
+
+    A path the probes cut short (*flags* has ``PATH_FLAG_TRUNCATED``: deeper
+    or longer than they walk) starts with ``...`` where its root end is missing.
+    """
+    parts = [p.decode("utf-8", "replace") for p in names.split(b"\0") if p]
+    parts.reverse()
+    head = "..." if flags & PATH_FLAG_TRUNCATED else ""
+    return head + "/" + "/".join(parts)
 
 
 # The usual record: the header and one file, in one format (the fast paths).

@@ -12,7 +12,7 @@
 
 The backend is chosen by doctor (:mod:`rawsys.trace.doctor.choice`) from
 what the running kernel allows, unless ``backend=`` forces one.  Filters
-(``pids``, ``tids``, ``comm``) are applied in the kernel.  Everything the session
+(``pids``, ``tids``, ``comm``, ``uids``) are applied in the kernel.  Everything the session
 attached (programs, the ring buffer, maps) is released by :meth:`close`,
 which ``with`` calls.  A session is not thread-safe; use it from one thread.
 """
@@ -41,8 +41,10 @@ from rawsys.trace.bpf.prelude import (
 from rawsys.trace.events import (
     ONE_FD_SIZE,
     EventKind,
+    FileIdentity,
     TraceEvent,
     decode_events,
+    decode_path,
 )
 from rawsys.trace.matcher import Matcher, Verdict
 from rawsys.trace.reader import RingReader, wait_readable
@@ -112,10 +114,11 @@ class Session:
         comm: str | None = None,
         backend: str | None = None,
         *,
+        uids: Iterable[int] = (),
         ring_pages: int = RING_PAGES_DEFAULT,
         grace: float = 2.0,
     ) -> None:
-        self.filters = Filters.of(pids, tids, comm)
+        self.filters = Filters.of(pids, tids, comm, uids)
         if backend is not None and backend not in program.BACKENDS:
             choices = ", ".join(program.BACKENDS)
             raise ValueError(f"unknown backend {backend!r}; choose from {choices}")
@@ -488,3 +491,22 @@ class Session:
             untracked=lost[LOST_UNTRACKED],
             dropped_per_process=per_process,
         )
+
+    def file_path(self, f: FileIdentity) -> str:
+        """The full path the probes resolved for named file *f*; "" if none is kept.
+
+        The probes keep it (``file_paths``, files.bpf.h) under the file's
+        address and inode before they submit an event naming the file; ask
+        while the session runs, soon after the event is read (the map keeps
+        the most recent few thousand).
+        """
+        if self._bpf is None or not f.address:
+            return ""
+        table = self._bpf[b"file_paths"]
+        try:
+            value = table[table.Key(f.address, f.inode)]
+        except KeyError:
+            return ""
+        buf = ctypes.string_at(ctypes.addressof(value) + type(value).buf.offset,
+                               min(int(value.len), type(value).buf.size))
+        return decode_path(buf, int(value.flags))

@@ -46,7 +46,7 @@ from rawsys.trace.matcher import Matcher
 BPF_DIR = resources.files("rawsys.trace.bpf")
 C_SOURCES = sorted(p.name for p in BPF_DIR.iterdir() if p.name.endswith((".bpf.c", ".bpf.h")))
 # Helper macros of the C itself; every shared constant is generated.
-C_MACROS = {"OPAQUE", "SPAN_GET", "FENTRY", "FEXIT", "KP_ARG"}
+C_MACROS = {"OPAQUE", "SPAN_GET", "FENTRY", "FEXIT", "KP_ARG", "UNREFINED"}
 # Instructions the verifier may process for all of a backend's programs
 # (benchmarks/trace_startup.py prints today's figures).
 VERIFIER_BUDGET = {"tracepoint": 900_000, "kprobe": 1_600_000}

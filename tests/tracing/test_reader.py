@@ -301,8 +301,10 @@ def test_stop_is_prompt_with_a_backlog_and_says_what_it_dropped(tmp_path: Path) 
         ("unread", _figure(err, r"(\d+) unread at stop")),
         ("anomalies_dropped", _figure(err, r"Anomalies dropped: (\d+)")),
     )}
-    # Records as written, and one "lost" line per fd each CTRUNC receive dropped.
-    records = [p for p in parsed if p["event"] != "lost"]
+    # Records as written, one "lost" line per fd each CTRUNC receive dropped,
+    # and at the end one "transfer" line per fd still in flight.
+    records = [p for p in parsed if p["event"] not in ("lost", "transfer")]
+    assert all(p["in_flight"] for p in parsed if p["event"] == "transfer")
     lost = [p for p in parsed if p["event"] == "lost"]
     assert figures["written"] == len(records)
     assert [p["reason"] for p in lost] == ["ctrunc"] * figures["anomalies"]

@@ -69,12 +69,7 @@ BPF_TABLE("lru_hash", u32, struct cloexec_rx, cloexec_rx, MAX_CLOEXEC_PROCS);
 BPF_TABLE("lru_hash", u32, struct exec_lost, exec_losts, MAX_CLOEXEC_PROCS);
 BPF_PERCPU_ARRAY(exec_lost_scratch, struct exec_lost, 1);
 
-static __always_inline u64 kread_u64(u64 addr)
-{
-    u64 v = 0;
-    bpf_probe_read_kernel(&v, sizeof(v), (void *)addr);
-    return v;
-}
+/* kread_u64(addr): files.bpf.h */
 
 /* The struct sock of file when it is an AF_UNIX socket, else 0. */
 static __always_inline u64 unix_sk_of_file(u64 file)

@@ -154,6 +154,117 @@ static __always_inline int set_files_from_sent(u32 from_sent)
     return 1;
 }
 
+/*
+ * A named file's full path, resolved from its dentry chain the way d_path()
+ * does (fs/d_path.c, prepend_path): the names from the file's dentry up to
+ * the root of its mount, then on from the mount point in the parent mount,
+ * up to the root of the mount tree.  Bounded: MAX_PATH_DEPTH steps (a name
+ * or a mount crossed), PATH_BUF_LEN bytes; a path cut short is flagged.
+ *
+ * The names are stored leaf first, each NUL-terminated ("1\0pts\0dev\0"),
+ * in the LRU map file_paths under the file's address and inode, before the
+ * event naming the file is submitted: the reader finds it there.  A file
+ * already there with the same dentry and mount is not walked again.
+ */
+struct path_key {
+    u64 file;
+    u64 ino;
+};
+struct file_path {
+    u64 dentry;  /* what the path was built from: another dentry or mount */
+    u64 mnt;     /* under the same key is walked again */
+    u32 len;     /* bytes of buf used */
+    u32 flags;   /* PATH_FLAG_* */
+    char buf[PATH_BUF_LEN + PATH_NAME_LEN];
+};
+BPF_TABLE("lru_hash", struct path_key, struct file_path, file_paths, MAX_PATHS);
+BPF_PERCPU_ARRAY(path_scratch, struct file_path, 1);
+
+static __always_inline u64 kread_u64(u64 addr)
+{
+    u64 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), (void *)addr);
+    return v;
+}
+
+static __always_inline void remember_path(u64 file, u64 ino)
+{
+    struct path_key key = {.file = file, .ino = ino};
+    u64 dentry = kread_u64(file + OFF_FILE_F_PATH_DENTRY);
+    u64 vfsmnt = kread_u64(file + OFF_FILE_F_PATH_MNT);
+    if (!dentry || !vfsmnt)
+        return;
+    struct file_path *known = file_paths.lookup(&key);
+    if (known && known->dentry == dentry && known->mnt == vfsmnt)
+        return;
+    int zero = 0;
+    struct file_path *w = path_scratch.lookup(&zero);
+    if (!w)
+        return;
+    w->dentry = dentry;
+    w->mnt = vfsmnt;
+    w->flags = PATH_FLAG_TRUNCATED;
+    u64 mnt = vfsmnt - OFF_MOUNT_MNT; /* container_of(vfsmnt, struct mount, mnt) */
+    u64 mnt_root = kread_u64(vfsmnt + OFF_VFSMOUNT_MNT_ROOT);
+    /* The bytes used so far live in the map value, read back each step: the
+     * verifier does not track values in map memory, so every step ends in
+     * the same state and the walk is verified in linear time. */
+    volatile u32 *used = &w->len;
+    *used = 0;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < MAX_PATH_DEPTH; i++) {
+        u64 parent = kread_u64(dentry + OFF_DENTRY_D_PARENT);
+        if (dentry == mnt_root || dentry == parent) {
+            /* The root of this mount: go on from where it is mounted. */
+            u64 mnt_parent = kread_u64(mnt + OFF_MOUNT_MNT_PARENT);
+            if (!mnt_parent || mnt_parent == mnt) {
+                w->flags = 0; /* the root of the mount tree: complete */
+                break;
+            }
+            dentry = kread_u64(mnt + OFF_MOUNT_MNT_MOUNTPOINT);
+            mnt = mnt_parent;
+            mnt_root = kread_u64(mnt + OFF_MOUNT_MNT + OFF_VFSMOUNT_MNT_ROOT);
+            continue;
+        }
+        u32 off = *used;
+        if (off >= PATH_BUF_LEN)
+            break;
+        u64 name = kread_u64(dentry + OFF_DENTRY_D_NAME_NAME);
+        long n = bpf_probe_read_kernel_str(w->buf + (off & (PATH_BUF_LEN - 1)), PATH_NAME_LEN,
+                                           (void *)name);
+        if (n <= 0)
+            break;
+        *used = off + (u32)n;
+        dentry = parent;
+    }
+    file_paths.update(&key, w);
+}
+
+/* Files with a path of their own: not pipes, sockets or anonymous inodes. */
+static __always_inline int has_path(const struct fd_file *r)
+{
+    u32 fmt = r->mode & S_IFMT;
+    return r->file && fmt && fmt != S_IFIFO && fmt != S_IFSOCK;
+}
+
+/* A count read back from map memory, where the verifier does not know it:
+ * after a loop that ended at any of its bounds, a count it has narrowed
+ * differently on each way out would have the next loop verified once per way. */
+#define UNREFINED(field) (*(volatile typeof(field) *)&(field))
+
+/* The paths of the first PATH_FILES named files of records[0..n), into file_paths. */
+static __always_inline void remember_paths(const struct fd_file *records, u32 n)
+{
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < PATH_FILES; i++) {
+        if (i >= n)
+            break;
+        OPAQUE(i);
+        if (has_path(&records[i]))
+            remember_path(records[i].file, records[i].ino);
+    }
+}
+
 /* The fd-to-file loop, the one every path uses: fds[0..n) (n <= max), each
  * looked up in table t.  Each fd, its close-on-exec flag and its struct file
  * go to ev->files[i] (with the file's identity) when ev is given, else to sf.

@@ -129,6 +129,10 @@ static __always_inline int wanted(u64 pid_tgid)
     if (!tid_wanted((u32)pid_tgid))
         return 0;
 #endif
+#if FILTER_UID
+    if (!uid_wanted((u32)bpf_get_current_uid_gid()))
+        return 0;
+#endif
 #if FILTER_COMM
     unsigned char comm[16] = {};
     bpf_get_current_comm(&comm, sizeof(comm));

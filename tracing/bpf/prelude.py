@@ -38,6 +38,7 @@ from rawsys.trace.kernel.shapes import Resolved, ShapeError
 __all__ = [
     "Filters",
     "PID_MAX_LIMIT",
+    "UID_INVALID",
     "ProgramError",
     "RING_PAGES_DEFAULT",
     "c_struct",
@@ -88,7 +89,16 @@ FULL_SCAN_WORDS = 16
 KPROBE_ARGS = 6  # PT_REGS_PARM1..6: the arguments a kprobe reads (kprobe.bpf.c's KP_ARG)
 USER_WINDOW_LEN = 256  # bytes around a user msghdr read at once (a power of two)
 MAX_FILTER_IDS = 1024  # PIDs (and TIDs) one session can filter on
+# Full paths of named files (files.bpf.h, remember_path): the names walked
+# per path, the bytes kept, the bytes of one name (NAME_MAX + 1), the files
+# of one message whose paths are resolved, and the paths kept for the reader.
+MAX_PATH_DEPTH = 24
+PATH_BUF_LEN = 1024
+PATH_NAME_LEN = 256
+PATH_FILES = 4
+MAX_PATHS = 4096
 PID_MAX_LIMIT = 1 << 22  # include/linux/threads.h, PID_MAX_LIMIT on 64-bit
+UID_INVALID = (1 << 32) - 1  # (uid_t)-1, INVALID_UID in include/linux/uidgid.h
 
 
 class ProgramError(ValueError):
@@ -104,19 +114,29 @@ def _check_id(value: object, what: str) -> int:
     return value
 
 
+def _check_uid(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProgramError(f"UID must be an int, got {type(value).__name__}: {value!r}")
+    if not 0 <= value < UID_INVALID:
+        raise ProgramError(f"UID {value} is out of range 0..{UID_INVALID - 1}")
+    return value
+
+
 @dataclass(frozen=True)
 class Filters:
-    """What to trace: process ids, thread ids, command name; empty means everything."""
+    """What to trace: process ids, thread ids, command name, user ids; empty means everything."""
 
     pids: tuple[int, ...] = ()
     tids: tuple[int, ...] = ()
     comm: str | None = None
     comm_bytes: bytes = field(init=False, repr=False, default=b"")
+    uids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pids", tuple(_check_id(p, "PID") for p in self.pids))
         object.__setattr__(self, "tids", tuple(_check_id(t, "TID") for t in self.tids))
-        for what, ids in (("PIDs", self.pids), ("TIDs", self.tids)):
+        object.__setattr__(self, "uids", tuple(_check_uid(u) for u in self.uids))
+        for what, ids in (("PIDs", self.pids), ("TIDs", self.tids), ("UIDs", self.uids)):
             if len(set(ids)) > MAX_FILTER_IDS:
                 raise ProgramError(f"at most {MAX_FILTER_IDS} {what} can be filtered on")
         if self.comm is not None:
@@ -134,9 +154,13 @@ class Filters:
 
     @classmethod
     def of(
-        cls, pids: Iterable[int] = (), tids: Iterable[int] = (), comm: str | None = None
+        cls,
+        pids: Iterable[int] = (),
+        tids: Iterable[int] = (),
+        comm: str | None = None,
+        uids: Iterable[int] = (),
     ) -> Filters:
-        return cls(tuple(pids), tuple(tids), comm)
+        return cls(tuple(pids), tuple(tids), comm, uids=tuple(uids))
 
     def c_source(self) -> str:
         """The filter functions: hash-map look-ups of typed ints, byte compares of the name.
@@ -157,6 +181,10 @@ class Filters:
         return (
             f"BPF_HASH(pid_filter, u32, u8, {MAX_FILTER_IDS});\n"
             f"BPF_HASH(tid_filter, u32, u8, {MAX_FILTER_IDS});\n"
+            + (f"BPF_HASH(uid_filter, u32, u8, {MAX_FILTER_IDS});\n"
+               "static __always_inline int uid_wanted(u32 uid) "
+               "{ return uid_filter.lookup(&uid) != 0; }\n" if self.uids else "")
+            +
             "static __always_inline int pid_wanted(u32 tgid) "
             "{ return pid_filter.lookup(&tgid) != 0; }\n"
             "static __always_inline int tid_wanted(u32 tid) "
@@ -168,7 +196,10 @@ class Filters:
 
     def map_entries(self) -> dict[str, tuple[int, ...]]:
         """What to put in the filter maps once the program is loaded."""
-        return {"pid_filter": self.pids, "tid_filter": self.tids}
+        out = {"pid_filter": self.pids, "tid_filter": self.tids}
+        if self.uids:
+            out["uid_filter"] = self.uids
+        return out
 
 
 
@@ -279,6 +310,12 @@ def _constant_defines() -> dict[str, int]:
         "MAX_INFLIGHT": MAX_INFLIGHT,
         "MAX_SENDING": MAX_SENDING,
         "MAX_SCM_MSGS": MAX_SCM_MSGS,
+        "MAX_PATH_DEPTH": MAX_PATH_DEPTH,
+        "PATH_BUF_LEN": PATH_BUF_LEN,
+        "PATH_NAME_LEN": PATH_NAME_LEN,
+        "PATH_FILES": PATH_FILES,
+        "MAX_PATHS": MAX_PATHS,
+        "PATH_FLAG_TRUNCATED": events.PATH_FLAG_TRUNCATED,
         "LOST_FILES": LOST_FILES,
         "QUEUE_WALK": QUEUE_WALK,
         "EXIT_FDS": EXIT_FDS,
@@ -553,6 +590,7 @@ def render_prelude(
     defines["FILTER_TID"] = int(bool(filters.tids))
     defines["FILTER_COMM"] = int(filters.comm is not None)
     defines.update(callback_defines())
+    defines["FILTER_UID"] = int(bool(filters.uids))
     return "\n\n".join((
         render_defines(defines),
         _LOOP_MACRO,

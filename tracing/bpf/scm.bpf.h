@@ -235,6 +235,7 @@ static __always_inline int scm_exit_sendmsg(s64 ret)
     struct scm_msg *m = scm_msgs.lookup(&key);
     if (m && m->seen) {
         fill_files(m, m->n, FD_SLOTS);
+        remember_paths(m->files, UNREFINED(m->n));
         emit_msg(EV_SEND, &a, m, ret, 0, 0, 0, FD_SLOTS, 0);
         /* A SOCK_STREAM send of no data byte drops its fds. */
         if (zero_length_stream(a.sock, ret))
@@ -353,6 +354,7 @@ static __always_inline void scm_detach_done(void)
     if (!m)
         return;
     fill_files(m, m->n, FD_SLOTS);
+    remember_paths(m->files, UNREFINED(m->n));
 }
 
 /* The receive of message index with msghdr hdr: its record m (or none: a

@@ -53,6 +53,7 @@ static __always_inline void emit_user_msghdr(u32 kind, const struct call_args *a
         one->files[0].fd_flags = fl;
         fill_file(&one->files[0], file);
         one->nfds = 1;
+        remember_paths(one->files, 1);
         if (kind == EV_RECV && (fl & FD_FLAG_CLOEXEC))
             note_cloexec(fd, file);
         submit_one(one);
@@ -75,6 +76,8 @@ static __always_inline void emit_user_msghdr(u32 kind, const struct call_args *a
     if (t) {
         resolve_fds(t, s->fds, n, max, ev, 0);
         ev->nfds = n;
+        if (fast) /* not per message of a sendmmsg/recvmmsg vector (verifier budget) */
+            remember_paths(ev->files, UNREFINED(ev->nfds));
     }
     /* recvmsg only (recvmmsg's loop over messages has no room for these). */
     if (kind == EV_RECV && max == FD_SLOTS) {
@@ -194,6 +197,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
             one->files[0].fd_flags = sf->fd_flags[0];
             fill_file(&one->files[0], sf->files[0]);
             one->nfds = 1;
+            remember_paths(one->files, 1);
             submit_one(one);
         }
         sf->n = 0;
@@ -209,6 +213,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg)
     if (sf->seen > n)
         ev->ev_flags |= EV_FLAG_FDS_DROPPED;
     copy_sent_files(ev, sf, n, FD_SLOTS);
+    remember_paths(ev->files, UNREFINED(ev->nfds));
     ev->sock_file = sf->sock_file;
     sf->n = 0;
     submit(ev);

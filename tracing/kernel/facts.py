@@ -108,6 +108,15 @@ READS: tuple[Read, ...] = (
     Read("inode", "i_ino", 8),
     Read("inode", "i_mode", 2),
     Read("dentry", "d_name.name", 8),
+    # A named file's full path (the dentry chain, across mount points, as
+    # d_path walks it): f_path.mnt is the struct vfsmount embedded in a
+    # struct mount (fs/mount.h), which says where it is mounted.
+    Read("file", "f_path.mnt", 8),
+    Read("dentry", "d_parent", 8, type="struct dentry *"),
+    Read("vfsmount", "mnt_root", 8, type="struct dentry *"),
+    Read("mount", "mnt", 0, type="struct vfsmount"),
+    Read("mount", "mnt_parent", 8, type="struct mount *"),
+    Read("mount", "mnt_mountpoint", 8, type="struct dentry *"),
     # The kernel side of SCM_RIGHTS (kprobe and fentry backends): the files
     # __scm_send took, and the kernel's own struct msghdr (include/linux/socket.h).
     Read("scm_cookie", "fp", 8, type="struct scm_fp_list *"),
