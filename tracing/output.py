@@ -266,8 +266,10 @@ def transfer_json(t: Transfer, clock: WallClock, path: str = "") -> dict[str, ob
     ``sender``/``receiver`` are ``{pid, tid, comm, fd, sock, time}`` of the
     send and receive records the transfer links (the same file address and
     inode as their ``files[]`` entry); ``time`` is the receive's.
+    An fd still queued when tracing stopped (``t.in_flight``) has
+    ``"in_flight": true``, ``"receiver": null`` and its send's ``time``.
     """
-    assert t.send is not None and t.recv is not None
+    assert t.send is not None and (t.recv is not None or t.in_flight)
 
     def side(ev: TraceEvent, fd: int | None) -> dict[str, object]:
         return {"pid": ev.pid, "tid": ev.tid, "comm": ev.comm, "fd": fd, "sock": ev.sock,
@@ -277,11 +279,12 @@ def transfer_json(t: Transfer, clock: WallClock, path: str = "") -> dict[str, ob
     file["path"] = file_column(t.file, path)
     return {
         "event": "transfer",
-        "time": clock.iso(t.recv.timestamp_ns),
+        "time": clock.iso((t.send if t.recv is None else t.recv).timestamp_ns),
         "sender": side(t.send, t.send_fd),
-        "receiver": side(t.recv, t.recv_fd),
+        "receiver": None if t.recv is None else side(t.recv, t.recv_fd),
         "file": file,
-        "flags": [f for f in transfer_flags(t) if f != "NOSEND"],
+        "flags": [f for f in transfer_flags(t) if f not in ("NOSEND", "INFLIGHT")],
+        "in_flight": t.in_flight,
     }
 
 
@@ -430,7 +433,7 @@ class Printer:
                     continue
                 w(json.dumps(event_json(ev, self.clock, self.path_of), sort_keys=True) + "\n")
             for t in transfers:
-                if t.matched and self._wanted(t):
+                if (t.matched or t.in_flight) and self._wanted(t):
                     record = transfer_json(t, self.clock, self._path(t.file))
                     w(json.dumps(record, sort_keys=True) + "\n")
             for lost in losses:

@@ -302,9 +302,11 @@ def test_stop_is_prompt_with_a_backlog_and_says_what_it_dropped(tmp_path: Path) 
         ("anomalies_dropped", _figure(err, r"Anomalies dropped: (\d+)")),
     )}
     # Records as written, one "lost" line per fd each CTRUNC receive dropped,
-    # and at the end one "transfer" line per fd still in flight.
+    # one "transfer" line per fd received and, at the end, one per fd still
+    # in flight (no receiver).
     records = [p for p in parsed if p["event"] not in ("lost", "transfer")]
-    assert all(p["in_flight"] for p in parsed if p["event"] == "transfer")
+    assert all(p["in_flight"] == (p["receiver"] is None)
+               for p in parsed if p["event"] == "transfer")
     lost = [p for p in parsed if p["event"] == "lost"]
     assert figures["written"] == len(records)
     assert [p["reason"] for p in lost] == ["ctrunc"] * figures["anomalies"]
