@@ -32,6 +32,11 @@
     A connected ``AF_UNIX``/``SOCK_DGRAM`` ``socket.socketpair()``, blocking,
     closed after the test.
 
+``c_dgram``
+    The same pair made through the C layer, for its tests: ``rawsys.c``'s
+    ``socketpair(AF_UNIX, SOCK_DGRAM, 0, sv)``; the two int fds, closed after
+    the test with ``rawsys.c``'s ``close``.
+
 ``pipe``
     ``os.pipe()``'s ``(read_fd, write_fd)``, both closed after the test.
 
@@ -180,6 +185,17 @@ def dgram() -> Iterator[tuple[socket.socket, socket.socket]]:
     yield a, b
     a.close()
     b.close()
+
+
+@pytest.fixture
+def c_dgram() -> Iterator[tuple[int, int]]:
+    from rawsys.c import AF_UNIX, SOCK_DGRAM, c_int, close, socketpair
+
+    sv = (c_int * 2)()
+    assert socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) == 0
+    yield sv[0], sv[1]
+    close(sv[0])
+    close(sv[1])
 
 
 @pytest.fixture
