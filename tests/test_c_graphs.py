@@ -96,6 +96,21 @@ def sent(n):
     return {"returned": n, "errno": get_errno() if n == -1 else 0}
 
 
+def raw_address_msg(data):
+    """A msghdr whose one iovec holds a bare address of *data*, and the buffer there.
+
+    The buffer is alive (the caller holds it) but nothing in the msghdr refers to it.
+    """
+    iobuf = (c_char * len(data))(*data)
+    io = iovec()
+    io.iov_base = addressof(iobuf)
+    io.iov_len = len(data)
+    msg = msghdr()
+    msg.msg_iov = pointer(io)
+    msg.msg_iovlen = 1
+    return msg, iobuf
+
+
 @scenario
 def array_of_a_copy():
     buf, alive = buffer(b"array copy")
@@ -209,13 +224,7 @@ def item_copy_then_repointed():
 
 @scenario
 def raw_address():
-    iobuf = (c_char * 3)(*b"raw")
-    io = iovec()
-    io.iov_base = addressof(iobuf)
-    io.iov_len = 3
-    msg = msghdr()
-    msg.msg_iov = pointer(io)
-    msg.msg_iovlen = 1
+    msg, _iobuf = raw_address_msg(b"raw")
     return sent(sendmsg(a, msg, 0))
 
 
@@ -331,13 +340,7 @@ def syscall_recvmsg_into_bytes():
 
 @scenario
 def syscall_sendmsg_raw_address():
-    iobuf = (c_char * 3)(*b"raw")
-    io = iovec()
-    io.iov_base = addressof(iobuf)
-    io.iov_len = 3
-    msg = msghdr()
-    msg.msg_iov = pointer(io)
-    msg.msg_iovlen = 1
+    msg, _iobuf = raw_address_msg(b"raw")
     return sent(syscall(SYS_sendmsg, a, byref(msg), 0))
 
 
