@@ -55,7 +55,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-LOOP_C = r"""
+# What both loops begin with: the includes, and start(), which makes the
+# socketpair and the pipe, says "ready PID" to this script and waits for its
+# "go" (start_loop, below).
+PRELUDE_C = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,19 +68,29 @@ LOOP_C = r"""
 
 #include "send_recv_fd.h"
 
-int main(int argc, char **argv)
+static int start(int sv[2], int p[2])
 {
-    long count = argc > 1 ? atol(argv[1]) : 100000;
-    int sv[2], p[2];
     char line[16];
-    struct timespec t0, t1;
     if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) < 0 || pipe(p) < 0) {
         perror("setup");
-        return 1;
+        return -1;
     }
     printf("ready %d\n", (int)getpid());
     fflush(stdout);
     if (!fgets(line, sizeof(line), stdin))   /* wait for "go" */
+        return -1;
+    return 0;
+}
+"""
+
+LOOP_C = PRELUDE_C + r"""
+
+int main(int argc, char **argv)
+{
+    long count = argc > 1 ? atol(argv[1]) : 100000;
+    int sv[2], p[2];
+    struct timespec t0, t1;
+    if (start(sv, p) < 0)
         return 1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (long i = 0; i < count; i++) {
@@ -98,15 +111,7 @@ int main(int argc, char **argv)
 # receive cut short every CTRUNC_EVERY transfers (0: never): the message's fd
 # is sent as usual and received with no room for control data, so the kernel
 # sets MSG_CTRUNC and closes the fd -- the anomaly the tracer must report.
-FLOOD_C = r"""
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
-#include <sys/socket.h>
-
-#include "send_recv_fd.h"
+FLOOD_C = PRELUDE_C + r"""
 
 static int recv_truncated(int fd)
 {
@@ -126,16 +131,9 @@ int main(int argc, char **argv)
     double seconds = argc > 1 ? atof(argv[1]) : 30.0;
     long ctrunc_every = argc > 2 ? atol(argv[2]) : 0;
     int sv[2], p[2];
-    char line[16];
     struct timespec t0, t1;
     long done = 0, truncated = 0;
-    if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) < 0 || pipe(p) < 0) {
-        perror("setup");
-        return 1;
-    }
-    printf("ready %d\n", (int)getpid());
-    fflush(stdout);
-    if (!fgets(line, sizeof(line), stdin))   /* wait for "go" */
+    if (start(sv, p) < 0)
         return 1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {

@@ -28,6 +28,18 @@
     than it found (counted in ``/proc/self/fd``).  Use it with
     ``pytestmark = pytest.mark.usefixtures("fd_leak_check")``.
 
+``dgram``
+    A connected ``AF_UNIX``/``SOCK_DGRAM`` ``socket.socketpair()``, blocking,
+    closed after the test.
+
+``c_dgram``
+    The same pair made through the C layer, for its tests: ``rawsys.c``'s
+    ``socketpair(AF_UNIX, SOCK_DGRAM, 0, sv)``; the two int fds, closed after
+    the test with ``rawsys.c``'s ``close``.
+
+``pipe``
+    ``os.pipe()``'s ``(read_fd, write_fd)``, both closed after the test.
+
 ``installed_venv``
     A new virtual environment into which ``pip install .`` installed this
     tree, once per session: what a library user gets.  A
@@ -68,6 +80,7 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -164,6 +177,33 @@ def fd_leak_check() -> Iterator[None]:
     leaked = [f"{fd} -> {target}" for fd, target in sorted(after.items()) if fd not in before]
     if leaked:
         pytest.fail(f"file descriptors leaked: {', '.join(leaked)}", pytrace=False)
+
+
+@pytest.fixture
+def dgram() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    yield a, b
+    a.close()
+    b.close()
+
+
+@pytest.fixture
+def c_dgram() -> Iterator[tuple[int, int]]:
+    from rawsys.c import AF_UNIX, SOCK_DGRAM, c_int, close, socketpair
+
+    sv = (c_int * 2)()
+    assert socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) == 0
+    yield sv[0], sv[1]
+    close(sv[0])
+    close(sv[1])
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    r, w = os.pipe()
+    yield r, w
+    os.close(r)
+    os.close(w)
 
 
 @pytest.fixture(scope="session")

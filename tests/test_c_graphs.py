@@ -21,17 +21,14 @@ import subprocess
 import sys
 from ctypes import POINTER, addressof, byref, c_char, c_int, c_void_p, cast, pointer
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any, Dict
 
 import pytest
 
 from rawsys.c import (
-    AF_UNIX,
     MSG_DONTWAIT,
     SO_TYPE,
-    SOCK_DGRAM,
     SOL_SOCKET,
-    close,
     get_errno,
     getsockopt,
     iovec,
@@ -41,7 +38,6 @@ from rawsys.c import (
     recvmmsg,
     sendmsg,
     sockaddr_un,
-    socketpair,
     socklen_t,
     timespec,
 )
@@ -98,6 +94,21 @@ def scenario(function):
 
 def sent(n):
     return {"returned": n, "errno": get_errno() if n == -1 else 0}
+
+
+def raw_address_msg(data):
+    """A msghdr whose one iovec holds a bare address of *data*, and the buffer there.
+
+    The buffer is alive (the caller holds it) but nothing in the msghdr refers to it.
+    """
+    iobuf = (c_char * len(data))(*data)
+    io = iovec()
+    io.iov_base = addressof(iobuf)
+    io.iov_len = len(data)
+    msg = msghdr()
+    msg.msg_iov = pointer(io)
+    msg.msg_iovlen = 1
+    return msg, iobuf
 
 
 @scenario
@@ -213,13 +224,7 @@ def item_copy_then_repointed():
 
 @scenario
 def raw_address():
-    iobuf = (c_char * 3)(*b"raw")
-    io = iovec()
-    io.iov_base = addressof(iobuf)
-    io.iov_len = 3
-    msg = msghdr()
-    msg.msg_iov = pointer(io)
-    msg.msg_iovlen = 1
+    msg, _iobuf = raw_address_msg(b"raw")
     return sent(sendmsg(a, msg, 0))
 
 
@@ -335,13 +340,7 @@ def syscall_recvmsg_into_bytes():
 
 @scenario
 def syscall_sendmsg_raw_address():
-    iobuf = (c_char * 3)(*b"raw")
-    io = iovec()
-    io.iov_base = addressof(iobuf)
-    io.iov_len = 3
-    msg = msghdr()
-    msg.msg_iov = pointer(io)
-    msg.msg_iovlen = 1
+    msg, _iobuf = raw_address_msg(b"raw")
     return sent(syscall(SYS_sendmsg, a, byref(msg), 0))
 
 
@@ -484,18 +483,9 @@ def test_memcpy_and_memset_are_bounds_checked(outcomes: Dict[str, Any]) -> None:
 NOWHERE = 8  # an address no object holds (the zero page)
 
 
-@pytest.fixture
-def dgram() -> Iterator[tuple[int, int]]:
-    sv = (c_int * 2)()
-    assert socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) == 0
-    yield sv[0], sv[1]
-    close(sv[0])
-    close(sv[1])
-
-
-def test_dangling_length_pointers_are_efault(dgram: tuple[int, int]) -> None:
+def test_dangling_length_pointers_are_efault(c_dgram: tuple[int, int]) -> None:
     """recvfrom/getsockopt/accept4 read and write *addrlen: never through a stray pointer."""
-    a, b = dgram
+    a, b = c_dgram
     os.write(a, b"queued")
     stray = cast(c_void_p(NOWHERE), POINTER(socklen_t))
     assert recvfrom(b, bytearray(8), 8, MSG_DONTWAIT, sockaddr_un(), stray) == -1
@@ -505,9 +495,9 @@ def test_dangling_length_pointers_are_efault(dgram: tuple[int, int]) -> None:
     assert os.read(b, 100) == b"queued"
 
 
-def test_dangling_timeout_is_efault(dgram: tuple[int, int]) -> None:
+def test_dangling_timeout_is_efault(c_dgram: tuple[int, int]) -> None:
     """recvmmsg writes the time left into *timeout: a stray one is refused."""
-    a, b = dgram
+    a, b = c_dgram
     os.write(a, b"queued")
     vec = (mmsghdr * 1)()
     buf = bytearray(8)
@@ -524,9 +514,9 @@ def test_dangling_timeout_is_efault(dgram: tuple[int, int]) -> None:
     assert bytes(buf[:3]) == b"now"
 
 
-def test_every_form_of_the_msghdr_argument_is_walked(dgram: tuple[int, int]) -> None:
+def test_every_form_of_the_msghdr_argument_is_walked(c_dgram: tuple[int, int]) -> None:
     """msg, byref(msg), pointer(msg), an mmsghdr's msg_hdr view: all checked."""
-    a, b = dgram
+    a, b = c_dgram
     iobuf = (c_char * 3).from_buffer_copy(b"raw")
     io = iovec()
     io.iov_base = addressof(iobuf)

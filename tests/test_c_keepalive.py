@@ -15,27 +15,18 @@ import os
 import socket
 import weakref
 from ctypes import POINTER, c_char, c_int, c_ubyte, cast, pointer, sizeof
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from rawsys.c.cmsg import CMSG_DATA, CMSG_FIRSTHDR, CMSG_LEN, CMSG_SPACE
-from rawsys.c.constants import AF_UNIX, MSG_DONTWAIT, SCM_RIGHTS, SOCK_DGRAM, SOL_SOCKET
-from rawsys.c.libc import close, recvmmsg, recvmsg, sendmmsg, sendmsg, socketpair
+from rawsys.c.constants import MSG_DONTWAIT, SCM_RIGHTS, SOL_SOCKET
+from rawsys.c.libc import recvmmsg, recvmsg, sendmmsg, sendmsg
 from rawsys.c.structs import iovec, mmsghdr, msghdr
 
 pytestmark = pytest.mark.usefixtures("fd_leak_check")
 
 PAYLOAD = b"survives the garbage collector"
-
-
-@pytest.fixture
-def dgram_pair() -> Iterator[tuple[int, int]]:
-    sv = (c_int * 2)()
-    assert socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) == 0
-    yield sv[0], sv[1]
-    close(sv[0])
-    close(sv[1])
 
 
 def churn() -> None:
@@ -58,8 +49,8 @@ def recv_payload(sock: int) -> bytes:
     return os.read(sock, 100)  # read(2) on a datagram socket takes one datagram
 
 
-def test_iovec_buffer_survives(dgram_pair: tuple[int, int]) -> None:
-    a, b = dgram_pair
+def test_iovec_buffer_survives(c_dgram: tuple[int, int]) -> None:
+    a, b = c_dgram
     iov, alive = filled_iovec(PAYLOAD)
     msg = msghdr()
     msg.set_iov([iov])
@@ -70,9 +61,9 @@ def test_iovec_buffer_survives(dgram_pair: tuple[int, int]) -> None:
     assert recv_payload(b) == PAYLOAD
 
 
-def test_iovec_array_survives(dgram_pair: tuple[int, int]) -> None:
+def test_iovec_array_survives(c_dgram: tuple[int, int]) -> None:
     """The array set_iov builds from a list is kept, not only the list's items."""
-    a, b = dgram_pair
+    a, b = c_dgram
     msg = msghdr()
     iovs = [filled_iovec(PAYLOAD[:10]), filled_iovec(PAYLOAD[10:])]
     msg.set_iov([iov for iov, _ in iovs])
@@ -84,8 +75,8 @@ def test_iovec_array_survives(dgram_pair: tuple[int, int]) -> None:
     assert recv_payload(b) == PAYLOAD
 
 
-def test_control_buffer_survives(dgram_pair: tuple[int, int]) -> None:
-    a, b = dgram_pair
+def test_control_buffer_survives(c_dgram: tuple[int, int]) -> None:
+    a, b = c_dgram
     r, w = os.pipe()
     try:
         msg = msghdr()
@@ -116,9 +107,9 @@ def test_control_buffer_survives(dgram_pair: tuple[int, int]) -> None:
         os.close(w)
 
 
-def test_mmsghdr_item_buffers_survive(dgram_pair: tuple[int, int]) -> None:
+def test_mmsghdr_item_buffers_survive(c_dgram: tuple[int, int]) -> None:
     """Helpers called on ``vec[i].msg_hdr`` (a temporary view) keep buffers for ``vec``."""
-    a, b = dgram_pair
+    a, b = c_dgram
     out = (mmsghdr * 2)()
     refs = []
     for i in range(2):
@@ -145,8 +136,8 @@ def test_mmsghdr_item_buffers_survive(dgram_pair: tuple[int, int]) -> None:
 
 
 def test_helpers_through_pointer_contents_keep_for_the_pointee(
-        dgram_pair: tuple[int, int]) -> None:
-    a, b = dgram_pair
+        c_dgram: tuple[int, int]) -> None:
+    a, b = c_dgram
     msg = msghdr()
     iov, alive = filled_iovec(PAYLOAD)
     pointer(msg).contents.set_iov([iov])
@@ -179,9 +170,9 @@ def test_resetting_a_field_releases_the_old_buffer() -> None:
     assert (msg.msg_control, msg.msg_controllen) == (None, 0)
 
 
-def test_assigning_a_struct_field_copies_what_it_keeps(dgram_pair: tuple[int, int]) -> None:
+def test_assigning_a_struct_field_copies_what_it_keeps(c_dgram: tuple[int, int]) -> None:
     """``vec[0].msg_hdr = hdr`` as C writes it: the copy keeps hdr's buffers alive."""
-    a, b = dgram_pair
+    a, b = c_dgram
     vec = (mmsghdr * 1)()
     hdr = msghdr()
     iov, alive = filled_iovec(PAYLOAD)

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 from ctypes import POINTER, byref, c_char, c_int, c_ubyte, c_void_p, cast, pointer, sizeof
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
@@ -62,15 +62,6 @@ from rawsys.c.structs import cmsghdr, iovec, mmsghdr, msghdr, sockaddr_un, sockl
 pytestmark = pytest.mark.usefixtures("fd_leak_check")
 
 
-@pytest.fixture
-def dgram() -> Iterator[tuple[int, int]]:
-    sv = (c_int * 2)()
-    assert socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) == 0
-    yield sv[0], sv[1]
-    close(sv[0])
-    close(sv[1])
-
-
 def still_queued(sock: int, expected: bytes) -> bool:
     return os.read(sock, 100) == expected
 
@@ -90,9 +81,9 @@ SIZED_BUFFERS: dict[str, Callable[[], Any]] = {
 
 @pytest.mark.parametrize("kind", sorted(SIZED_BUFFERS))
 @pytest.mark.parametrize("call", ["recv", "read", "recvfrom"])
-def test_reading_past_the_buffer_is_refused(dgram: tuple[int, int], kind: str,
+def test_reading_past_the_buffer_is_refused(c_dgram: tuple[int, int], kind: str,
                                             call: str) -> None:
-    a, b = dgram
+    a, b = c_dgram
     assert os.write(a, b"queued") == 6
     buf = SIZED_BUFFERS[kind]()
     operations = {
@@ -105,16 +96,16 @@ def test_reading_past_the_buffer_is_refused(dgram: tuple[int, int], kind: str,
     assert still_queued(b, b"queued")
 
 
-def test_exact_size_is_accepted(dgram: tuple[int, int]) -> None:
-    a, b = dgram
+def test_exact_size_is_accepted(c_dgram: tuple[int, int]) -> None:
+    a, b = c_dgram
     for kind, make in SIZED_BUFFERS.items():
         assert os.write(a, b"12345678") == 8
         assert recv(b, make(), 8, 0) == 8, kind
 
 
 @pytest.mark.parametrize("call", ["send", "write", "sendto"])
-def test_writing_past_the_buffer_is_refused(dgram: tuple[int, int], call: str) -> None:
-    a, b = dgram
+def test_writing_past_the_buffer_is_refused(c_dgram: tuple[int, int], call: str) -> None:
+    a, b = c_dgram
     data = b"abc"
     operations = {
         "send": lambda: send(a, data, 4, 0),
@@ -126,8 +117,8 @@ def test_writing_past_the_buffer_is_refused(dgram: tuple[int, int], call: str) -
     assert recv(b, bytearray(8), 8, MSG_DONTWAIT) == -1 and get_errno() == errno.EAGAIN
 
 
-def test_socket_options_past_the_value_are_refused(dgram: tuple[int, int]) -> None:
-    a, _b = dgram
+def test_socket_options_past_the_value_are_refused(c_dgram: tuple[int, int]) -> None:
+    a, _b = c_dgram
     value = c_int(1)
     with pytest.raises(BufferOverflowDetected):
         setsockopt(a, SOL_SOCKET, SO_PASSCRED, value, sizeof(value) + 1)
@@ -138,8 +129,8 @@ def test_socket_options_past_the_value_are_refused(dgram: tuple[int, int]) -> No
     assert value.value == SOCK_DGRAM
 
 
-def test_recvfrom_address_past_the_struct_is_refused(dgram: tuple[int, int]) -> None:
-    _a, b = dgram
+def test_recvfrom_address_past_the_struct_is_refused(c_dgram: tuple[int, int]) -> None:
+    _a, b = c_dgram
     addr = sockaddr_un()
     with pytest.raises(BufferOverflowDetected):
         recvfrom(b, bytearray(4), 4, MSG_DONTWAIT, addr, byref(socklen_t(sizeof(addr) + 1)))
@@ -172,8 +163,8 @@ def test_int_arrays_too_small_are_refused() -> None:
     os.close(fds[3])
 
 
-def test_mmsg_vector_shorter_than_vlen_is_refused(dgram: tuple[int, int]) -> None:
-    a, b = dgram
+def test_mmsg_vector_shorter_than_vlen_is_refused(c_dgram: tuple[int, int]) -> None:
+    a, b = c_dgram
     vec = (mmsghdr * 2)()
     for bad in ((vec, 3), (byref(vec[1]), 2), (pointer(vec[1]), 2), (mmsghdr(), 2)):
         with pytest.raises(BufferOverflowDetected):
@@ -182,9 +173,9 @@ def test_mmsg_vector_shorter_than_vlen_is_refused(dgram: tuple[int, int]) -> Non
             recvmmsg(b, bad[0], bad[1], MSG_DONTWAIT, None)
 
 
-def test_pointers_into_unknown_memory_are_efault(dgram: tuple[int, int]) -> None:
+def test_pointers_into_unknown_memory_are_efault(c_dgram: tuple[int, int]) -> None:
     """A pointer no live object holds is not handed to the kernel: -1, EFAULT."""
-    a, b = dgram
+    a, b = c_dgram
     assert os.write(a, b"x") == 1
     assert recv(b, c_void_p(8), 1, 0) == -1
     assert get_errno() == errno.EFAULT
@@ -219,8 +210,8 @@ def test_bytearray_cannot_be_resized_while_pointed_at() -> None:
     assert buf == bytearray(b"pinned!")
 
 
-def test_read_only_buffers_are_refused_for_writes(dgram: tuple[int, int]) -> None:
-    a, b = dgram
+def test_read_only_buffers_are_refused_for_writes(c_dgram: tuple[int, int]) -> None:
+    a, b = c_dgram
     assert os.write(a, b"must stay queued") == 16
     constant = b"immutable bytes!"
     for readonly in (constant, memoryview(constant)):
@@ -302,9 +293,9 @@ class StrFileno:
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CALLS))
-def test_wrong_types_raise(dgram: tuple[int, int], case: str) -> None:
+def test_wrong_types_raise(c_dgram: tuple[int, int], case: str) -> None:
     call, expected = BAD_CALLS[case]
-    a, b = dgram
+    a, b = c_dgram
     assert os.write(a, b"q") == 1
     with pytest.raises(expected):
         call(b)
@@ -430,8 +421,8 @@ def test_perror_matches_c(build_c: Any, capsys: pytest.CaptureFixture[str],
     assert capsys.readouterr().err == c_text
 
 
-def test_errno_after_a_failed_call_is_the_kernels(dgram: tuple[int, int]) -> None:
-    _a, b = dgram
+def test_errno_after_a_failed_call_is_the_kernels(c_dgram: tuple[int, int]) -> None:
+    _a, b = c_dgram
     set_errno(0)
     assert recv(b, bytearray(1), 1, MSG_DONTWAIT) == -1
     assert get_errno() == errno.EAGAIN
@@ -441,8 +432,8 @@ def test_errno_after_a_failed_call_is_the_kernels(dgram: tuple[int, int]) -> Non
     assert get_errno() == errno.EBADF
 
 
-def test_errno_is_per_thread(dgram: tuple[int, int]) -> None:
-    _a, b = dgram
+def test_errno_is_per_thread(c_dgram: tuple[int, int]) -> None:
+    _a, b = c_dgram
     set_errno(0)
     assert recv(b, bytearray(1), 1, MSG_DONTWAIT) == -1
     seen: list[int] = []

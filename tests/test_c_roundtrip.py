@@ -62,15 +62,6 @@ def pair(request: pytest.FixtureRequest) -> Iterator[tuple[int, int]]:
 
 
 @pytest.fixture
-def dgram_pair() -> Iterator[tuple[int, int]]:
-    sv = (c_int * 2)()
-    assert socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) == 0
-    yield sv[0], sv[1]
-    close(sv[0])
-    close(sv[1])
-
-
-@pytest.fixture
 def pipe() -> Iterator[tuple[int, int]]:
     fds = (c_int * 2)()
     assert pipe2(fds, 0) == 0
@@ -349,8 +340,8 @@ def test_no_control_buffer_drops_fds(pair: tuple[int, int], pipe: tuple[int, int
     assert set(os.listdir("/proc/self/fd")) == before
 
 
-def test_msg_peek_gives_clones(dgram_pair: tuple[int, int], pipe: tuple[int, int]) -> None:
-    a, b = dgram_pair
+def test_msg_peek_gives_clones(c_dgram: tuple[int, int], pipe: tuple[int, int]) -> None:
+    a, b = c_dgram
     r, w = pipe
     assert send_fds(a, [w]) == 1
     peeked = recv_fds(b, 1, flags=MSG_PEEK)
@@ -365,16 +356,16 @@ def test_msg_peek_gives_clones(dgram_pair: tuple[int, int], pipe: tuple[int, int
         real.close_fds()
 
 
-def test_msg_trunc_on_a_long_datagram(dgram_pair: tuple[int, int]) -> None:
-    a, b = dgram_pair
+def test_msg_trunc_on_a_long_datagram(c_dgram: tuple[int, int]) -> None:
+    a, b = c_dgram
     assert send_fds(a, [], b"0123456789") == 10
     got = recv_fds(b, 0, bufsize=4)
     assert got.data == b"0123" and got.flags & MSG_TRUNC
 
 
-def test_sendmmsg_recvmmsg(dgram_pair: tuple[int, int]) -> None:
+def test_sendmmsg_recvmmsg(c_dgram: tuple[int, int]) -> None:
     """Three datagrams with one fd each in one sendmmsg; one recvmmsg gets all three."""
-    a, b = dgram_pair
+    a, b = c_dgram
     pipes = [os.pipe() for _ in range(3)]
     keep = []
     try:
@@ -424,10 +415,10 @@ def test_sendmmsg_recvmmsg(dgram_pair: tuple[int, int]) -> None:
             os.close(w)
 
 
-def test_msghdr_by_value_pointer_and_byref(dgram_pair: tuple[int, int],
+def test_msghdr_by_value_pointer_and_byref(c_dgram: tuple[int, int],
                                            pipe: tuple[int, int]) -> None:
     """sendmsg takes msg, pointer(msg) or byref(msg), as C takes &msg."""
-    a, b = dgram_pair
+    a, b = c_dgram
     _r, w = pipe
     data = bytearray(b"p")
     iov = iovec()
@@ -448,8 +439,8 @@ def test_msghdr_by_value_pointer_and_byref(dgram_pair: tuple[int, int],
         got.close_fds()
 
 
-def test_bad_fd_in_rights_is_ebadf(dgram_pair: tuple[int, int]) -> None:
-    a, _b = dgram_pair
+def test_bad_fd_in_rights_is_ebadf(c_dgram: tuple[int, int]) -> None:
+    a, _b = c_dgram
     closed = os.open(os.devnull, os.O_RDONLY)
     os.close(closed)
     for bad in (-1, closed):
@@ -457,9 +448,9 @@ def test_bad_fd_in_rights_is_ebadf(dgram_pair: tuple[int, int]) -> None:
         assert get_errno() == errno.EBADF
 
 
-def test_cmsg_len_past_the_buffer_is_einval(dgram_pair: tuple[int, int],
+def test_cmsg_len_past_the_buffer_is_einval(c_dgram: tuple[int, int],
                                             pipe: tuple[int, int]) -> None:
-    a, _b = dgram_pair
+    a, _b = c_dgram
     _r, w = pipe
     data = bytearray(b"e")
     iov = iovec()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 
 import pytest
 
@@ -15,22 +15,6 @@ from rawsys import ControlTruncatedError, recv_fds, recv_fds_batch, send_fds, se
 pytestmark = pytest.mark.usefixtures("fd_leak_check")
 
 Pair = Tuple[socket.socket, socket.socket]
-
-
-@pytest.fixture
-def dgram() -> Iterator[Pair]:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    yield a, b
-    a.close()
-    b.close()
-
-
-@pytest.fixture
-def pipe() -> Iterator[Tuple[int, int]]:
-    r, w = os.pipe()
-    yield r, w
-    os.close(r)
-    os.close(w)
 
 
 def close_results(results: List[Tuple[bytes, List[int], int, object]]) -> None:

@@ -39,22 +39,6 @@ def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
     b.close()
 
 
-@pytest.fixture
-def dgram() -> Iterator[Pair]:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    yield a, b
-    a.close()
-    b.close()
-
-
-@pytest.fixture
-def pipe() -> Iterator[Tuple[int, int]]:
-    r, w = os.pipe()
-    yield r, w
-    os.close(r)
-    os.close(w)
-
-
 def close_all(fds: List[int]) -> None:
     for fd in fds:
         os.close(fd)

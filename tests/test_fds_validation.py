@@ -42,14 +42,6 @@ def pair() -> Iterator[Pair]:
     b.close()
 
 
-@pytest.fixture
-def pipe() -> Iterator[Tuple[int, int]]:
-    r, w = os.pipe()
-    yield r, w
-    os.close(r)
-    os.close(w)
-
-
 def _inodes(fds: List[int]) -> List[int]:
     return [os.fstat(fd).st_ino for fd in fds]
 

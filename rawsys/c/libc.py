@@ -370,6 +370,20 @@ _sendmsg_fast = LIBC_FAST["sendmsg"]
 _recvmsg_fast = LIBC_FAST["recvmsg"]
 
 
+def _msghdr_call(call: Callable[[int, Any, int], int], sockfd: Fd, msg: MsgArg, flags: int,
+                 writable: bool) -> int:
+    """``call(sockfd, msg, flags)`` (sendmsg or recvmsg) once every pointer in *msg* is checked."""
+    fd, c_flags = fileno(sockfd), _c_int(flags, "flags")
+    pointer = _pointer_to(msg, msghdr, "msg")
+    try:
+        held = _check_msghdrs(msg, 1, MSGHDR_SIZE, writable, "msg")
+    except UnknownMemory:
+        return _efault()
+    result: int = call(fd, pointer, c_flags)  # all checked: see LIBC_FAST
+    del held  # alive through the call, whatever other threads do to the structures
+    return result
+
+
 def sendmsg(sockfd: Fd, msg: MsgArg, flags: int) -> int:
     """``ssize_t sendmsg(int sockfd, const struct msghdr *msg, int flags);``
 
@@ -377,15 +391,7 @@ def sendmsg(sockfd: Fd, msg: MsgArg, flags: int) -> int:
     ``msg_control``) must lie in memory a live object reachable from *msg*
     holds, else ``-1`` with ``errno`` ``EFAULT`` and nothing is sent.
     """
-    fd, c_flags = fileno(sockfd), _c_int(flags, "flags")
-    pointer = _pointer_to(msg, msghdr, "msg")
-    try:
-        held = _check_msghdrs(msg, 1, MSGHDR_SIZE, False, "msg")
-    except UnknownMemory:
-        return _efault()
-    result: int = _sendmsg_fast(fd, pointer, c_flags)  # all checked: see LIBC_FAST
-    del held  # alive through the call, whatever other threads do to the structures
-    return result
+    return _msghdr_call(_sendmsg_fast, sockfd, msg, flags, False)
 
 
 def recvmsg(sockfd: Fd, msg: MsgArg, flags: int) -> int:
@@ -395,15 +401,7 @@ def recvmsg(sockfd: Fd, msg: MsgArg, flags: int) -> int:
     iovecs' buffers, ``msg_control``) must be writable: ``bytes`` raises
     ``TypeError``.
     """
-    fd, c_flags = fileno(sockfd), _c_int(flags, "flags")
-    pointer = _pointer_to(msg, msghdr, "msg")
-    try:
-        held = _check_msghdrs(msg, 1, MSGHDR_SIZE, True, "msg")
-    except UnknownMemory:
-        return _efault()
-    result: int = _recvmsg_fast(fd, pointer, c_flags)  # all checked: see LIBC_FAST
-    del held  # alive through the call, whatever other threads do to the structures
-    return result
+    return _msghdr_call(_recvmsg_fast, sockfd, msg, flags, True)
 
 
 def _mmsg_vector(msgvec: Any, vlen: int) -> Any:

@@ -67,21 +67,6 @@ def s(session: Session) -> Session:
     return session
 
 
-@pytest.fixture
-def dgram() -> Iterator[tuple[socket.socket, socket.socket]]:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    with a, b:
-        yield a, b
-
-
-@pytest.fixture
-def pipe() -> Iterator[tuple[int, int]]:
-    r, w = os.pipe()
-    yield r, w
-    os.close(r)
-    os.close(w)
-
-
 def wait_for(s: Session, sends: int, recvs: int, timeout: float = 5.0) -> list[TraceEvent]:
     def enough(evs: list[TraceEvent]) -> bool:
         return (
