@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime
 import json
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from rawsys.trace.events import (
     EV_FLAG_REF_IS_FILE_REF,
@@ -84,19 +84,14 @@ class _Text:
         self.comm: dict[bytes, str] = {}
         self.flags: dict[tuple[int, int, int], tuple[str, str]] = {}
         self.files: dict[tuple[object, ...], str] = {}
-        self.heads: dict[tuple[bytes, str], str] = {}
-        self.kinds: dict[int, str] = {}
-        self._second = -1
-        self._prefix = ""
+        self.second = -1  # the second of the last time rendered, and its text
+        self.prefix = ""
 
-    def iso(self, ktime_ns: int) -> str:
-        """``clock.iso(ktime_ns)``: the date and second rendered once per second."""
-        seconds, ns = divmod(ktime_ns + self.clock.offset_ns, 1_000_000_000)
-        if seconds != self._second:
-            utc = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
-            self._second = seconds
-            self._prefix = utc.strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._prefix}.{ns // 1000:06d}+00:00"
+    @staticmethod
+    def second_prefix(seconds: int) -> str:
+        """``2026-12-02T15:20:01``: :meth:`WallClock.iso` but for the fraction and zone."""
+        utc = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+        return utc.strftime("%Y-%m-%dT%H:%M:%S")
 
     def comm_json(self, comm: bytes) -> str:
         c = self.comm.get(comm)
@@ -117,12 +112,6 @@ class _Text:
             fl = self.flags[key] = (json.dumps(sorted(names)),
                                     json.dumps(sorted(names - {"CMSG_CLOEXEC"})))
         return fl
-
-    def kind(self, mode: int) -> str:
-        k = self.kinds.get(mode)
-        if k is None:
-            k = self.kinds[mode] = file_kind(mode)
-        return k
 
     def file_json(self, address: int, ino: int, ref_raw: int, mode: int, name: bytes,
                   file_ref: bool, path: str) -> str:
@@ -159,7 +148,10 @@ class JsonStream:
         self.path_of = path_of
         self._text = _Text(clock, backend)
         self._pending: dict[tuple[int, int], deque[int]] = {}  # file key -> send numbers
-        self._order: dict[int, bytes] = {}  # send number -> record, oldest first
+        # send number -> (record, its side of a transfer record), oldest first
+        self._order: dict[int, tuple[bytes, str]] = {}
+        self._shapes: dict[bytes, _Shape | None] = {}  # by the record after its timestamp
+        self._named_shapes: dict[tuple[bytes, str], _Shape | None] = {}  # and its file's path
         self._seq = 0
         self.decoded = 0  # records decoded into objects (for the general way)
 
@@ -169,7 +161,7 @@ class JsonStream:
         if not self._order:
             return
         m = self.matcher
-        records = list(self._order.values())
+        records = [r for r, _side in self._order.values()]
         self._order.clear()
         self._pending.clear()
         self.decoded += len(records)
@@ -187,50 +179,84 @@ class JsonStream:
         return len(self._order) + self.matcher.pending
 
     # ------------------------------------------------------------- a batch
+    def _shape(self, record: bytes, path: str | None) -> _Shape | None:
+        """What a record's line and transfer side look like, but for its times;
+        None when the record goes the general way.  *path*: the file's, for a
+        named file (None: not looked up yet)."""
+        (ts_ns, ret, pid, tid, comm, sock, call_flags, msg_flags, _controllen, kind,
+         syscall, ev_flags, _reason, msg_index, nfds, _seen, _queued, _pad1,
+         sock_file, address, ino, ref_raw, fd, mode, fd_flags, name) = ONE_FD_STRUCT.unpack(record)
+        call = _SYSCALL.get(syscall)
+        if nfds != 1 or call is None or kind not in (_SEND, _RECV) or ret < 0 or not address:
+            return None
+        names = _flag_names(EventKind(kind), call_flags, msg_flags)
+        if kind == _RECV and (fd_flags & FD_FLAG_CLOEXEC or "PEEK" in names
+                              or "CTRUNC" in names):
+            return None  # remembered for an exec, paired without consuming, or cut short
+        text = self._text
+        named = file_kind(mode) in NAMED_KINDS
+        if named and path is None:
+            return _Shape(kind, (address, ino), sock_file, "", "", "", mode)
+        fl, transfer_fl = text.flags_json(kind, call_flags, msg_flags)
+        f = text.file_json(address, ino, ref_raw, mode, name,
+                           bool(ev_flags & EV_FLAG_REF_IS_FILE_REF), path or "")
+        c = text.comm_json(comm)
+        head = (
+            f'{{"backend": {text.backend}, "cloexec": '
+            f'[{"true" if fd_flags & FD_FLAG_CLOEXEC else "false"}]'
+            f', "comm": {c}, "errno": 0, '
+            f'"event": "{"send" if kind == _SEND else "recv"}", "fds": [{fd}]'
+            f', "files": [{f}], "flags": {fl}, "msg_index": {msg_index}'
+            f', "ok": true, "pid": {pid}, "ret": {ret}, "sock": {sock}'
+            f', "syscall": "{call}", "tid": {tid}, "time": "'
+        )
+        side = f'{{"comm": {c}, "fd": {fd}, "pid": {pid}, "sock": {sock}, "tid": {tid}, "time": "'
+        transfer = (f'{{"event": "transfer", "file": {f}, "flags": {transfer_fl}, "receiver": '
+                    if kind == _RECV else "")
+        return _Shape(kind, (address, ino), sock_file, head, side, transfer, -1 if named else 0)
+
     def batch(self, records: list[bytes], now_ns: int, *, final: bool = False) -> str:
         """One batch's lines, each ending in a newline (as :class:`Printer` writes them)."""
         m = self.matcher
-        text = self._text
         clock = self.clock
+        backend = self.backend
+        shapes, named_shapes = self._shapes, self._named_shapes
+        offset = clock.offset_ns
+        text = self._text
         path_cache: dict[tuple[int, int], str] = {}
-        unpack = ONE_FD_STRUCT.unpack
         lines: list[str] = []
         transfers: list[str] = []  # then the lost fds' lines
         verdicts: list[Transfer | LostEvent] = []  # the general way's, in order
         general: dict[int, TraceEvent] = {}  # record index -> decoded event
-        simple: dict[int, tuple[Any, ...]] = {}  # record index -> its fields
-        backend = self.backend
-        heads = text.heads
-
-        def path(address: int, ino: int, mode: int) -> str:
-            if not address or text.kind(mode) not in NAMED_KINDS:
-                return ""
-            key = (address, ino)
-            p = path_cache.get(key)
-            if p is None:
-                p = path_cache[key] = self.path_of(
-                    FileIdentity(address=address, inode=ino, mode=mode, refcount=0, name=""))
-            return p
+        simple: list[_Shape | None] = []
+        times: list[str] = []
+        second, prefix = text.second, text.prefix
 
         # Each record's own line, in the order read.
         for i, r in enumerate(records):
-            fields = None
+            shape = None
             if len(r) == ONE_FD_SIZE:
-                fields = unpack(r)
-                (ts_ns, ret, pid, tid, comm, sock, call_flags, msg_flags, _controllen, kind,
-                 syscall, ev_flags, _reason, msg_index, nfds, _seen, _queued, _pad1,
-                 _sock_file, address, ino, ref_raw, fd, mode, fd_flags, name) = fields
-                call = _SYSCALL.get(syscall)
-                if (nfds != 1 or call is None or kind not in (_SEND, _RECV) or ret < 0
-                        or not address):
-                    fields = None
-                elif kind == _RECV and (fd_flags & FD_FLAG_CLOEXEC
-                                        or "PEEK" in _flag_names(EventKind.RECV, call_flags,
-                                                                 msg_flags)
-                                        or "CTRUNC" in _flag_names(EventKind.RECV, call_flags,
-                                                                   msg_flags)):
-                    fields = None
-            if fields is None:
+                rest = r[8:]
+                shape = shapes.get(rest, _UNSEEN)
+                if shape is _UNSEEN:
+                    if len(shapes) >= _LINE_CACHE_MAX:
+                        shapes.clear()
+                    shape = shapes[rest] = self._shape(r, None)
+                if shape is not None and shape.mode:  # a named file: its path is part of it
+                    p = path_cache.get(shape.key)
+                    if p is None:
+                        address, ino = shape.key
+                        p = path_cache[shape.key] = self.path_of(FileIdentity(
+                            address=address, inode=ino, mode=shape.mode, refcount=0, name=""))
+                    nkey = (rest, p)
+                    shape = named_shapes.get(nkey)
+                    if shape is None:
+                        if len(named_shapes) >= _LINE_CACHE_MAX:
+                            named_shapes.clear()
+                        shape = named_shapes[nkey] = self._shape(r, p)
+            simple.append(shape)
+            if shape is None:
+                times.append("")
                 ev = decode_event(r, backend)
                 self.decoded += 1
                 general[i] = ev
@@ -238,45 +264,32 @@ class JsonStream:
                     lines.append(json.dumps(event_json(ev, clock, self.path_of), sort_keys=True))
                     lines.append("\n")
                 continue
-            simple[i] = fields
-            p = path(address, ino, mode)
-            hkey = (r[8:], p)
-            head = heads.get(hkey)
-            if head is None:
-                fl = text.flags_json(kind, call_flags, msg_flags)[0]
-                f = text.file_json(address, ino, ref_raw, mode, name,
-                                   bool(ev_flags & EV_FLAG_REF_IS_FILE_REF), p)
-                head = (
-                    f'{{"backend": {text.backend}, "cloexec": '
-                    f'[{"true" if fd_flags & FD_FLAG_CLOEXEC else "false"}]'
-                    f', "comm": {text.comm_json(comm)}, "errno": 0, '
-                    f'"event": "{"send" if kind == _SEND else "recv"}", "fds": [{fd}]'
-                    f', "files": [{f}], "flags": {fl}, "msg_index": {msg_index}'
-                    f', "ok": true, "pid": {pid}, "ret": {ret}, "sock": {sock}'
-                    f', "syscall": "{call}", "tid": {tid}, "time": "'
-                )
-                if len(heads) >= _LINE_CACHE_MAX:
-                    heads.clear()
-                heads[hkey] = head
-            lines.append(f'{head}{text.iso(ts_ns)}", "timestamp_ns": {ts_ns}}}\n')
+            ts_ns = int.from_bytes(r[:8], "little")
+            sec, ns = divmod(ts_ns + offset, 1_000_000_000)
+            if sec != second:
+                second, prefix = sec, text.second_prefix(sec)
+            when = f"{prefix}.{ns // 1000:06d}+00:00"
+            times.append(when)
+            lines.append(f'{shape.head}{when}", "timestamp_ns": {ts_ns}}}\n')
+        text.second, text.prefix = second, prefix
 
         # Linking, in the order the events happened (as Session.transfers feeds them).
         stamps = [int.from_bytes(r[:8], "little") for r in records]
         order = sorted(range(len(records)), key=stamps.__getitem__)
         pending, by_number = self._pending, self._order
         for i in order:
-            fields = simple.get(i)
-            if fields is not None:
-                ts_ns = fields[0]
-                key = (fields[19], fields[20])
-                if fields[9] == _SEND:
-                    if key not in m._recvs and fields[18] not in m._cut_waiting:
+            shape = simple[i]
+            if shape is not None:
+                ts_ns = stamps[i]
+                key = shape.key
+                if shape.kind == _SEND:
+                    if key not in m._recvs and shape.sock_file not in m._cut_waiting:
                         self._seq += 1
                         q = pending.get(key)
                         if q is None:
                             q = pending[key] = deque()
                         q.append(self._seq)
-                        by_number[self._seq] = records[i]
+                        by_number[self._seq] = (records[i], shape.side + times[i])
                         if len(by_number) + len(m._order) > m.max_pending:
                             self._materialise(verdicts)  # the matcher evicts the oldest
                         if ts_ns > m._last_ns:
@@ -287,10 +300,12 @@ class JsonStream:
                 elif key not in m._sends:
                     q = pending.get(key)
                     if q:
-                        send = by_number.pop(q.popleft())
+                        send_side = by_number.pop(q.popleft())[1]
                         if not q:
                             del pending[key]
-                        transfers.append(self._transfer(send, fields, records[i], path))
+                        when = times[i]
+                        transfers.append(f'{shape.transfer}{shape.side}{when}"}}, "sender": '
+                                         f'{send_side}"}}, "time": "{when}"}}\n')
                         if ts_ns > m._last_ns:
                             m._last_ns = ts_ns
                         if m._recvs or m._cut_waiting:
@@ -322,25 +337,17 @@ class JsonStream:
         p = self.path_of(f) if f.address and f.kind in NAMED_KINDS else ""
         return json.dumps(transfer_json(t, self.clock, p), sort_keys=True) + "\n"
 
-    def _transfer(self, send: bytes, recv: tuple[Any, ...], recv_record: bytes,
-                  path: Callable[[int, int, int], str]) -> str:
-        """``transfer_json`` of a routine send and its receive, from their records."""
-        text = self._text
-        (s_ts, _, s_pid, s_tid, s_comm, s_sock, *_rest) = ONE_FD_STRUCT.unpack(send)
-        s_fd = _rest[-4]
-        (ts_ns, _ret, pid, tid, comm, sock, call_flags, msg_flags, _controllen, kind,
-         _syscall, ev_flags, _reason, _msg_index, _nfds, _seen, _queued, _pad1,
-         _sock_file, address, ino, ref_raw, fd, mode, _fd_flags, name) = recv
-        p = path(address, ino, mode)
-        f = text.file_json(address, ino, ref_raw, mode, name,
-                           bool(ev_flags & EV_FLAG_REF_IS_FILE_REF), p)
-        recv_time = text.iso(ts_ns)
-        return (
-            f'{{"event": "transfer", "file": {f}, '
-            f'"flags": {text.flags_json(kind, call_flags, msg_flags)[1]}, '
-            f'"receiver": {{"comm": {text.comm_json(comm)}, "fd": {fd}, "pid": {pid}, '
-            f'"sock": {sock}, "tid": {tid}, "time": "{recv_time}"}}, '
-            f'"sender": {{"comm": {text.comm_json(s_comm)}, "fd": {s_fd}, "pid": {s_pid}, '
-            f'"sock": {s_sock}, "tid": {s_tid}, "time": "{text.iso(s_ts)}"}}, '
-            f'"time": "{recv_time}"}}\n'
-        )
+
+class _Shape(NamedTuple):
+    """A routine record's text but for its times, and what linking needs of it."""
+
+    kind: int
+    key: tuple[int, int]  # the file's address and inode
+    sock_file: int
+    head: str  # its own line up to its time
+    side: str  # its side of a transfer record up to its time
+    transfer: str  # a receive's: the transfer record up to the receiver's side
+    mode: int  # a named file's mode, whose path is still to be looked up; -1 done; else 0
+
+
+_UNSEEN: Any = object()
