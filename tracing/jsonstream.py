@@ -56,7 +56,7 @@ from rawsys.trace.output import (
     event_json,
     file_column,
     lost_json,
-    transfer_json,
+    transfer_line,
 )
 
 __all__ = ["JsonStream"]
@@ -156,10 +156,11 @@ class JsonStream:
         self.decoded = 0  # records decoded into objects (for the general way)
 
     # ------------------------------------------------------------- the state
-    def _materialise(self, out: list[Transfer | LostEvent]) -> None:
+    def _materialise(self, verdicts: list[Transfer | LostEvent], transfers: list[str]) -> None:
         """Hand every send pending here to the matcher, oldest first."""
         if not self._order:
             return
+        out: list[Transfer | LostEvent] = []
         m = self.matcher
         records = [r for r, _side in self._order.values()]
         self._order.clear()
@@ -174,6 +175,7 @@ class JsonStream:
             m._add_pending(half, out)
             if msg.waiting and ev.sock_file:
                 m._by_sock.setdefault(ev.sock_file, deque()).append(msg)
+        self._general(out, verdicts, transfers)
 
     def pending(self) -> int:
         return len(self._order) + self.matcher.pending
@@ -291,11 +293,12 @@ class JsonStream:
                         q.append(self._seq)
                         by_number[self._seq] = (records[i], shape.side + times[i])
                         if len(by_number) + len(m._order) > m.max_pending:
-                            self._materialise(verdicts)  # the matcher evicts the oldest
+                            # The matcher evicts the oldest (in flight).
+                            self._materialise(verdicts, transfers)
                         if ts_ns > m._last_ns:
                             m._last_ns = ts_ns
                         if m._recvs or m._cut_waiting:
-                            verdicts.extend(m.expire(m._last_ns))
+                            self._general(m.expire(m._last_ns), verdicts, transfers)
                         continue
                 elif key not in m._sends:
                     q = pending.get(key)
@@ -309,22 +312,19 @@ class JsonStream:
                         if ts_ns > m._last_ns:
                             m._last_ns = ts_ns
                         if m._recvs or m._cut_waiting:
-                            verdicts.extend(m.expire(m._last_ns))
+                            self._general(m.expire(m._last_ns), verdicts, transfers)
                         continue
                 ev = general[i] = decode_events([records[i]], backend)[0]
                 self.decoded += 1
             else:
                 ev = general[i]
-            self._materialise(verdicts)
-            for v in m.feed(ev):
-                verdicts.append(v)
-                if isinstance(v, Transfer) and v.matched:
-                    transfers.append(self._general_transfer(v))
+            self._materialise(verdicts, transfers)
+            self._general(m.feed(ev), verdicts, transfers)
         if final:
-            self._materialise(verdicts)
-            verdicts.extend(m.flush())
+            self._materialise(verdicts, transfers)
+            self._general(m.flush(), verdicts, transfers)
         else:
-            verdicts.extend(m.expire(now_ns))
+            self._general(m.expire(now_ns), verdicts, transfers)
         for v in verdicts:
             if isinstance(v, LostEvent):
                 lf = v.file
@@ -332,10 +332,15 @@ class JsonStream:
                 transfers.append(json.dumps(lost_json(v, clock, p), sort_keys=True) + "\n")
         return "".join(lines) + "".join(transfers)
 
-    def _general_transfer(self, t: Transfer) -> str:
-        f = t.file
-        p = self.path_of(f) if f.address and f.kind in NAMED_KINDS else ""
-        return json.dumps(transfer_json(t, self.clock, p), sort_keys=True) + "\n"
+    def _general(self, got: list[Transfer | LostEvent], verdicts: list[Transfer | LostEvent],
+                 transfers: list[str]) -> None:
+        """The matcher's verdicts: kept in order, linked and in-flight transfers written."""
+        for v in got:
+            verdicts.append(v)
+            if isinstance(v, Transfer) and (v.matched or v.in_flight):
+                f = v.file
+                p = self.path_of(f) if f.address and f.kind in NAMED_KINDS else ""
+                transfers.append(transfer_line(v, self.clock, p))
 
 
 class _Shape(NamedTuple):

@@ -32,7 +32,9 @@ __all__ = [
     "is_failure_or_loss",
     "loss_cause",
     "name_matches",
+    "in_flight_json",
     "transfer_json",
+    "transfer_line",
 ]
 
 COMM_WIDTH = 15  # TASK_COMM_LEN - 1: the whole name the kernel keeps, as bcc's tools show it
@@ -260,6 +262,12 @@ def event_json(ev: TraceEvent, clock: WallClock, path_of: PathOf = _no_path) -> 
     return out
 
 
+def transfer_line(t: Transfer, clock: WallClock, path: str = "") -> str:
+    """The ``--json`` line of a linked transfer or of an fd in flight."""
+    record = transfer_json(t, clock, path) if t.matched else in_flight_json(t, clock, path)
+    return json.dumps(record, sort_keys=True) + "\n"
+
+
 def transfer_json(t: Transfer, clock: WallClock, path: str = "") -> dict[str, object]:
     """One fd that reached a receiver: ``"event": "transfer"``, both sides and the file.
 
@@ -282,6 +290,26 @@ def transfer_json(t: Transfer, clock: WallClock, path: str = "") -> dict[str, ob
         "receiver": side(t.recv, t.recv_fd),
         "file": file,
         "flags": [f for f in transfer_flags(t) if f != "NOSEND"],
+    }
+
+
+def in_flight_json(t: Transfer, clock: WallClock, path: str = "") -> dict[str, object]:
+    """A send still queued when tracing stopped (or evicted at the matcher's cap):
+    ``"event": "transfer"`` with ``"in_flight": true``, ``"receiver": null``, and
+    ``time`` the send's."""
+    assert t.send is not None and t.in_flight
+    file = t.file.to_json()
+    file["path"] = file_column(t.file, path)
+    return {
+        "event": "transfer",
+        "time": clock.iso(t.send.timestamp_ns),
+        "sender": {"pid": t.send.pid, "tid": t.send.tid, "comm": t.send.comm,
+                   "fd": t.send_fd, "sock": t.send.sock,
+                   "time": clock.iso(t.send.timestamp_ns)},
+        "receiver": None,
+        "file": file,
+        "flags": transfer_flags(t),
+        "in_flight": True,
     }
 
 
@@ -430,9 +458,8 @@ class Printer:
                     continue
                 w(json.dumps(event_json(ev, self.clock, self.path_of), sort_keys=True) + "\n")
             for t in transfers:
-                if t.matched and self._wanted(t):
-                    record = transfer_json(t, self.clock, self._path(t.file))
-                    w(json.dumps(record, sort_keys=True) + "\n")
+                if (t.matched or t.in_flight) and self._wanted(t):
+                    w(transfer_line(t, self.clock, self._path(t.file)))
             for lost in losses:
                 record = lost_json(lost, self.clock, self._path(lost.file))
                 w(json.dumps(record, sort_keys=True) + "\n")

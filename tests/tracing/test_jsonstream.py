@@ -151,6 +151,9 @@ def test_anomalies_amid_routine_records_are_the_general_way() -> None:
     parsed = _compare(batches)
     reasons = sorted(str(p["reason"]) for p in parsed if p["event"] == "lost")
     assert reasons == ["closed-on-exec", "ctrunc", "read-without-control"]
+    # The two sends never received, at the end (the receive alone: no record).
+    flying = [p for p in parsed if p["event"] == "transfer" and p.get("in_flight")]
+    assert [p["file"]["inode"] for p in flying] == [9, 10]  # type: ignore[index]
 
 
 def test_evictions_at_the_cap_are_the_general_way() -> None:
@@ -160,7 +163,11 @@ def test_evictions_at_the_cap_are_the_general_way() -> None:
     batches = [sends[:5], sends[5:] + recvs[:3], recvs[3:]]
     parsed = _compare(batches, max_pending=4)
     # The 8 oldest sends were evicted (in flight): only the last 4 link.
-    assert sum(p["event"] == "transfer" for p in parsed) == 4
+    linked = [p for p in parsed if p["event"] == "transfer" and p["receiver"] is not None]
+    assert len(linked) == 4
+    evicted = [p for p in parsed if p["event"] == "transfer" and p["receiver"] is None]
+    assert [p["sender"]["fd"] for p in evicted] == [5] * 8  # type: ignore[index]
+    assert all(p["in_flight"] for p in evicted)
 
 
 def test_in_flight_at_the_end_reach_the_matcher() -> None:
