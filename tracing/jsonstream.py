@@ -233,6 +233,7 @@ class JsonStream:
         simple: list[_Shape | None] = []
         times: list[str] = []
         second, prefix = text.second, text.prefix
+        stamps = [int.from_bytes(r[:8], "little") for r in records]
 
         # Each record's own line, in the order read.
         for i, r in enumerate(records):
@@ -266,7 +267,7 @@ class JsonStream:
                     lines.append(json.dumps(event_json(ev, clock, self.path_of), sort_keys=True))
                     lines.append("\n")
                 continue
-            ts_ns = int.from_bytes(r[:8], "little")
+            ts_ns = stamps[i]
             sec, ns = divmod(ts_ns + offset, 1_000_000_000)
             if sec != second:
                 second, prefix = sec, text.second_prefix(sec)
@@ -276,7 +277,6 @@ class JsonStream:
         text.second, text.prefix = second, prefix
 
         # Linking, in the order the events happened (as Session.transfers feeds them).
-        stamps = [int.from_bytes(r[:8], "little") for r in records]
         order = sorted(range(len(records)), key=stamps.__getitem__)
         pending, by_number = self._pending, self._order
         for i in order:
