@@ -115,12 +115,20 @@ def format_transfer(t: Any) -> str:
             f"file {t.file.label} 0x{t.file.address:x}  flags {flags}")
 
 
+def format_lost(lost: Any) -> str:
+    """One line per fd the kernel dropped: the sender's pid/fd, why, and where."""
+    sender = "?" if lost.pid is None else f"pid {lost.pid} fd {lost.fd}"
+    receiver = "" if lost.receiver is None else f" (receiver pid {lost.receiver.pid})"
+    fit = "" if lost.fit is None else f", {lost.fit} fit"
+    return (f"lost     {sender}  file {lost.file.label} 0x{lost.file.address:x}  "
+            f"{lost.reason} in {lost.syscall}{fit}{receiver}")
+
+
 def print_events(events: List[Any], transfers: List[Any], out: TextIO | None = None) -> None:
     out = out if out is not None else sys.stdout
     print(f"{EVENTS_HEADER} ({len(events)}) ---", file=out)
     for event in events:
         print(format_event(event), file=out)
-    from rawsys.trace.cli import format_lost
     from rawsys.trace.events import LostEvent
 
     for transfer in transfers:

@@ -1,4 +1,4 @@
-"""The C layer's ABI against C: struct layouts and constants (issue 2, items 2 and 4).
+"""The C layer's ABI against C: struct layouts and constants.
 
 ``tests/csrc/abi.c`` is compiled with gcc at test time and prints, for every
 structure rawsys defines, ``sizeof``/``_Alignof`` and the ``offsetof``/size of
@@ -99,7 +99,7 @@ def test_struct_fields(c_facts: CFacts, name: str) -> None:
 
 
 def test_pointer_fields_are_c_types() -> None:
-    """``msg_iov`` is ``POINTER(iovec)``; the ``void *`` fields are ``c_void_p`` (issue 2)."""
+    """``msg_iov`` is ``POINTER(iovec)``; the ``void *`` fields are ``c_void_p``."""
     types = {name: ftype for name, ftype in structs.msghdr._fields_}
     assert types["msg_iov"] is POINTER(structs.iovec)
     for name in ("msg_name", "msg_control"):

@@ -1,4 +1,4 @@
-"""CMSG_FIRSTHDR/CMSG_NXTHDR against C on thousands of buffers (issue 2, item 3).
+"""CMSG_FIRSTHDR/CMSG_NXTHDR against C on thousands of buffers.
 
 ``tests/csrc/cmsg_walk.c`` walks control buffers given on stdin and prints the
 offsets of the headers it visits, plus what ``CMSG_NXTHDR`` returns for a

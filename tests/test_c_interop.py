@@ -1,4 +1,4 @@
-"""Passing fds between rawsys and a C program, both ways (issue 2, item 8).
+"""Passing fds between rawsys and a C program, both ways.
 
 ``tests/csrc/fdpass.c`` inherits one end of a socketpair (``pass_fds``) and
 sends or receives descriptors the way C code does: one fd in a union-aligned
@@ -108,7 +108,10 @@ def read_to_eof(fd: int) -> bytes:
 
 @pytest.mark.parametrize("count", [1, 4, 16])
 def test_c_sends_python_receives(fdpass: Path, pair: tuple[int, int], count: int) -> None:
-    """C sends pipe write ends (seed 003 send_fd for one, seed 004 array for several)."""
+    """C sends pipe write ends.
+
+    One with the classic send_fd of cmsg(3); several as an int array copied into CMSG_DATA.
+    """
     py_end, c_end = pair
     proc = start(fdpass, "send", c_end, count)
     try:
@@ -127,7 +130,7 @@ def test_c_sends_python_receives(fdpass: Path, pair: tuple[int, int], count: int
 
 
 def test_c_sends_an_open_file(fdpass: Path, pair: tuple[int, int], tmp_path: Path) -> None:
-    """Seed 003's main: the sender opens a file, the receiver reads it through the fd."""
+    """The classic fd-passing program: the sender opens a file, the receiver reads it."""
     py_end, c_end = pair
     path = tmp_path / "hello.txt"
     path.write_bytes(b"content read through a descriptor C opened\n")

@@ -1,4 +1,4 @@
-"""Buffers set through the helpers live as long as the structure (issue 2, item 6).
+"""Buffers set through the helpers live as long as the structure.
 
 Each test hands a buffer to ``iovec.set_buffer``/``msghdr.set_iov``/
 ``set_control``/``set_name``, drops every reference of its own, runs

@@ -1,4 +1,4 @@
-"""CMSG_ALIGN/CMSG_LEN/CMSG_SPACE against the socket module and against C (issue 2, item 3)."""
+"""CMSG_ALIGN/CMSG_LEN/CMSG_SPACE against the socket module and against C."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What the C layer does with sizes, types and fds it is handed (issue 2, item 6).
+"""What the C layer does with sizes, types and fds it is handed.
 
 Where a Python buffer's size is known, a length past its end is refused with
 ``BufferOverflowDetected`` *before* the call (the check glibc's ``__recv_chk``

@@ -1,4 +1,4 @@
-"""Passing fds with the C layer, written the way C writes it (issue 2, item 8).
+"""Passing fds with the C layer, written the way C writes it.
 
 Every message is built by hand: an ``iovec`` with at least one byte, a
 ``msghdr``, a control buffer sized with ``CMSG_SPACE``, headers filled through

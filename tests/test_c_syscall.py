@@ -1,4 +1,4 @@
-"""libc's calls and the raw ``syscall`` path give the same results (issue 2, item 5).
+"""libc's calls and the raw ``syscall`` path give the same results.
 
 Every operation runs twice, once through rawsys's libc wrappers and once
 through ``syscall(SYS_..., ...)``, on fresh but identical sockets; the return

@@ -1,4 +1,4 @@
-"""On a platform whose C layout rawsys does not reproduce, importing says so (issue 2, item 2)."""
+"""On a platform whose C layout rawsys does not reproduce, importing says so."""
 
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ def test_every_example_is_tested() -> None:
     assert all(f"`{name}`" in readme for name in SCRIPTS)
 
 
-# --- seed 003: send_fd_fork.py against the same program in C --------------------------
+# --- send_fd_fork.py against the same program in C ------------------------------------
 
 SEND_FD_FORK_C = r"""
 #define _GNU_SOURCE
@@ -70,8 +70,9 @@ SEND_FD_FORK_C = r"""
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* The shape of seed 003's program, written for this test: the child opens
-   argv[1] and passes it; the parent prints the fd number and the text. */
+/* The shape of the classic fd-passing program (fork, send_fd/recv_fd of
+   cmsg(3)), written for this test: the child opens argv[1] and passes it;
+   the parent prints the fd number and the text. */
 static int pass(int sock, int fd)
 {
     char byte = 'x';
@@ -185,7 +186,7 @@ def test_send_fd_fork_refuses_a_missing_file(tmp_path: Path) -> None:
     assert "not a regular file" in result.stderr
 
 
-# --- seed 003: the send_fd variants ------------------------------------------------
+# --- the send_fd variants -------------------------------------------------------------
 
 def test_send_fd_variants() -> None:
     lines = run("send_fd_variants.py").stdout.splitlines()
@@ -205,7 +206,7 @@ def test_send_fd_variants() -> None:
     }
 
 
-# --- seed 004 ------------------------------------------------------------------------
+# --- msghdr and cmsghdr ---------------------------------------------------------------
 
 @pytest.mark.parametrize("num_fd", [1, 3, 253])
 def test_send_fd_array(num_fd: int) -> None:
@@ -245,7 +246,7 @@ def test_ip_ttl_refuses_bad_ttl() -> None:
     assert result.returncode == 2 and "between 1 and 255" in result.stderr
 
 
-# --- seed 002 ------------------------------------------------------------------------
+# --- recv() down to the kernel --------------------------------------------------------
 
 def test_recv_to_kernel() -> None:
     out = run("recv_to_kernel.py").stdout
@@ -261,7 +262,7 @@ def test_recv_to_kernel() -> None:
     assert "BufferOverflowDetected" in out
 
 
-# --- seeds 000/001 ---------------------------------------------------------------------
+# --- sendmsg/recvmsg, kernel side -----------------------------------------------------
 
 def test_sendmsg_recvmsg_walk() -> None:
     out = run("sendmsg_recvmsg_walk.py").stdout
@@ -278,7 +279,7 @@ def test_sendmsg_recvmsg_walk() -> None:
     assert "cmsg_len 15: sendmsg = -1, errno EINVAL" in out
 
 
-# --- asyncio: aio_fd_server.py -------------------------------------------------------
+# --- asyncio: aio_fd_server.py --------------------------------------------------------
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_aio_fd_server(loop: str) -> None:
@@ -293,7 +294,7 @@ def test_aio_fd_server(loop: str) -> None:
     assert lines[7] == "6 files served through 6 passed descriptors, 0 failure(s)"
 
 
-# --- --trace ----------------------------------------------------------------------------
+# --- --trace --------------------------------------------------------------------------
 
 EVENT_LINE = re.compile(
     r"^(?P<kind>send|recv) (?P<call>\w+)\s+pid (?P<pid>\d+)\s+sock (?P<sock>\d+)\s+"

@@ -444,10 +444,10 @@ def test_batch_of_nothing(dgram: Pair) -> None:
 
 
 def test_fork_cross_process(dgram: Pair) -> None:
-    """Seed 003's main: a child opens a file and sends its fd; the parent reads it."""
+    """The classic fd-passing program: a child opens a file, sends its fd; the parent reads it."""
     a, b = dgram
     with tempfile.NamedTemporaryFile() as tmp:
-        tmp.write(b"seed 003 content")
+        tmp.write(b"passed-fd content")
         tmp.flush()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
@@ -459,7 +459,7 @@ def test_fork_cross_process(dgram: Pair) -> None:
                 os._exit(1)
         got = recv_fd(b)
         try:
-            assert os.pread(got, 100, 0) == b"seed 003 content"
+            assert os.pread(got, 100, 0) == b"passed-fd content"
         finally:
             os.close(got)
         assert os.waitpid(pid, 0)[1] == 0

@@ -56,7 +56,7 @@ from rawsys.trace.output import (
     event_json,
     file_column,
     lost_json,
-    transfer_line,
+    transfer_json,
 )
 
 __all__ = ["JsonStream"]
@@ -213,8 +213,8 @@ class JsonStream:
             f', "syscall": "{call}", "tid": {tid}, "time": "'
         )
         side = f'{{"comm": {c}, "fd": {fd}, "pid": {pid}, "sock": {sock}, "tid": {tid}, "time": "'
-        transfer = (f'{{"event": "transfer", "file": {f}, "flags": {transfer_fl}, "receiver": '
-                    if kind == _RECV else "")
+        transfer = (f'{{"event": "transfer", "file": {f}, "flags": {transfer_fl}, '
+                    f'"in_flight": false, "receiver": ' if kind == _RECV else "")
         return _Shape(kind, (address, ino), sock_file, head, side, transfer, -1 if named else 0)
 
     def batch(self, records: list[bytes], now_ns: int, *, final: bool = False) -> str:
@@ -340,7 +340,8 @@ class JsonStream:
             if isinstance(v, Transfer) and (v.matched or v.in_flight):
                 f = v.file
                 p = self.path_of(f) if f.address and f.kind in NAMED_KINDS else ""
-                transfers.append(transfer_line(v, self.clock, p))
+                record = transfer_json(v, self.clock, p)
+                transfers.append(json.dumps(record, sort_keys=True) + "\n")
 
 
 class _Shape(NamedTuple):

@@ -32,9 +32,7 @@ __all__ = [
     "is_failure_or_loss",
     "loss_cause",
     "name_matches",
-    "in_flight_json",
     "transfer_json",
-    "transfer_line",
 ]
 
 COMM_WIDTH = 15  # TASK_COMM_LEN - 1: the whole name the kernel keeps, as bcc's tools show it
@@ -262,20 +260,16 @@ def event_json(ev: TraceEvent, clock: WallClock, path_of: PathOf = _no_path) -> 
     return out
 
 
-def transfer_line(t: Transfer, clock: WallClock, path: str = "") -> str:
-    """The ``--json`` line of a linked transfer or of an fd in flight."""
-    record = transfer_json(t, clock, path) if t.matched else in_flight_json(t, clock, path)
-    return json.dumps(record, sort_keys=True) + "\n"
-
-
 def transfer_json(t: Transfer, clock: WallClock, path: str = "") -> dict[str, object]:
     """One fd that reached a receiver: ``"event": "transfer"``, both sides and the file.
 
     ``sender``/``receiver`` are ``{pid, tid, comm, fd, sock, time}`` of the
     send and receive records the transfer links (the same file address and
     inode as their ``files[]`` entry); ``time`` is the receive's.
+    An fd still queued when tracing stopped (``t.in_flight``) has
+    ``"in_flight": true``, ``"receiver": null`` and its send's ``time``.
     """
-    assert t.send is not None and t.recv is not None
+    assert t.send is not None and (t.recv is not None or t.in_flight)
 
     def side(ev: TraceEvent, fd: int | None) -> dict[str, object]:
         return {"pid": ev.pid, "tid": ev.tid, "comm": ev.comm, "fd": fd, "sock": ev.sock,
@@ -285,31 +279,12 @@ def transfer_json(t: Transfer, clock: WallClock, path: str = "") -> dict[str, ob
     file["path"] = file_column(t.file, path)
     return {
         "event": "transfer",
-        "time": clock.iso(t.recv.timestamp_ns),
+        "time": clock.iso((t.send if t.recv is None else t.recv).timestamp_ns),
         "sender": side(t.send, t.send_fd),
-        "receiver": side(t.recv, t.recv_fd),
+        "receiver": None if t.recv is None else side(t.recv, t.recv_fd),
         "file": file,
-        "flags": [f for f in transfer_flags(t) if f != "NOSEND"],
-    }
-
-
-def in_flight_json(t: Transfer, clock: WallClock, path: str = "") -> dict[str, object]:
-    """A send still queued when tracing stopped (or evicted at the matcher's cap):
-    ``"event": "transfer"`` with ``"in_flight": true``, ``"receiver": null``, and
-    ``time`` the send's."""
-    assert t.send is not None and t.in_flight
-    file = t.file.to_json()
-    file["path"] = file_column(t.file, path)
-    return {
-        "event": "transfer",
-        "time": clock.iso(t.send.timestamp_ns),
-        "sender": {"pid": t.send.pid, "tid": t.send.tid, "comm": t.send.comm,
-                   "fd": t.send_fd, "sock": t.send.sock,
-                   "time": clock.iso(t.send.timestamp_ns)},
-        "receiver": None,
-        "file": file,
-        "flags": transfer_flags(t),
-        "in_flight": True,
+        "flags": [f for f in transfer_flags(t) if f not in ("NOSEND", "INFLIGHT")],
+        "in_flight": t.in_flight,
     }
 
 
@@ -459,7 +434,8 @@ class Printer:
                 w(json.dumps(event_json(ev, self.clock, self.path_of), sort_keys=True) + "\n")
             for t in transfers:
                 if (t.matched or t.in_flight) and self._wanted(t):
-                    w(transfer_line(t, self.clock, self._path(t.file)))
+                    record = transfer_json(t, self.clock, self._path(t.file))
+                    w(json.dumps(record, sort_keys=True) + "\n")
             for lost in losses:
                 record = lost_json(lost, self.clock, self._path(lost.file))
                 w(json.dumps(record, sort_keys=True) + "\n")

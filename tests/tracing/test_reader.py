@@ -301,14 +301,12 @@ def test_stop_is_prompt_with_a_backlog_and_says_what_it_dropped(tmp_path: Path) 
         ("unread", _figure(err, r"(\d+) unread at stop")),
         ("anomalies_dropped", _figure(err, r"Anomalies dropped: (\d+)")),
     )}
-    # Records as written, one "transfer" line per fd linked, one "lost" line per
-    # fd each CTRUNC receive dropped, and at the end one "transfer" line per fd
-    # still in flight (no receiver).
+    # Records as written, one "lost" line per fd each CTRUNC receive dropped,
+    # one "transfer" line per fd received and, at the end, one per fd still
+    # in flight (no receiver).
     records = [p for p in parsed if p["event"] not in ("lost", "transfer")]
-    transfers = [p for p in parsed if p["event"] == "transfer"]
-    assert transfers
-    assert all(p["in_flight"] for p in transfers if p["receiver"] is None)
-    assert all("in_flight" not in p for p in transfers if p["receiver"] is not None)
+    assert all(p["in_flight"] == (p["receiver"] is None)
+               for p in parsed if p["event"] == "transfer")
     lost = [p for p in parsed if p["event"] == "lost"]
     assert figures["written"] == len(records)
     assert [p["reason"] for p in lost] == ["ctrunc"] * figures["anomalies"]

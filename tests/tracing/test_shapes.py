@@ -28,7 +28,8 @@ RECEIVE = FUNCTIONS["receive_fd"]
 
 
 # Members the probes began reading after the 6.1 facts were recorded (why fds
-# are lost: sockets, their queues, the fd table's limit).  The programs
+# are lost: sockets, their queues, the fd table's limit; a file's path: its
+# dentry chain and mounts).  The programs
 # rendered from the recording need an offset for each; these tests check
 # function names and argument positions, never those offsets, so this
 # machine's stand in for them (the kernel matrix reads 6.1's own BTF).
@@ -37,7 +38,8 @@ RECORDED_BEFORE = frozenset({
     "sock.__sk_common.skc_family", "sock.sk_receive_queue", "sock.sk_receive_queue.next",
     "sock.sk_socket", "unix_sock.peer", "sk_buff.next", "sk_buff.cb", "unix_skb_parms.fp",
     "task_struct.signal", "signal_struct.rlim", "files_struct.count", "files_struct.next_fd",
-    "fdtable.open_fds",
+    "fdtable.open_fds", "dentry.d_parent", "file.f_path.mnt", "mount.mnt", "mount.mnt_mountpoint",
+    "mount.mnt_parent", "vfsmount.mnt_root",
 })
 
 
