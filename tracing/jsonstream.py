@@ -279,28 +279,33 @@ class JsonStream:
         # Linking, in the order the events happened (as Session.transfers feeds them).
         order = sorted(range(len(records)), key=stamps.__getitem__)
         pending, by_number = self._pending, self._order
+        # The matcher's dicts (never replaced, only changed), its latest time.
+        m_recvs, m_cut, m_sends = m._recvs, m._cut_waiting, m._sends
+        last_ns = m._last_ns
+        seq = self._seq
         for i in order:
             shape = simple[i]
             if shape is not None:
                 ts_ns = stamps[i]
+                if ts_ns > last_ns:
+                    last_ns = ts_ns
                 key = shape.key
                 if shape.kind == _SEND:
-                    if key not in m._recvs and shape.sock_file not in m._cut_waiting:
-                        self._seq += 1
+                    if key not in m_recvs and shape.sock_file not in m_cut:
+                        seq += 1
                         q = pending.get(key)
                         if q is None:
                             q = pending[key] = deque()
-                        q.append(self._seq)
-                        by_number[self._seq] = (records[i], shape.side + times[i])
-                        if len(by_number) + len(m._order) > m.max_pending:
-                            # The matcher evicts the oldest (in flight).
-                            self._materialise(verdicts, transfers)
-                        if ts_ns > m._last_ns:
-                            m._last_ns = ts_ns
-                        if m._recvs or m._cut_waiting:
-                            self._general(m.expire(m._last_ns), verdicts, transfers)
+                        q.append(seq)
+                        by_number[seq] = (records[i], shape.side + times[i])
+                        if m_recvs or m_cut or len(by_number) + len(m._order) > m.max_pending:
+                            m._last_ns = last_ns
+                            if len(by_number) + len(m._order) > m.max_pending:
+                                # The matcher evicts the oldest (in flight).
+                                self._materialise(verdicts, transfers)
+                            self._general(m.expire(last_ns), verdicts, transfers)
                         continue
-                elif key not in m._sends:
+                elif key not in m_sends:
                     q = pending.get(key)
                     if q:
                         send_side = by_number.pop(q.popleft())[1]
@@ -309,17 +314,21 @@ class JsonStream:
                         when = times[i]
                         transfers.append(f'{shape.transfer}{shape.side}{when}"}}, "sender": '
                                          f'{send_side}"}}, "time": "{when}"}}\n')
-                        if ts_ns > m._last_ns:
-                            m._last_ns = ts_ns
-                        if m._recvs or m._cut_waiting:
-                            self._general(m.expire(m._last_ns), verdicts, transfers)
+                        if m_recvs or m_cut:
+                            m._last_ns = last_ns
+                            self._general(m.expire(last_ns), verdicts, transfers)
                         continue
                 ev = general[i] = decode_events([records[i]], backend)[0]
                 self.decoded += 1
             else:
                 ev = general[i]
+            m._last_ns = last_ns  # feed() keeps the latest of it and the event's
             self._materialise(verdicts, transfers)
             self._general(m.feed(ev), verdicts, transfers)
+            last_ns = m._last_ns
+        if m._last_ns < last_ns:
+            m._last_ns = last_ns
+        self._seq = seq
         if final:
             self._materialise(verdicts, transfers)
             self._general(m.flush(), verdicts, transfers)
