@@ -5,7 +5,7 @@ Builds the records the probes write for the C loop of ``trace_overhead.py``
 (one pipe fd sent and received per message, sender and receiver in one
 process; ``--ctrunc-every N``: every Nth receive cut short, as its
 anomaly mode does) -- or reads them from ``--records FILE`` (records as the
-ring holds them, each preceded by its native ``u32`` length, as a loop of
+ring holds them, each preceded by its little-endian ``u32`` length, as a loop of
 ``Session.poll_raw`` writes them) -- and turns them into
 ``--json`` text in batches of ``--batch`` records, alternately:
 

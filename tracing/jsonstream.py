@@ -12,16 +12,18 @@ the repeating parts (command names, file identities, the per-second part of
 ISO times) rendered once and cached.
 
 Everything else goes to the matcher, decoded: failed sends, receives cut
-short (``MSG_CTRUNC``), peeks, close-on-exec receives (remembered for a later
-exec), loss reports, records of several fds, receives whose send is not
-pending here, sends a waiting receive or loss is keyed on.  Before the
-matcher sees one of them, every send still pending here is handed to it
-(decoded, oldest first), so its state is exactly what feeding it every event
-would have made: the same pairs, the same losses, the same in-flight sends
-at the end, the same evictions at its cap.  The text is the general way's,
-byte for byte, in the same order (the tests compare both on the same
-records): per batch, each send and receive record in the order read, then
-the transfers, then the lost fds, in the order the events happened.
+short (``MSG_CTRUNC``), peeks, loss reports, records of several fds,
+receives whose send is not pending here, sends a waiting receive or loss is
+keyed on.  Before the matcher sees one of them, every send still pending
+here is handed to it (decoded, oldest first), so its state is exactly what
+feeding it every event would have made: the same pairs, the same losses,
+the same in-flight sends at the end, the same evictions at its cap.  A
+close-on-exec receive is linked here, and its pair, decoded, handed to the
+matcher to keep for a later exec, as if it had linked it.  The text is the
+general way's, byte for byte, in the same order (the tests compare both on
+the same records): per batch, each send and receive record in the order
+read, then the transfers, then the lost fds, in the order the events
+happened.
 """
 
 from __future__ import annotations
@@ -192,14 +194,16 @@ class JsonStream:
         if nfds != 1 or call is None or kind not in (_SEND, _RECV) or ret < 0 or not address:
             return None
         names = _flag_names(EventKind(kind), call_flags, msg_flags)
-        if kind == _RECV and (fd_flags & FD_FLAG_CLOEXEC or "PEEK" in names
-                              or "CTRUNC" in names):
-            return None  # remembered for an exec, paired without consuming, or cut short
+        if kind == _RECV and ("PEEK" in names or "CTRUNC" in names):
+            return None  # paired without consuming, or cut short
+        cloexec = bool(kind == _RECV and fd_flags & FD_FLAG_CLOEXEC)
         text = self._text
         named = file_kind(mode) in NAMED_KINDS
         if named and path is None:
-            return _Shape(kind, (address, ino), sock_file, "", "", "", mode)
+            return _Shape(kind, (address, ino), sock_file, "", "", "", mode, cloexec)
         fl, transfer_fl = text.flags_json(kind, call_flags, msg_flags)
+        if cloexec:  # Transfer.flags: the fd arrived close-on-exec
+            transfer_fl = json.dumps(sorted((names | {"CLOEXEC"}) - {"CMSG_CLOEXEC"}))
         f = text.file_json(address, ino, ref_raw, mode, name,
                            bool(ev_flags & EV_FLAG_REF_IS_FILE_REF), path or "")
         c = text.comm_json(comm)
@@ -215,7 +219,8 @@ class JsonStream:
         side = f'{{"comm": {c}, "fd": {fd}, "pid": {pid}, "sock": {sock}, "tid": {tid}, "time": "'
         transfer = (f'{{"event": "transfer", "file": {f}, "flags": {transfer_fl}, '
                     f'"in_flight": false, "receiver": ' if kind == _RECV else "")
-        return _Shape(kind, (address, ino), sock_file, head, side, transfer, -1 if named else 0)
+        return _Shape(kind, (address, ino), sock_file, head, side, transfer,
+                      -1 if named else 0, cloexec)
 
     def batch(self, records: list[bytes], now_ns: int, *, final: bool = False) -> str:
         """One batch's lines, each ending in a newline (as :class:`Printer` writes them)."""
@@ -308,9 +313,11 @@ class JsonStream:
                 elif key not in m_sends:
                     q = pending.get(key)
                     if q:
-                        send_side = by_number.pop(q.popleft())[1]
+                        send_record, send_side = by_number.pop(q.popleft())
                         if not q:
                             del pending[key]
+                        if shape.cloexec:
+                            self._remember_delivery(send_record, records[i])
                         when = times[i]
                         transfers.append(f'{shape.transfer}{shape.side}{when}"}}, "sender": '
                                          f'{send_side}"}}, "time": "{when}"}}\n')
@@ -341,6 +348,19 @@ class JsonStream:
                 transfers.append(json.dumps(lost_json(v, clock, p), sort_keys=True) + "\n")
         return "".join(lines) + "".join(transfers)
 
+    def _remember_delivery(self, send: bytes, recv: bytes) -> None:
+        """A close-on-exec fd installed: the matcher keeps its send for the receiver's
+        next exec (a ``closed-on-exec`` loss names that sender), as it does for the
+        receives it links itself."""
+        s_ev, r_ev = decode_events([send, recv], self.backend)
+        self.decoded += 2
+        assert isinstance(s_ev, SendEvent)
+        msg = _Msg(s_ev)
+        s_half = _Half(s_ev, s_ev.fds[0], s_ev.files[0], s_ev.timestamp_ns, msg, done=True)
+        msg.halves.append(s_half)
+        self.matcher._remember_delivery(
+            s_half, _Half(r_ev, r_ev.fds[0], r_ev.files[0], r_ev.timestamp_ns))
+
     def _general(self, got: list[Transfer | LostEvent], verdicts: list[Transfer | LostEvent],
                  transfers: list[str]) -> None:
         """The matcher's verdicts: kept in order, linked and in-flight transfers written."""
@@ -363,6 +383,7 @@ class _Shape(NamedTuple):
     side: str  # its side of a transfer record up to its time
     transfer: str  # a receive's: the transfer record up to the receiver's side
     mode: int  # a named file's mode, whose path is still to be looked up; -1 done; else 0
+    cloexec: bool  # a receive that installed the fd close-on-exec (kept for a later exec)
 
 
 _UNSEEN: Any = object()

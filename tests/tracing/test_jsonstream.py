@@ -177,3 +177,22 @@ def test_in_flight_at_the_end_reach_the_matcher() -> None:
     assert stream.pending() == 1 and matcher.pending == 0  # held as a record
     stream.batch([], 10**12, final=True)
     assert matcher.pending == 0 and stream.pending() == 0
+
+
+def test_a_close_on_exec_receive_linked_here_names_its_sender_at_exec() -> None:
+    address = 0xFFFF888005000000
+    cloexec = {"fd_flags": events.FD_FLAG_CLOEXEC, "call_flags": int(socket.MSG_CMSG_CLOEXEC)}
+    batches = [
+        [_rec(SEND, 10, [(address, 1, 5)], pid=100),
+         _rec(RECV, 20, [(address, 1, 8)], pid=200, **cloexec)],  # type: ignore[arg-type]
+        [_rec(LOST, 30, [(address, 1, 8)], pid=200, reason=6, syscall=8)],
+    ]
+    parsed = _compare(batches)
+    (lost,) = [p for p in parsed if p["event"] == "lost"]
+    assert (lost["reason"], lost["pid"], lost["fd"]) == ("closed-on-exec", 100, 5)
+    (linked,) = [p for p in parsed if p["event"] == "transfer"]
+    assert linked["flags"] == ["CLOEXEC"]
+    matcher = Matcher()
+    stream = JsonStream(matcher, CLOCK, "tracepoint", _path_of)
+    stream.batch(batches[0], 10**12)
+    assert len(matcher._delivered) == 1 and matcher.pending == 0  # linked by the stream
