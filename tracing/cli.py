@@ -42,6 +42,7 @@ from rawsys.trace.output import (
 )
 
 if TYPE_CHECKING:
+    from rawsys.trace.jsonstream import JsonStream
     from rawsys.trace.session import Session, Totals
 
 __all__ = ["main", "format_transfer", "HEADER"]
@@ -233,9 +234,22 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                       name=args.name, failures_only=args.failed, interval=args.interval,
                       path_of=session.file_path)
 
+    # Plain --json links routine records without decoding them (the same text).
+    fast_json = args.json and args.name is None and not args.failed and args.interval is None
+    stream: JsonStream | None = None
+
     def show_records(records: list[bytes], final: bool = False) -> None:
         """Write a batch: its events (--json) and the transfers they complete or expire."""
-        nonlocal written
+        nonlocal written, stream
+        if fast_json:
+            if stream is None:  # made once the session knows its backend
+                from rawsys.trace.jsonstream import JsonStream
+
+                stream = JsonStream(session.matcher, printer.clock, session.backend or "?",
+                                    session.file_path)
+            out.write(stream.batch(records, time.monotonic_ns(), final=final))
+            written += len(records)
+            return
         events = session.decode(records)
         now = time.monotonic_ns()
         verdicts = session.transfers(events) + (session.flush() if final else

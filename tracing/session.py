@@ -378,7 +378,7 @@ class Session:
         left alone: read it with :meth:`poll_raw` or :meth:`drain`.
         """
         self._require()
-        n = self._rings[1].skip()
+        n = self._rings[1].skip(ONE_FD_SIZE)
         self._unread[1] += n
         return n
 

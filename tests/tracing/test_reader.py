@@ -164,6 +164,15 @@ def test_ring_reader_usual_size_runs_limits_and_wrap_around(tmp_path: Path) -> N
         assert reader.read(None, 136) == [*payloads[2:], b"x" * 24, payloads[0]]
         ring.put(payloads[1])
         assert reader.skip() == 1 and reader.read() == []
+        # Skipping runs of the usual size at once, then the rest one by one.
+        for p in payloads:
+            ring.put(p)
+        ring.put(b"y" * 16, discard=True)
+        ring.put(payloads[0])
+        busy_at = ring.producer
+        ring.put(payloads[1], busy=True)
+        assert reader.skip(136) == 7
+        assert ring.consumer() == busy_at  # not past a record still being written
     finally:
         reader.close()
         ring.close()

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""What ``rawsys-trace --json`` costs per event in-process, without a kernel.
+
+Builds the records the probes write for the C loop of ``trace_overhead.py``
+(one pipe fd sent and received per message, sender and receiver in one
+process; ``--ctrunc-every N``: every Nth receive cut short, as its
+anomaly mode does) -- or reads them from ``--records FILE`` (records as the
+ring holds them, each preceded by its little-endian ``u32`` length, as a loop of
+``Session.poll_raw`` writes them) -- and turns them into
+``--json`` text in batches of ``--batch`` records, alternately:
+
+* the general way: decode every record, feed the matcher, ``Printer.show``;
+* :class:`rawsys.trace.jsonstream.JsonStream` (what ``--json`` runs).
+
+Prints events/s of each (best of ``--repeat``), their ratio, and checks that
+both wrote the same text.  Time on a shared machine is noisy: the ratio, from
+one run, is the figure to read.
+
+Usage::
+
+    .venv/bin/python benchmarks/json_path.py [--events 200000] [--batch 4096]
+        [--ctrunc-every 0] [--repeat 3] [--records FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import socket
+import struct
+import time
+from pathlib import Path
+
+from rawsys.trace import events
+from rawsys.trace.events import FILE_RECORD_SIZE, HEADER_SIZE, RawEvent, decode_events
+from rawsys.trace.jsonstream import JsonStream
+from rawsys.trace.matcher import Matcher
+from rawsys.trace.output import Printer, WallClock
+
+
+def loop_records(n_events: int, ctrunc_every: int) -> list[list[bytes]]:
+    """The C loop's records, as (anomaly ring, routine ring) reads would give them."""
+    pipe, sock_file = 0xFFFF888012340000, 0xFFFF888056780000
+
+    def rec(kind: int, ts: int, nfds: int, msg_flags: int = 0) -> bytes:
+        e = RawEvent()
+        e.ts_ns, e.ret, e.pid, e.tid, e.comm, e.sock = ts, 1, 4242, 4242, b"fdloop", 3 + kind
+        e.kind, e.syscall, e.msg_flags = kind, 1 if kind == 1 else 3, msg_flags
+        e.ev_flags, e.sock_file = events.EV_FLAG_REF_IS_FILE_REF, sock_file
+        e.nfds = e.fds_seen = nfds
+        for i in range(nfds):
+            f = e.files[i]
+            f.file, f.ino, f.ref_raw, f.fd, f.mode = pipe, 77, 1, 3 + kind * 2, 0o010600
+        return bytes(e)[:HEADER_SIZE + nfds * FILE_RECORD_SIZE]
+
+    out: list[bytes] = []
+    ts = 10**12
+    for i in range(n_events // 2):
+        out.append(rec(1, ts, 1))
+        if ctrunc_every and i % ctrunc_every == ctrunc_every - 1:
+            out.append(rec(2, ts + 900, 0, int(socket.MSG_CTRUNC)))
+        else:
+            out.append(rec(2, ts + 900, 1))
+        ts += 2000
+    return [out]
+
+
+def read_records(path: Path) -> list[list[bytes]]:
+    data = path.read_bytes()
+    out, pos = [], 0
+    while pos < len(data):
+        (n,) = struct.unpack_from("<I", data, pos)
+        out.append(data[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    return [out]
+
+
+def general(batches: list[list[bytes]], clock: WallClock) -> str:
+    out = io.StringIO()
+    printer = Printer(out, clock, as_json=True)
+    matcher = Matcher()
+    for n, records in enumerate(batches):
+        evs = decode_events(records, "tracepoint")
+        verdicts = []
+        for ev in sorted(evs, key=lambda e: e.timestamp_ns):
+            verdicts.extend(matcher.feed(ev))
+        verdicts += matcher.flush() if n == len(batches) - 1 else matcher.expire(0)
+        printer.show([ev for ev in evs if ev.event != "loss"], verdicts)
+    return out.getvalue()
+
+
+def fast(batches: list[list[bytes]], clock: WallClock) -> str:
+    stream = JsonStream(Matcher(), clock, "tracepoint", lambda f: "")
+    return "".join(stream.batch(records, 0, final=n == len(batches) - 1)
+                   for n, records in enumerate(batches))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--ctrunc-every", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--records", type=Path)
+    args = ap.parse_args()
+    (records,) = (read_records(args.records) if args.records
+                  else loop_records(args.events, args.ctrunc_every))
+    batches = [records[i:i + args.batch] for i in range(0, len(records), args.batch)]
+    clock = WallClock(offset_ns=1_796_000_000_000_000_000)
+    best = {"general": float("inf"), "jsonstream": float("inf")}
+    texts = {}
+    for _ in range(args.repeat):
+        for name, fn in (("general", general), ("jsonstream", fast)):
+            t0 = time.perf_counter()
+            texts[name] = fn(batches, clock)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    n = len(records)
+    for name, seconds in best.items():
+        print(f"{name:<12} {n / seconds:>10.0f} events/s  ({seconds:.3f} s for {n} events, "
+              f"{seconds / n * 1e6:.2f} us each)")
+    print(f"ratio        {best['general'] / best['jsonstream']:.1f}x  "
+          f"(same text: {'yes' if texts['general'] == texts['jsonstream'] else 'NO'}, "
+          f"{texts['general'].count(chr(10))} lines)")
+
+
+if __name__ == "__main__":
+    main()

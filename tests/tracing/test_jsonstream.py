@@ -1,0 +1,198 @@
+"""``--json`` linked on raw records (:class:`JsonStream`) against the general way.
+
+The general way is what ``rawsys-trace --json`` did for every batch: decode
+each record, feed the events to the :class:`Matcher` in the order they
+happened, and print through :class:`Printer`.  Both are run over the same
+batches of records, each with its own matcher, and must write the same
+text, line for line: sends and receives, transfers, lost fds, and leave the
+same pending state (in flight at the end, evictions).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+
+from rawsys.trace import events
+from rawsys.trace.events import (
+    FILE_RECORD_SIZE,
+    HEADER_SIZE,
+    FileIdentity,
+    RawEvent,
+    decode_events,
+)
+from rawsys.trace.jsonstream import JsonStream
+from rawsys.trace.matcher import Matcher
+from rawsys.trace.output import Printer, WallClock
+
+SEND, RECV, LOST = (int(k) for k in events.EventKind)
+SENDMSG, RECVMSG = int(events.Syscall.SENDMSG), int(events.Syscall.RECVMSG)
+SOCK_FILE = 0xFFFF888000AA0000
+PIPE, REG = 0o010600, 0o100644
+CLOCK = WallClock(offset_ns=1_796_000_000_123_456_789)
+
+
+def _rec(kind: int, ts: int, files: list[tuple[int, int, int]], *, pid: int = 100,
+         tid: int = 0, comm: bytes = b"fdloop", sock: int = 3, ret: int = 1,
+         call_flags: int = 0, msg_flags: int = 0, fd_flags: int = 0, reason: int = 0,
+         sock_file: int = SOCK_FILE, mode: int = PIPE, name: bytes = b"",
+         syscall: int = 0) -> bytes:
+    """A record as the probes write it; *files*: (address, inode, fd) each."""
+    e = RawEvent()
+    e.ts_ns, e.ret, e.pid, e.tid, e.comm, e.sock = ts, ret, pid, tid or pid, comm, sock
+    e.call_flags, e.msg_flags, e.kind = call_flags, msg_flags, kind
+    e.syscall = syscall or (SENDMSG if kind == SEND else RECVMSG)
+    e.ev_flags, e.reason, e.sock_file = events.EV_FLAG_REF_IS_FILE_REF, reason, sock_file
+    e.nfds = e.fds_seen = len(files)
+    for i, (address, ino, fd) in enumerate(files):
+        f = e.files[i]
+        f.file, f.ino, f.ref_raw, f.fd, f.mode, f.fd_flags = address, ino, 1, fd, mode, fd_flags
+        f.name = name
+    return bytes(e)[:HEADER_SIZE + len(files) * FILE_RECORD_SIZE]
+
+
+def _path_of(f: FileIdentity) -> str:
+    return f"/tmp/file-{f.inode}" if f.address else ""
+
+
+def _general(batches: list[list[bytes]], matcher: Matcher) -> list[str]:
+    """Each batch as the command printed it before: decode, match, Printer.show."""
+    out = io.StringIO()
+    printer = Printer(out, CLOCK, as_json=True, path_of=_path_of)
+    for n, records in enumerate(batches):
+        final = n == len(batches) - 1
+        evs = decode_events(records, "tracepoint")
+        verdicts = []
+        for ev in sorted(evs, key=lambda e: e.timestamp_ns):
+            verdicts.extend(matcher.feed(ev))
+        verdicts += matcher.flush() if final else matcher.expire(10**12)
+        printer.show([ev for ev in evs if ev.event != "loss"], verdicts)
+    return out.getvalue().splitlines()
+
+
+def _fast(batches: list[list[bytes]], matcher: Matcher) -> tuple[list[str], JsonStream]:
+    stream = JsonStream(matcher, CLOCK, "tracepoint", _path_of)
+    text = "".join(stream.batch(records, 10**12, final=n == len(batches) - 1)
+                   for n, records in enumerate(batches))
+    return text.splitlines(), stream
+
+
+def _compare(batches: list[list[bytes]], max_pending: int = 65536) -> list[dict[str, object]]:
+    slow_m, fast_m = Matcher(max_pending=max_pending), Matcher(max_pending=max_pending)
+    slow = _general(batches, slow_m)
+    fast, stream = _fast(batches, fast_m)
+    assert len(fast) == len(slow)
+    for a, b in zip(fast, slow):
+        assert json.loads(a) == json.loads(b)  # field for field (clearer diffs) ...
+        assert a == b  # ... and byte for byte
+    assert fast_m.evicted == slow_m.evicted
+    assert fast_m.pending == slow_m.pending == 0
+    return [json.loads(line) for line in fast]
+
+
+def _flood(n: int, start_ts: int = 1_000_000, files: int = 3) -> list[bytes]:
+    """Routine one-fd transfers over a few files; some receives stamped before their send."""
+    out = []
+    for i in range(n):
+        address, ino = 0xFFFF888001000000 + 0x100 * (i % files), 500 + i % files
+        ts = start_ts + 1000 * i
+        send = _rec(SEND, ts, [(address, ino, 7)], pid=100 + i % 2, comm=b"sender")
+        recv_ts = ts + 400 if i % 5 else ts - 10  # the receive's exit came first
+        recv = _rec(RECV, recv_ts, [(address, ino, 9 + i % 3)], pid=200, comm=b"recv\xe9r",
+                    mode=REG if i % 7 == 0 else PIPE, name=b"f" if i % 7 == 0 else b"")
+        out += [send, recv]
+    return out
+
+
+def test_routine_flood_split_in_batches_is_the_general_way() -> None:
+    records = _flood(200)
+    batches = [records[i:i + 37] for i in range(0, len(records), 37)]  # pairs split
+    parsed = _compare(batches)
+    assert sum(p["event"] == "transfer" for p in parsed) == 200
+    assert sum(p["event"] in ("send", "recv") for p in parsed) == 400
+
+
+def test_anomalies_amid_routine_records_are_the_general_way() -> None:
+    ctrunc = int(socket.MSG_CTRUNC)
+    peek = int(socket.MSG_PEEK)
+    a, b, c = 0xFFFF888002000000, 0xFFFF888002000100, 0xFFFF888002000200
+    batches = [
+        _flood(20) + [
+            # A receive cut short before any fd, read (anomaly ring) before its send.
+            _rec(RECV, 2_000_100, [], msg_flags=ctrunc, pid=200, sock_file=SOCK_FILE + 8),
+            _rec(SEND, 2_000_000, [(a, 1, 7)], sock_file=SOCK_FILE + 8),
+            # A peek, then the real receive.
+            _rec(SEND, 2_000_200, [(b, 2, 7)]),
+            _rec(RECV, 2_000_300, [(b, 2, 11)], call_flags=peek, pid=200),
+        ],
+        [
+            _rec(RECV, 2_000_400, [(b, 2, 12)], pid=200),
+            _rec(SEND, 2_000_500, [(c, 3, 4)], ret=-9),  # a failed send
+            # Two fds in one message; one receive takes both.
+            _rec(SEND, 2_000_600, [(a + 8, 4, 5), (a + 16, 5, 6)]),
+            _rec(RECV, 2_000_700, [(a + 8, 4, 13), (a + 16, 5, 14)], pid=200),
+            # Read without a control buffer: the loss names the pending sender.
+            _rec(SEND, 2_000_800, [(c, 6, 8)], pid=101),
+            _rec(LOST, 2_000_900, [(c, 6, -1)], pid=200, reason=2, syscall=5),
+            # Close-on-exec: received, then the receiver execs.
+            _rec(SEND, 2_001_000, [(c + 8, 7, 8)]),
+            _rec(RECV, 2_001_100, [(c + 8, 7, 15)], pid=200,
+                 fd_flags=events.FD_FLAG_CLOEXEC, call_flags=int(socket.MSG_CMSG_CLOEXEC)),
+        ] + _flood(10, start_ts=2_002_000),
+        [
+            _rec(LOST, 2_100_000, [(c + 8, 7, 15)], pid=200, reason=6, syscall=8),
+            # A receive whose send is never seen (NOSEND), sends left in flight.
+            _rec(RECV, 2_100_100, [(c + 24, 8, 16)], pid=200),
+            _rec(SEND, 2_100_200, [(c + 32, 9, 3)]),
+            _rec(SEND, 2_100_300, [(c + 40, 10, 3)]),
+        ] + _flood(6, start_ts=2_200_000),
+    ]
+    parsed = _compare(batches)
+    reasons = sorted(str(p["reason"]) for p in parsed if p["event"] == "lost")
+    assert reasons == ["closed-on-exec", "ctrunc", "read-without-control"]
+    # The two sends never received, at the end (the receive alone: no record).
+    flying = [p for p in parsed if p["event"] == "transfer" and p.get("in_flight")]
+    assert [p["file"]["inode"] for p in flying] == [9, 10]  # type: ignore[index]
+
+
+def test_evictions_at_the_cap_are_the_general_way() -> None:
+    sends = [_rec(SEND, 1000 + i, [(0xFFFF888003000000 + 8 * i, i, 5)]) for i in range(12)]
+    recvs = [_rec(RECV, 5000 + i, [(0xFFFF888003000000 + 8 * i, i, 6)], pid=200)
+             for i in range(12)]
+    batches = [sends[:5], sends[5:] + recvs[:3], recvs[3:]]
+    parsed = _compare(batches, max_pending=4)
+    # The 8 oldest sends were evicted (in flight): only the last 4 link.
+    linked = [p for p in parsed if p["event"] == "transfer" and p["receiver"] is not None]
+    assert len(linked) == 4
+    evicted = [p for p in parsed if p["event"] == "transfer" and p["receiver"] is None]
+    assert [p["sender"]["fd"] for p in evicted] == [5] * 8  # type: ignore[index]
+    assert all(p["in_flight"] for p in evicted)
+
+
+def test_in_flight_at_the_end_reach_the_matcher() -> None:
+    matcher = Matcher()
+    stream = JsonStream(matcher, CLOCK, "tracepoint", _path_of)
+    stream.batch([_rec(SEND, 10, [(0xFFFF888004000000, 1, 5)])], 10**12)
+    assert stream.pending() == 1 and matcher.pending == 0  # held as a record
+    stream.batch([], 10**12, final=True)
+    assert matcher.pending == 0 and stream.pending() == 0
+
+
+def test_a_close_on_exec_receive_linked_here_names_its_sender_at_exec() -> None:
+    address = 0xFFFF888005000000
+    cloexec = {"fd_flags": events.FD_FLAG_CLOEXEC, "call_flags": int(socket.MSG_CMSG_CLOEXEC)}
+    batches = [
+        [_rec(SEND, 10, [(address, 1, 5)], pid=100),
+         _rec(RECV, 20, [(address, 1, 8)], pid=200, **cloexec)],  # type: ignore[arg-type]
+        [_rec(LOST, 30, [(address, 1, 8)], pid=200, reason=6, syscall=8)],
+    ]
+    parsed = _compare(batches)
+    (lost,) = [p for p in parsed if p["event"] == "lost"]
+    assert (lost["reason"], lost["pid"], lost["fd"]) == ("closed-on-exec", 100, 5)
+    (linked,) = [p for p in parsed if p["event"] == "transfer"]
+    assert linked["flags"] == ["CLOEXEC"]
+    matcher = Matcher()
+    stream = JsonStream(matcher, CLOCK, "tracepoint", _path_of)
+    stream.batch(batches[0], 10**12)
+    assert len(matcher._delivered) == 1 and matcher.pending == 0  # linked by the stream
