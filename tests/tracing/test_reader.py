@@ -1,8 +1,9 @@
-"""The tracer at full speed: the bulk ring reader, the --json fast path, anomalies, stopping.
+"""The tracer at full speed: the bulk ring reader, fast decoding, anomalies, stopping.
 
 The pure parts run anywhere: :class:`RingReader` walks a file laid out like a
-BPF ring buffer's mapping, and the ``--json`` fast path is compared byte for
-byte with the general way.  The live parts (root, the distribution's bcc)
+BPF ring buffer's mapping, and the one-fd decoding fast path is compared
+field for field with the general way (the ``--json`` stream is compared with
+the general output in test_jsonstream.py).  The live parts (root, the distribution's bcc)
 flood a ring too small to hold the flood and check that every CTRUNC receive
 still arrives with exact totals, and that ``rawsys-trace`` stops at once
 with a backlog in its ring instead of draining it.
@@ -25,8 +26,14 @@ import pytest
 from tracing_helpers import forced_backend, require_live_tracing
 
 from rawsys.trace import events
-from rawsys.trace.events import FILE_RECORD_SIZE, HEADER_SIZE, RawEvent, RecvEvent, SendEvent
-from rawsys.trace.jsonlines import ONE_FD_SIZE, JsonLines, json_line, json_lines
+from rawsys.trace.events import (
+    FILE_RECORD_SIZE,
+    HEADER_SIZE,
+    ONE_FD_SIZE,
+    RawEvent,
+    RecvEvent,
+    SendEvent,
+)
 from rawsys.trace.reader import RingReader
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,33 +73,6 @@ VARIED = [
     _record(address=0),  # fd not open: refcount 0
     _record(syscall=int(events.Syscall.SENDMMSG), ts=2**64 - 1),
 ]
-
-
-def test_json_fast_path_is_the_general_way_byte_for_byte() -> None:
-    slow = "".join(json_line(r, "tracepoint") + "\n" for r in VARIED)
-    assert json_lines(VARIED, "tracepoint") == slow
-    # Again through the caches (every fragment now comes from them).
-    lines = JsonLines("kprobe")
-    lines(VARIED)
-    assert lines(VARIED) == "".join(json_line(r, "kprobe") + "\n" for r in VARIED)
-    assert json.loads(slow.splitlines()[2])["errno"] == 9
-
-
-def test_json_fast_path_repeats_differ_only_in_timestamp() -> None:
-    lines = JsonLines("tracepoint")
-    out = lines([_record(ts=1), _record(ts=2), _record(ts=3, ret=-32)]).splitlines()
-    assert [json.loads(x)["timestamp_ns"] for x in out] == [1, 2, 3]
-    assert json.loads(out[2])["errno"] == 32 and json.loads(out[2])["ok"] is False
-
-
-def test_json_fast_path_rejects_malformed_records() -> None:
-    bad = bytearray(_record())
-    bad[events.RawEventHeader.kind.offset] = 9  # no such event kind
-    with pytest.raises(ValueError):
-        json_lines([bytes(bad)])
-    with pytest.raises(ValueError):
-        json_lines([_record()[:HEADER_SIZE - 1]])
-    assert len(_record()) == ONE_FD_SIZE
 
 
 # ------------------------------------------------------------------ the ring walker
