@@ -328,11 +328,7 @@ _ALL_SIGNALS = signal.valid_signals()
 # are due before it returns the old mask, so a raise loses the mask to
 # restore.  libc's pthread_sigmask through ctypes runs no handler; it writes
 # the old mask into the caller's buffer before anything can raise.
-# (Declared here, not in rawsys.c.libc's table: a Python-layer need.)
-_libc = ctypes.CDLL(None, use_errno=True)
-_pthread_sigmask = _libc.pthread_sigmask
-_pthread_sigmask.argtypes = [c_int, ctypes.c_void_p, ctypes.c_void_p]
-_pthread_sigmask.restype = c_int
+_pthread_sigmask = LIBC["pthread_sigmask"]
 SigSet = ctypes.c_char * 128  # sigset_t: glibc's 1024 bits
 _FULL_SIGSET = SigSet(*([b"\xff"] * 128))  # sigfillset (glibc keeps its own two out)
 block_signals: Callable[[Any], int] = partial(_pthread_sigmask, signal.SIG_BLOCK, _FULL_SIGSET)

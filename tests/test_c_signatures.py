@@ -44,6 +44,7 @@ PROTOTYPES = {
     "write": "ssize_t (int, const void *, size_t)",
     "pipe2": "int (int *, int)",
     "__cmsg_nxthdr": "struct cmsghdr * (struct msghdr *, struct cmsghdr *)",
+    "pthread_sigmask": "int (int, const sigset_t *, sigset_t *)",
 }
 VARIADIC = {"syscall"}
 
@@ -55,6 +56,7 @@ def acceptable(c_type: str) -> tuple[Any, ...]:
               "ssize_t": (c_ssize_t,), "socklen_t": (structs.socklen_t,),
               "void *": (c_void_p,), "int *": (POINTER(c_int),),
               "socklen_t *": (POINTER(structs.socklen_t),),
+              "sigset_t *": (c_void_p,),
               "__SOCKADDR_ARG": (c_void_p, POINTER(structs.sockaddr)),
               "__CONST_SOCKADDR_ARG": (c_void_p, POINTER(structs.sockaddr))}
     if c_type in simple:
@@ -76,7 +78,8 @@ def test_every_table_entry_has_a_prototype() -> None:
 
 def test_prototypes_match_the_headers(build_c: Any) -> None:
     lines = ["#define _GNU_SOURCE", "#include <sys/socket.h>", "#include <unistd.h>",
-             "#include <fcntl.h>", "#include <time.h>", "", "int main(void)", "{"]
+             "#include <fcntl.h>", "#include <time.h>", "#include <signal.h>", "",
+             "int main(void)", "{"]
     for name, prototype in PROTOTYPES.items():
         ret, params = split(prototype)
         lines.append(f"    {ret} (*volatile check_{name})({', '.join(params)}) = {name};")

@@ -44,7 +44,7 @@ from rawsys.c.structs import (
 Signature = Tuple[List[Any], Any]
 
 # name -> (argtypes, restype), transcribed from the prototypes in
-# <sys/socket.h>, <unistd.h> and <fcntl.h>.  syscall(2) is variadic; it is
+# <sys/socket.h>, <unistd.h>, <fcntl.h> and <signal.h>.  syscall(2) is variadic; it is
 # declared with seven longs and always called with all of them, which is how
 # the x86-64 and aarch64 calling conventions pass variadic integers anyway.
 SIGNATURES: Dict[str, Signature] = {
@@ -71,6 +71,8 @@ SIGNATURES: Dict[str, Signature] = {
     "pipe2": ([POINTER(c_int), c_int], c_int),
     "syscall": ([c_long] * 7, c_long),
     "__cmsg_nxthdr": ([POINTER(msghdr), POINTER(cmsghdr)], POINTER(cmsghdr)),
+    # The Pythonic layer's fd cleanup blocks signals with it (rawsys._sockutil).
+    "pthread_sigmask": ([c_int, c_void_p, c_void_p], c_int),
 }
 
 
