@@ -52,6 +52,56 @@ from rawsys.trace.reader import RingReader, wait_readable
 __all__ = ["Session", "SessionError", "Totals"]
 
 MAX_BATCH = 4096  # records read, decoded and written per poll: the reader's memory budget
+MAX_HELD = 65536  # anomalies held back for the routine records before them, at most
+
+
+class HeldAnomalies:
+    """Anomalies read ahead of the routine records that happened before them.
+
+    The anomaly ring is read whole at every poll, the routine ring a batch at
+    a time: when the reader lags, a receive cut short arrives seconds before
+    the send of its message and the routine records around it.  Linked then,
+    it would be linked against sends older than itself (the matcher takes the
+    oldest message pending on its socket), and every later pairing of that
+    socket would be off by one.  So an anomaly is held until the routine
+    records up to its time have been read (the routine ring drained, or a
+    batch of them reaching its timestamp), then handed out with them, and the
+    batch, sorted by time, links it where it happened.  Records are never
+    lost here: at most :data:`MAX_HELD` are held (past it the oldest go out
+    early) and :meth:`take` with ``drained=True`` hands out every one.
+    """
+
+    def __init__(self, cap: int = MAX_HELD) -> None:
+        self.cap = cap
+        self._held: list[bytes] = []
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def take(self, anomalies: list[bytes], routine: list[bytes], drained: bool) -> list[bytes]:
+        """The anomalies due with *routine* (read after *anomalies*), oldest first.
+
+        *drained*: every routine record produced so far has been read (the
+        ring held fewer than a batch), so every held anomaly is due.
+        """
+        held = self._held + anomalies if self._held else anomalies
+        if drained or not held:
+            self._held = []
+            return held
+        if not routine:
+            self._held = held
+            return []
+        mark = max(int.from_bytes(r[:8], "little") for r in routine[-64:])
+        due = [r for r in held if int.from_bytes(r[:8], "little") <= mark]
+        if len(due) == len(held):
+            self._held = []
+            return held
+        later = [r for r in held if int.from_bytes(r[:8], "little") > mark]
+        if len(later) > self.cap:
+            due += later[:len(later) - self.cap]
+            later = later[len(later) - self.cap:]
+        self._held = later
+        return due
 
 
 @dataclass(frozen=True)
@@ -139,6 +189,7 @@ class Session:
         self._rings: list[RingReader] = []
         self._read = [0, 0]
         self._unread = [0, 0]
+        self._held = HeldAnomalies()  # anomaly records read, not handed out yet
         self._detached = False
         self._totals: Totals | None = None
         self._decoded = 0
@@ -312,6 +363,9 @@ class Session:
         if b is not None:
             try:
                 self.detach()  # side by side: faster than bcc's one after another
+                # Anomalies still held back were read but never handed out.
+                self._unread[0] += len(self._held)
+                self._held = HeldAnomalies()
                 self._totals = self.totals()
                 self._lost_at_close = self.lost
             finally:
@@ -334,25 +388,31 @@ class Session:
     def poll_raw(
         self, timeout: float = 0.1, max_records: int = MAX_BATCH, wake_fds: tuple[int, ...] = ()
     ) -> list[bytes]:
-        """Records as the probes wrote them: every anomaly, then up to *max_records* routine ones.
+        """Records as the probes wrote them: the anomalies due, then up to *max_records* routine.
 
+        An anomaly is due once the routine records up to its time have been
+        read (:class:`HeldAnomalies`); ``max_records=0`` hands out every one.
         Waits at most *timeout* seconds when both rings are empty, or until one
-        of *wake_fds* is readable (a signal's wake-up pipe).  Nothing is held
-        in Python between calls: a reader slower than the probes leaves the
-        backlog in the kernel's ring, whose refusals the probes count.
+        of *wake_fds* is readable (a signal's wake-up pipe).  No routine record
+        is held in Python between calls: a reader slower than the probes leaves
+        the backlog in the kernel's ring, whose refusals the probes count.
         """
         self._require()
+        out = self._read_rings(max_records)
+        if not out and timeout > 0 and wait_readable(self._rings, timeout, wake_fds):
+            out = self._read_rings(max_records)
+        return out
+
+    def _read_rings(self, max_records: int) -> list[bytes]:
+        """The anomalies due (:class:`HeldAnomalies`), then up to *max_records* routine records."""
         anomalies, routine = self._rings
-        out = anomalies.read()
-        self._read[0] += len(out)
-        got = routine.read(max_records, ONE_FD_SIZE)
+        # The anomaly ring first: when the routine one is then drained, every
+        # routine record before the anomalies read has been read too.
+        fresh = anomalies.read()
+        got = routine.read(max_records, ONE_FD_SIZE) if max_records > 0 else []
         self._read[1] += len(got)
-        if not out and not got and timeout > 0:
-            if wait_readable(self._rings, timeout, wake_fds):
-                out = anomalies.read()
-                self._read[0] += len(out)
-                got = routine.read(max_records, ONE_FD_SIZE)
-                self._read[1] += len(got)
+        out = self._held.take(fresh, got, len(got) < max_records or max_records <= 0)
+        self._read[0] += len(out)
         if got:
             out.extend(got)
         return out
@@ -364,7 +424,8 @@ class Session:
     def drain(self) -> list[TraceEvent]:
         """Every event the rings hold now, without waiting (anomalies first)."""
         self._require()
-        out = []
+        out = self._held.take([], [], drained=True)
+        self._read[0] += len(out)
         for i, ring in enumerate(self._rings):
             got = ring.read()
             self._read[i] += len(got)

@@ -25,6 +25,7 @@ from rawsys.trace.events import (
 from rawsys.trace.jsonstream import JsonStream
 from rawsys.trace.matcher import Matcher
 from rawsys.trace.output import Printer, WallClock
+from rawsys.trace.session import HeldAnomalies
 
 SEND, RECV, LOST = (int(k) for k in events.EventKind)
 SENDMSG, RECVMSG = int(events.Syscall.SENDMSG), int(events.Syscall.RECVMSG)
@@ -196,3 +197,71 @@ def test_a_close_on_exec_receive_linked_here_names_its_sender_at_exec() -> None:
     stream = JsonStream(matcher, CLOCK, "tracepoint", _path_of)
     stream.batch(batches[0], 10**12)
     assert len(matcher._delivered) == 1 and matcher.pending == 0  # linked by the stream
+
+
+def _lagging_reads(n: int, ctrunc_every: int, batch: int, lag: int) -> list[tuple[list[bytes],
+                                                                                    list[bytes]]]:
+    """The C loop of benchmarks/trace_overhead.py (send, receive, one receive in
+    *ctrunc_every* cut short) as a reader *lag* records behind the probes reads
+    it: at each poll, the anomaly ring whole (up to the probes' position),
+    then *batch* routine records.  Returns (anomalies, routine) per poll."""
+    pipe, ino, sock = 0xFFFF888006000000, 321, SOCK_FILE + 0x40
+    ctrunc = int(socket.MSG_CTRUNC)
+    stream: list[tuple[bool, bytes]] = []  # (an anomaly, the record) as the probes write them
+    for i in range(n):
+        ts = 10_000_000 + 4000 * i
+        stream.append((False, _rec(SEND, ts, [(pipe, ino, 5)], sock_file=sock)))
+        if i % ctrunc_every == ctrunc_every - 1:
+            stream.append((True, _rec(RECV, ts + 2000, [], msg_flags=ctrunc, sock=4,
+                                      sock_file=sock)))
+        else:
+            stream.append((False, _rec(RECV, ts + 2000, [(pipe, ino, 6)], sock=4,
+                                       sock_file=sock)))
+    routine = [r for anomaly, r in stream if not anomaly]
+    reads: list[tuple[list[bytes], list[bytes]]] = []
+    handed = 0  # anomalies read so far
+    for start in range(0, len(routine), batch):
+        written = start + batch + lag  # records the probes have written by then
+        anomalies = [r for anomaly, r in stream[:written] if anomaly][handed:]
+        handed += len(anomalies)
+        reads.append((anomalies, routine[start:start + batch]))
+    return reads
+
+
+def test_a_receive_cut_short_read_ahead_of_its_send_is_linked_where_it_happened() -> None:
+    """A reader far behind the probes gets each receive cut short hundreds of
+    records before its send: held back until the routine records reach it,
+    it cuts its own message, and every other receive links to its own send
+    (none to a later one, none alone), on both ways."""
+    held = HeldAnomalies()
+    batches = []
+    for anomalies, routine in _lagging_reads(600, 50, batch=64, lag=500):
+        batches.append(held.take(anomalies, routine, drained=len(routine) < 64) + routine)
+    batches.append(held.take([], [], drained=True))
+    assert len(held) == 0
+    parsed = _compare(batches)
+    lost = [p for p in parsed if p["event"] == "lost"]
+    assert len(lost) == 12 and all(p["reason"] == "ctrunc" and p["fd"] == 5 for p in lost)
+    linked = [p for p in parsed if p["event"] == "transfer"]
+    assert len(linked) == 600 - 12
+    for p in linked:  # each receive 2 µs after its own send
+        gap = int(p["receiver"]["time"][20:26]) - int(p["sender"]["time"][20:26])  # type: ignore[index]
+        assert gap % 1_000_000 == 2  # microseconds, across a second boundary too
+
+
+def test_anomalies_are_held_until_the_routine_records_reach_them() -> None:
+    def rec(ts: int) -> bytes:
+        return _rec(SEND, ts, [(0xFFFF888007000000, 1, 5)])
+
+    held = HeldAnomalies(cap=3)
+    early, late = rec(150), rec(400)
+    assert held.take([early, late], [rec(100), rec(120)], drained=False) == []
+    assert len(held) == 2
+    # The routine records pass 150: the first is due, not the second.
+    assert held.take([], [rec(140), rec(200)], drained=False) == [early]
+    # The routine ring drained: every record read so far is due.
+    assert held.take([], [rec(300)], drained=True) == [late]
+    # Past the cap, the oldest go out early rather than pile up.
+    many = [rec(1000 + i) for i in range(5)]
+    assert held.take(many, [rec(500)], drained=False) == many[:2]
+    assert held.take([], [], drained=True) == many[2:] and len(held) == 0
