@@ -155,6 +155,10 @@ class JsonStream:
         self._shapes: dict[bytes, _Shape | None] = {}  # by the record after its timestamp
         self._named_shapes: dict[tuple[bytes, str], _Shape | None] = {}  # and its file's path
         self._seq = 0
+        # (file key, socket, thread) -> the time from which no receive or cut
+        # waiting in the matcher takes such a send (waiting ones only expire
+        # until the matcher is fed again; a thread's later sends are later).
+        self._no_taker: dict[tuple[tuple[int, int], int, int], int] = {}
         self.decoded = 0  # records decoded into objects (for the general way)
 
     # ------------------------------------------------------------- the state
@@ -200,7 +204,7 @@ class JsonStream:
         text = self._text
         named = file_kind(mode) in NAMED_KINDS
         if named and path is None:
-            return _Shape(kind, (address, ino), sock_file, "", "", "", mode, cloexec)
+            return _Shape(kind, (address, ino), sock_file, tid, "", "", "", mode, cloexec)
         fl, transfer_fl = text.flags_json(kind, call_flags, msg_flags)
         if cloexec:  # Transfer.flags: the fd arrived close-on-exec
             transfer_fl = json.dumps(sorted((names | {"CLOEXEC"}) - {"CMSG_CLOEXEC"}))
@@ -219,7 +223,7 @@ class JsonStream:
         side = f'{{"comm": {c}, "fd": {fd}, "pid": {pid}, "sock": {sock}, "tid": {tid}, "time": "'
         transfer = (f'{{"event": "transfer", "file": {f}, "flags": {transfer_fl}, '
                     f'"in_flight": false, "receiver": ' if kind == _RECV else "")
-        return _Shape(kind, (address, ino), sock_file, head, side, transfer,
+        return _Shape(kind, (address, ino), sock_file, tid, head, side, transfer,
                       -1 if named else 0, cloexec)
 
     def batch(self, records: list[bytes], now_ns: int, *, final: bool = False) -> str:
@@ -288,6 +292,7 @@ class JsonStream:
         m_recvs, m_cut, m_sends = m._recvs, m._cut_waiting, m._sends
         last_ns = m._last_ns
         seq = self._seq
+        no_taker = self._no_taker
         for i in order:
             shape = simple[i]
             if shape is not None:
@@ -296,7 +301,17 @@ class JsonStream:
                     last_ns = ts_ns
                 key = shape.key
                 if shape.kind == _SEND:
-                    if key not in m_recvs and shape.sock_file not in m_cut:
+                    routine = key not in m_recvs and shape.sock_file not in m_cut
+                    if not routine:
+                        # Receives and cuts wait, but perhaps none of them for this send.
+                        nk = (key, shape.sock_file, shape.tid)
+                        since = no_taker.get(nk)
+                        routine = since is not None and ts_ns >= since
+                        if not routine and not m.takes_send(key, shape.sock_file, shape.tid,
+                                                            ts_ns):
+                            no_taker[nk] = ts_ns
+                            routine = True
+                    if routine:
                         seq += 1
                         q = pending.get(key)
                         if q is None:
@@ -331,6 +346,7 @@ class JsonStream:
                 ev = general[i]
             m._last_ns = last_ns  # feed() keeps the latest of it and the event's
             self._materialise(verdicts, transfers)
+            no_taker.clear()  # what waits may change
             self._general(m.feed(ev), verdicts, transfers)
             last_ns = m._last_ns
         if m._last_ns < last_ns:
@@ -379,6 +395,7 @@ class _Shape(NamedTuple):
     kind: int
     key: tuple[int, int]  # the file's address and inode
     sock_file: int
+    tid: int
     head: str  # its own line up to its time
     side: str  # its side of a transfer record up to its time
     transfer: str  # a receive's: the transfer record up to the receiver's side

@@ -25,7 +25,10 @@ Receives and losses can be reported before their send (the receiver's
 anomalies travel in their own ring, read first): a receive or a loss alone
 waits ``grace_ns`` of later events for its send, then shows ``NOSEND`` (a
 loss: no sender), its send having happened before tracing began or the
-sender being filtered out.
+sender being filtered out.  It never takes a send its own thread made after
+it returned (a thread's calls follow one another): when the ring refused its
+send, the thread's next send is not taken for it, and the pairings after it
+do not shift by one.
 
 Pending sends are capped (``max_pending`` fds, :data:`MAX_PENDING` by
 default): past it the oldest is evicted, shown as in flight, and counted
@@ -140,7 +143,11 @@ class Matcher:
             # Receives reported before their send: peeks pair without consuming.
             linked = False
             while waiting:
-                r = waiting.popleft()
+                i = _first_taker(waiting, event)
+                if i is None:
+                    break
+                r = waiting[i]
+                del waiting[i]
                 if isinstance(r.event, LossReport):
                     out.append(_lost(r.event.reason.label, half, r.event,
                                      _loss_party(r.event), r.file))
@@ -163,12 +170,23 @@ class Matcher:
         if msg.waiting and event.sock_file:
             self._by_sock.setdefault(event.sock_file, deque()).append(msg)
             early = self._cut_waiting.get(event.sock_file)
-            if cut is None and early:
-                cut = early.popleft()  # cut short before any fd: this message
+            i = _first_cut_taker(early, event) if cut is None and early else None
+            if early and i is not None:
+                cut = early[i]  # cut short before any fd: this message
+                del early[i]
                 if not early:
                     del self._cut_waiting[event.sock_file]
         if cut is not None:
             self._cut_short(cut, msg, out)
+
+    def takes_send(self, key: _Key, sock_file: int, tid: int, timestamp_ns: int) -> bool:
+        """Whether a one-fd send of file *key* on *sock_file*, made by *tid* at
+        *timestamp_ns*, would be taken by a receive or a cut waiting here."""
+        for r in self._recvs.get(key, ()):
+            if _could_be_its_send(tid, timestamp_ns, r.event):
+                return True
+        return any(_could_be_its_send(tid, timestamp_ns, c)
+                   for c in self._cut_waiting.get(sock_file, ()))
 
     def _cut_short(self, event: RecvEvent, msg: _Msg | None, out: list[Verdict]) -> None:
         """Receive *event* came back with MSG_CTRUNC: *msg*'s fds it did not install are lost."""
@@ -335,6 +353,31 @@ class Matcher:
 
 _NO_FILE = FileIdentity(address=0, inode=0, mode=0, refcount=0, name="")
 _FD_TABLE_FULL = 4  # events.EV_FLAG_FD_TABLE_FULL
+
+
+def _could_be_its_send(tid: int, timestamp_ns: int, waiting: TraceEvent) -> bool:
+    """Whether a send by thread *tid* at *timestamp_ns* can be the one a receive
+    (or loss) seen before it waits for: not a send the receiving thread itself
+    made after that receive returned (a thread's calls follow one another; the
+    send of a message a thread received was made before, or by another thread)."""
+    return not (isinstance(waiting, RecvEvent) and waiting.tid == tid
+                and waiting.timestamp_ns < timestamp_ns)
+
+
+def _first_taker(waiting: deque[_Half], send: SendEvent) -> int | None:
+    """The first of the *waiting* receives and losses *send* can be the send of."""
+    for i, r in enumerate(waiting):
+        if _could_be_its_send(send.tid, send.timestamp_ns, r.event):
+            return i
+    return None
+
+
+def _first_cut_taker(early: deque[RecvEvent], send: SendEvent) -> int | None:
+    """The first of the *early* receives cut short whose message *send* can be."""
+    for i, c in enumerate(early):
+        if _could_be_its_send(send.tid, send.timestamp_ns, c):
+            return i
+    return None
 
 
 def _is_peek(ev: TraceEvent) -> bool:

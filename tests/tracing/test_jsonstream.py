@@ -265,3 +265,48 @@ def test_anomalies_are_held_until_the_routine_records_reach_them() -> None:
     many = [rec(1000 + i) for i in range(5)]
     assert held.take(many, [rec(500)], drained=False) == many[:2]
     assert held.take([], [], drained=True) == many[2:] and len(held) == 0
+
+
+def test_records_dropped_by_a_full_ring_shift_no_later_pairing() -> None:
+    """The C loop (one thread sends, then receives) with records the full ring
+    refused: a receive whose send was dropped, or a cut whose message's send
+    was, is reported alone; the thread's later sends, made after it returned,
+    are not taken for its send, so every other receive links to its own."""
+    pipe, ino, sock = 0xFFFF888008000000, 654, SOCK_FILE + 0x80
+    ctrunc = int(socket.MSG_CTRUNC)
+    records, dropped_sends = [], {7, 8, 30, 44}  # 44: the send of a cut message
+    for i in range(60):
+        ts = 50_000_000 + 4000 * i
+        if i not in dropped_sends:
+            records.append(_rec(SEND, ts, [(pipe, ino, 5)], sock_file=sock))
+        if i in (19, 44):
+            records.append(_rec(RECV, ts + 2000, [], msg_flags=ctrunc, sock=4, sock_file=sock))
+        else:
+            records.append(_rec(RECV, ts + 2000, [(pipe, ino, 6)], sock=4, sock_file=sock))
+    batches = [records[i:i + 25] for i in range(0, len(records), 25)]
+    parsed = _compare(batches)
+    transfers = [p for p in parsed if p["event"] == "transfer"]
+    # Not linked: the receives of sends 7, 8 and 30 (alone: no record), the cuts.
+    assert len(transfers) == 60 - 3 - 2
+    for p in transfers:  # each receive 2 µs after its own send, none before it
+        gap = int(p["receiver"]["time"][20:26]) - int(p["sender"]["time"][20:26])  # type: ignore[index]
+        assert gap % 1_000_000 == 2
+    lost = sorted((p["fd"] is None, p["reason"]) for p in parsed if p["event"] == "lost")
+    assert lost == [(False, "ctrunc"), (True, "ctrunc")]  # 44's send was not seen
+
+
+def test_a_thread_that_received_a_file_and_sends_it_on_is_not_its_own_sender() -> None:
+    """A relay receives a file before the original send is written (the sender's
+    exit came later), then passes it on: its own send goes to the next receiver,
+    the first receive waits for the original send."""
+    f, t = (0xFFFF888009000000, 77), 10**12 - 10**6  # within the matcher's grace of 10**12
+    batches = [
+        [_rec(RECV, t + 1000, [(*f, 6)], pid=300, sock=4),  # the relay's receive
+         _rec(SEND, t + 1500, [(*f, 6)], pid=300, sock=5)],  # the relay passes it on
+        [_rec(SEND, t + 1200, [(*f, 5)], pid=100, sock=3),  # the original send, read late
+         _rec(RECV, t + 2000, [(*f, 9)], pid=400, sock=7)],  # the last receiver
+    ]
+    parsed = _compare(batches)
+    pairs = sorted((p["sender"]["pid"], p["receiver"]["pid"])  # type: ignore[index]
+                   for p in parsed if p["event"] == "transfer")
+    assert pairs == [(100, 300), (300, 400)]
