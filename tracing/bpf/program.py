@@ -19,6 +19,7 @@ is plain C and macros.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 from importlib import resources
@@ -146,7 +147,7 @@ def program_type(bcc: Any, name: bytes) -> int:
     return int(bcc.BPF.KPROBE)
 
 
-def load_programs(bpf: Any, bcc: Any) -> list[Any]:
+def load_programs(bpf: Any, bcc: Any, workers: int | None = None) -> list[Any]:
     """Load every program of the compiled module *bpf* through the verifier.
 
     bcc keeps each loaded function, so attaching afterwards (bcc's
@@ -154,18 +155,35 @@ def load_programs(bpf: Any, bcc: Any) -> list[Any]:
     keeps the verifier's time apart from attaching's.  A program that runs
     bpf_loop callbacks is linked with them and loaded here
     (:mod:`rawsys.trace.bpf.link`), then handed to bcc as if bcc had loaded it.
+
+    The verifier checks one program per CPU at a time (root's loads do not
+    queue on each other in the kernel, and both bcc's load and ours leave
+    Python while the kernel works), largest first; *workers* threads, one per
+    CPU by default.  The first refusal is raised once every load has ended;
+    the programs loaded by then are bcc's to close with the module.
     """
-    out = []
-    for name in function_names(bpf):
+    names = function_names(bpf)
+    if workers is None:
+        workers = os.cpu_count() or 1
+    workers = max(1, min(workers, len(names)))
+
+    def load(name: bytes) -> Any:
         kind = program_type(bcc, name)
         linked = link.load_linked(bpf, name, kind)
         if linked is None:
-            out.append(bpf.load_func(name, kind))
-        else:
-            fn = bcc.BPF.Function(bpf, name, linked[0])
-            bpf.funcs[name] = fn
-            out.append(fn)
-    return out
+            return bpf.load_func(name, kind)
+        fn = bcc.BPF.Function(bpf, name, linked[0])
+        bpf.funcs[name] = fn
+        return fn
+
+    if workers == 1:
+        return [load(name) for name in names]
+    from bcc.libbcc import lib
+
+    largest_first = sorted(names, key=lambda n: -lib.bpf_function_size(bpf.module, n))
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="bpf-load") as pool:
+        futures = {name: pool.submit(load, name) for name in largest_first}
+    return [futures[name].result() for name in names]
 
 
 _PROCESSED = re.compile(rb"processed (\d+) insns")
