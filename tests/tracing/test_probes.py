@@ -387,8 +387,10 @@ def test_kprobe_programs_load_through_the_verifier() -> None:
     from rawsys.trace.system.bccloader import load_bcc
 
     bcc = load_bcc()
-    b = bcc.BPF(text=render("kprobe").encode())  # its syscall tracepoints attach themselves
+    b = program.compile_program(bcc, render("kprobe"))
     try:
+        program.load_programs(b, bcc)  # as a session does: bpf_loop callbacks linked
+        bcc.BPF._trace_autoload(b)  # its syscall tracepoints attach
         for _kind, _target, fn in program.kprobe_attachments(kernel_facts()):
             loaded = b.load_func(fn.encode(), bcc.BPF.KPROBE)
             assert loaded.fd >= 0
@@ -408,12 +410,15 @@ def test_fentry_programs_compile_and_load_or_eperm() -> None:
     from rawsys.trace.system.bccloader import load_bcc
 
     bcc = load_bcc()
-    text = render("fentry")
+    b = program.compile_program(bcc, render("fentry"))
     try:
-        b = bcc.BPF(text=text.encode())  # loads and attaches kfunc__/kretfunc__ programs
+        # As a session does: every program loaded (bpf_loop callbacks linked),
+        # then bcc attaches the kfunc__/kretfunc__ and tracepoint programs.
+        program.load_programs(b, bcc)
+        bcc.BPF._trace_autoload(b)
     except Exception as e:
-        assert "Failed to compile" not in str(e), e
-        err = ctypes.get_errno()
+        err = ctypes.get_errno()  # before bcc's cleanup, which may set it
+        b.cleanup()
         assert err == errno.EPERM, f"fentry load failed with {errno.errorcode.get(err, err)}: {e}"
         return
     try:

@@ -159,8 +159,9 @@ def load_programs(bpf: Any, bcc: Any, workers: int | None = None) -> list[Any]:
     The verifier checks one program per CPU at a time (root's loads do not
     queue on each other in the kernel, and both bcc's load and ours leave
     Python while the kernel works), largest first; *workers* threads, one per
-    CPU by default.  The first refusal is raised once every load has ended;
-    the programs loaded by then are bcc's to close with the module.
+    CPU by default.  The first refusal (in source order) is raised once every
+    load has ended, with its errno in ctypes' (as bcc leaves it); the
+    programs loaded by then are bcc's to close with the module.
     """
     names = function_names(bpf)
     if workers is None:
@@ -178,12 +179,28 @@ def load_programs(bpf: Any, bcc: Any, workers: int | None = None) -> list[Any]:
 
     if workers == 1:
         return [load(name) for name in names]
+    import ctypes
+
     from bcc.libbcc import lib
+
+    def load_keeping_errno(name: bytes) -> tuple[Any, BaseException | None, int]:
+        # bcc's message hides the errno, which ctypes keeps per thread.
+        try:
+            return load(name), None, 0
+        except Exception as e:
+            return None, e, ctypes.get_errno()
 
     largest_first = sorted(names, key=lambda n: -lib.bpf_function_size(bpf.module, n))
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="bpf-load") as pool:
-        futures = {name: pool.submit(load, name) for name in largest_first}
-    return [futures[name].result() for name in names]
+        futures = {name: pool.submit(load_keeping_errno, name) for name in largest_first}
+    out = []
+    for name in names:
+        fn, error, err = futures[name].result()
+        if error is not None:
+            ctypes.set_errno(err)
+            raise error
+        out.append(fn)
+    return out
 
 
 _PROCESSED = re.compile(rb"processed (\d+) insns")
