@@ -17,7 +17,7 @@ import sys
 from importlib import resources
 
 import pytest
-from tracing_helpers import TRACEPOINT_PROGRAMS, require_live_tracing
+from tracing_helpers import TRACEPOINT_ATTACHMENTS, TRACEPOINT_PROGRAMS, require_live_tracing
 
 from rawsys.c import constants
 from rawsys.trace import events
@@ -42,6 +42,7 @@ from rawsys.trace.kernel.facts import (
     kernel_facts,
 )
 from rawsys.trace.matcher import Matcher
+from rawsys.trace.system.provision import TRACEFS
 
 BPF_DIR = resources.files("rawsys.trace.bpf")
 C_SOURCES = sorted(p.name for p in BPF_DIR.iterdir() if p.name.endswith((".bpf.c", ".bpf.h")))
@@ -372,12 +373,41 @@ def test_tracepoint_programs_load_and_attach() -> None:
     try:
         program.load_programs(b, bcc)  # links the bpf_loop callbacks bcc cannot
         bcc.BPF._trace_autoload(b)
+        program.attach_shared_tracepoints(b)
         names = sorted(k.decode() for k in b.funcs)
         # sendmsg at entry and exit; recvmsg, sendmmsg, recvmmsg at exit only
         assert names == sorted(TRACEPOINT_PROGRAMS)
-        assert b.num_open_tracepoints() == len(TRACEPOINT_PROGRAMS)
+        assert sorted(tp.decode().split(":")[1] for tp in b.tracepoint_fds) == sorted(
+            TRACEPOINT_ATTACHMENTS)
     finally:
         b.cleanup()
+
+
+def _format_fields(tracepoint: str) -> dict[str, tuple[int, int]]:
+    """field -> (offset, size) of a tracepoint's format in tracefs."""
+    category, name = tracepoint.split(":")
+    text = open(f"{TRACEFS}/events/{category}/{name}/format", encoding="ascii").read()
+    return {m.group(1): (int(m.group(2)), int(m.group(3)))
+            for m in re.finditer(r"field:[^;]*?\b(\w+)(?:\[\d*\])?;\s*offset:(\d+);\s*size:(\d+);",
+                                 text)}
+
+
+@pytest.mark.parametrize("shared", sorted(program.SHARED_TRACEPOINTS))
+def test_a_shared_program_finds_its_fields_in_both_formats(shared: str) -> None:
+    """A tracepoint that runs another's program has each field that program reads
+    (from bcc's struct for the other's format) at the same offset and size."""
+    require_live_tracing()
+    owner = program.SHARED_TRACEPOINTS[shared]
+    name = owner.split(":")[1]
+    body = re.search(rf"TRACEPOINT_PROBE\(\w+, {name}\)\n\{{(.*?)\n\}}", source("causes.bpf.h"),
+                     re.S)
+    assert body, f"no program for {owner}"
+    used = set(re.findall(r"args->(\w+)", body.group(1)))
+    mine, theirs = _format_fields(shared), _format_fields(owner)
+    for field in used:
+        assert mine.get(field) == theirs[field], (field, shared, owner)
+    # What a program reads at all: execve's none, read's fd or ret.
+    assert used == ({"fd"} if "enter_read" in owner else {"ret"} if "exit" in owner else set())
 
 
 @pytest.mark.kernel_verifier

@@ -407,25 +407,16 @@ static __always_inline void read_exit(s64 ret)
     read_peeks.delete(&tid);
 }
 
+/* Also attached to sys_enter_readv, whose fd is at the same place
+ * (rawsys.trace.bpf.program.SHARED_TRACEPOINTS): one program, verified once. */
 TRACEPOINT_PROBE(syscalls, sys_enter_read)
 {
     read_enter((s32)args->fd, 0, SYS_READ);
     return 0;
 }
 
+/* Also attached to sys_exit_readv and sys_exit_recvfrom (the same ret). */
 TRACEPOINT_PROBE(syscalls, sys_exit_read)
-{
-    read_exit(args->ret);
-    return 0;
-}
-
-TRACEPOINT_PROBE(syscalls, sys_enter_readv)
-{
-    read_enter((s32)args->fd, 0, SYS_READ);
-    return 0;
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_readv)
 {
     read_exit(args->ret);
     return 0;
@@ -434,12 +425,6 @@ TRACEPOINT_PROBE(syscalls, sys_exit_readv)
 TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
 {
     read_enter((s32)args->fd, (u32)args->flags, SYS_READ);
-    return 0;
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom)
-{
-    read_exit(args->ret);
     return 0;
 }
 
@@ -653,13 +638,8 @@ static __always_inline void exec_enter(void)
         count_lost(1);
 }
 
+/* Also attached to sys_enter_execveat (it reads no argument). */
 TRACEPOINT_PROBE(syscalls, sys_enter_execve)
-{
-    exec_enter();
-    return 0;
-}
-
-TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
 {
     exec_enter();
     return 0;

@@ -37,6 +37,8 @@ from rawsys.trace.kernel.facts import KernelFacts
 
 __all__ = [
     "BACKENDS",
+    "SHARED_TRACEPOINTS",
+    "attach_shared_tracepoints",
     "compile_program",
     "function_names",
     "kprobe_attachments",
@@ -47,6 +49,17 @@ __all__ = [
 ]
 
 BACKENDS: tuple[str, ...] = ("tracepoint", "kprobe", "fentry")
+
+# Tracepoints that run another tracepoint's program (every backend has them,
+# from causes.bpf.h): the same code reading the same fields at the same
+# offsets in both formats (the tests compare the formats), so it is compiled
+# and verified once.  "category:tracepoint" -> the one whose program it runs.
+SHARED_TRACEPOINTS: dict[str, str] = {
+    "syscalls:sys_enter_readv": "syscalls:sys_enter_read",
+    "syscalls:sys_exit_readv": "syscalls:sys_exit_read",
+    "syscalls:sys_exit_recvfrom": "syscalls:sys_exit_read",
+    "syscalls:sys_enter_execveat": "syscalls:sys_enter_execve",
+}
 
 PRELUDE = "prelude.bpf.h"
 _INCLUDE = re.compile(r'^#include "([A-Za-z0-9_.]+)"[^\n]*$', re.M)
@@ -128,6 +141,14 @@ def compile_program(bcc: Any, text: str) -> Any:
     # program's BTF, bpftool shows truncated program names and the verifier's
     # messages lose their source lines.
     return _Deferred(text=text.encode())
+
+
+def attach_shared_tracepoints(bpf: Any) -> None:
+    """Attach each of :data:`SHARED_TRACEPOINTS` to the program it shares
+    (after bcc attached that one by its name)."""
+    for tp, owner in SHARED_TRACEPOINTS.items():
+        category, name = owner.split(":")
+        bpf.attach_tracepoint(tp=tp.encode(), fn_name=f"tracepoint__{category}__{name}".encode())
 
 
 def function_names(bpf: Any) -> list[bytes]:
