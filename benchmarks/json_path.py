@@ -7,7 +7,10 @@ process; ``--ctrunc-every N``: every Nth receive cut short, as its
 anomaly mode does) -- or reads them from ``--records FILE`` (records as the
 ring holds them, each preceded by its little-endian ``u32`` length, as a loop of
 ``Session.poll_raw`` writes them) -- and turns them into
-``--json`` text in batches of ``--batch`` records, alternately:
+``--json`` text in batches of ``--batch`` records (``--lag N``: as a reader
+N records behind the probes gets them, each anomaly read ahead held back
+until the routine records reach it, as ``Session.poll_raw`` does;
+``--no-hold``: handed out at once, as it did before), alternately:
 
 * the general way: decode every record, feed the matcher, ``Printer.show``;
 * :class:`rawsys.trace.jsonstream.JsonStream` (what ``--json`` runs).
@@ -19,7 +22,7 @@ one run, is the figure to read.
 Usage::
 
     .venv/bin/python benchmarks/json_path.py [--events 200000] [--batch 4096]
-        [--ctrunc-every 0] [--repeat 3] [--records FILE]
+        [--ctrunc-every 0] [--repeat 3] [--records FILE] [--lag 0 [--no-hold]]
 """
 
 from __future__ import annotations
@@ -32,10 +35,17 @@ import time
 from pathlib import Path
 
 from rawsys.trace import events
-from rawsys.trace.events import FILE_RECORD_SIZE, HEADER_SIZE, RawEvent, decode_events
+from rawsys.trace.events import (
+    FILE_RECORD_SIZE,
+    HEADER_SIZE,
+    ONE_FD_SIZE,
+    RawEvent,
+    decode_events,
+)
 from rawsys.trace.jsonstream import JsonStream
 from rawsys.trace.matcher import Matcher
 from rawsys.trace.output import Printer, WallClock
+from rawsys.trace.session import HeldAnomalies
 
 
 def loop_records(n_events: int, ctrunc_every: int) -> list[list[bytes]]:
@@ -65,6 +75,26 @@ def loop_records(n_events: int, ctrunc_every: int) -> list[list[bytes]]:
     return [out]
 
 
+def lagging_polls(records: list[bytes], batch: int, lag: int, held: bool) -> list[list[bytes]]:
+    """*records* (in the order the probes wrote them) as polls of a reader *lag*
+    records behind get them: the anomaly ring whole, then *batch* routine
+    records; *held*: with the anomalies held back as ``Session.poll_raw`` does
+    (else handed out at once, as it did before)."""
+    anomaly = [len(r) != ONE_FD_SIZE for r in records]
+    routine = [r for r, a in zip(records, anomaly) if not a]
+    hold = HeldAnomalies()
+    polls, handed = [], 0
+    for start in range(0, len(routine), batch):
+        got = routine[start:start + batch]
+        written = max(handed, min(len(records), start + batch + lag))  # by the probes
+        fresh = [r for r, a in zip(records[handed:written], anomaly[handed:written]) if a]
+        handed = written
+        due = hold.take(fresh, got, len(got) < batch) if held else fresh
+        polls.append(due + got)
+    polls.append(hold.take([], [], drained=True))
+    return polls
+
+
 def read_records(path: Path) -> list[list[bytes]]:
     data = path.read_bytes()
     out, pos = [], 0
@@ -89,10 +119,15 @@ def general(batches: list[list[bytes]], clock: WallClock) -> str:
     return out.getvalue()
 
 
+decoded = [0]  # records the last JsonStream decoded (the general way, inside it)
+
+
 def fast(batches: list[list[bytes]], clock: WallClock) -> str:
     stream = JsonStream(Matcher(), clock, "tracepoint", lambda f: "")
-    return "".join(stream.batch(records, 0, final=n == len(batches) - 1)
+    text = "".join(stream.batch(records, 0, final=n == len(batches) - 1)
                    for n, records in enumerate(batches))
+    decoded[0] = stream.decoded
+    return text
 
 
 def main() -> None:
@@ -102,10 +137,18 @@ def main() -> None:
     ap.add_argument("--ctrunc-every", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--records", type=Path)
+    ap.add_argument("--lag", type=int, default=0,
+                    help="read as a reader this many records behind the probes would: the "
+                         "anomaly ring whole at each poll, then --batch routine records")
+    ap.add_argument("--no-hold", action="store_true",
+                    help="with --lag: hand the anomalies out at once (as poll_raw did before)")
     args = ap.parse_args()
     (records,) = (read_records(args.records) if args.records
                   else loop_records(args.events, args.ctrunc_every))
-    batches = [records[i:i + args.batch] for i in range(0, len(records), args.batch)]
+    if args.lag:
+        batches = lagging_polls(records, args.batch, args.lag, held=not args.no_hold)
+    else:
+        batches = [records[i:i + args.batch] for i in range(0, len(records), args.batch)]
     clock = WallClock(offset_ns=1_796_000_000_000_000_000)
     best = {"general": float("inf"), "jsonstream": float("inf")}
     texts = {}
@@ -120,7 +163,7 @@ def main() -> None:
               f"{seconds / n * 1e6:.2f} us each)")
     print(f"ratio        {best['general'] / best['jsonstream']:.1f}x  "
           f"(same text: {'yes' if texts['general'] == texts['jsonstream'] else 'NO'}, "
-          f"{texts['general'].count(chr(10))} lines)")
+          f"{texts['general'].count(chr(10))} lines; jsonstream decoded {decoded[0]} records)")
 
 
 if __name__ == "__main__":
