@@ -118,11 +118,11 @@ class Totals:
     produced_routine: int
     produced_anomalies: int
     read_routine: int
-    read_anomalies: int
+    read_anomalies: int  # handed out by poll_raw/drain (not those still held back)
     lost_routine: int  # refused by the full routine ring: the reader fell behind
     lost_anomalies: int  # refused by the anomaly ring
     unread_routine: int  # left in the ring when the session stopped at once
-    unread_anomalies: int
+    unread_anomalies: int  # read but still held back when the session closed
     untracked: int  # calls not followed: a per-thread map was full
     # (pid, "send" or "recv") -> (events, fds) of the routine events the full
     # ring refused; with the events read, the exact count per process
