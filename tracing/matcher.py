@@ -92,6 +92,14 @@ def _key(f: FileIdentity) -> _Key:
     return (f.address, f.inode)
 
 
+
+def _installed_cloexec(r: _Half) -> bool:
+    """The fd of receive half *r* was installed with close-on-exec (its own flag,
+    not another fd's of the same message)."""
+    event = r.event
+    assert isinstance(event, RecvEvent)
+    return any(fd == r.fd and flag for fd, flag in zip(event.fds, event.cloexec))
+
 class Matcher:
     """Feed events in arrival order; get :class:`Transfer` and :class:`LostEvent` records."""
 
@@ -157,7 +165,7 @@ class Matcher:
                 if not _is_peek(r.event):
                     linked = True
                     if isinstance(r.event, RecvEvent):
-                        if r.event.cloexec:
+                        if _installed_cloexec(r):
                             self._remember_delivery(half, r)
                         if "CTRUNC" in r.event.flags:
                             cut = r.event

@@ -327,6 +327,16 @@ def test_matcher_links_by_file_in_either_order() -> None:
     assert m.pending == 0
 
 
+def test_matcher_keeps_for_exec_only_the_fds_received_close_on_exec() -> None:
+    """A receive read before its send: of its two fds only the second was
+    installed close-on-exec, so only that one is kept for the next exec."""
+    m = Matcher()
+    recv = dataclasses.replace(_ev(RecvEvent, 2, (7, 8), (0xA, 0xB), 11), cloexec=(False, True))
+    m.feed(recv)
+    m.feed(_ev(SendEvent, 1, (4, 5), (0xA, 0xB), 10))
+    assert [(pid, fd) for pid, fd, _ in m._delivered] == [(2, 8)]
+
+
 def test_matcher_peek_does_not_consume() -> None:
     m = Matcher()
     m.feed(_ev(SendEvent, 1, (4,), (0xA,), 1))
