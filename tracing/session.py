@@ -163,7 +163,9 @@ class Session:
         self._rings: list[RingReader] = []
         self._read = [0, 0]
         self._unread = [0, 0]
-        self._detached = False
+        self._detached = False  # detaching has begun
+        # The helper releasing the probes and the programs to see gone (detach()).
+        self._detach_pending: tuple[release.Handover, list[int]] | None = None
         self._totals: Totals | None = None
         self._decoded = 0
 
@@ -304,6 +306,20 @@ class Session:
         probes is left to a helper process (:mod:`rawsys.trace.system.release`);
         this returns as soon as none of the session's programs can run.
         """
+        self.start_detach()
+        pending, self._detach_pending = self._detach_pending, None
+        if pending is not None:
+            handover, ids = pending
+            if not release.wait_programs_gone(ids, PROGRAMS_GONE_TIMEOUT):
+                handover.wait_closed()  # someone else holds a program: wait for the probes
+            handover.reap()
+
+    def start_detach(self) -> None:
+        """Begin :meth:`detach` and return at once: the probes stop within a grace period.
+
+        Until :meth:`detach` returns, events may still arrive; read them
+        meanwhile (the rings stay readable).  Idempotent.
+        """
         b = self._bpf
         if b is None or self._detached:
             return
@@ -340,9 +356,7 @@ class Session:
                 pass
             os.close(fn.fd)  # as bcc's own close() does
             del b.funcs[name]
-        if not release.wait_programs_gone(ids, PROGRAMS_GONE_TIMEOUT):
-            handover.wait_closed()  # someone else holds a program: wait for the probes
-        handover.reap()
+        self._detach_pending = (handover, ids)
 
     def close(self) -> None:
         """Detach every probe and free the ring buffers and maps; idempotent."""

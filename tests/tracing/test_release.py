@@ -115,3 +115,22 @@ def test_detach_returns_once_no_program_runs_and_nothing_counts_after() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_without_a_helper_detach_still_ends_every_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no helper can start, the probes are released here, side by side."""
+    require_live_tracing()
+    monkeypatch.setattr(release, "hand_over", lambda fds: None)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    held = own_bpf_prog_ids()
+    try:
+        with Session(pids=[os.getpid()], backend=forced_backend()) as s:
+            s.start_detach()
+            s.detach()
+            before = s.totals()
+            _pass_fd(a, b)
+            assert s.totals().produced_routine == before.produced_routine
+        assert own_bpf_prog_ids() == held
+    finally:
+        a.close()
+        b.close()
