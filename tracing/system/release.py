@@ -156,17 +156,31 @@ def wait_programs_gone(prog_ids: Iterable[int], timeout: float, step: float = 0.
         time.sleep(step)
 
 
-def _helper(argv: list[str]) -> None:
-    """The helper's work: hold the fds until told, then close each in its own thread."""
-    go_fd, done_fd, *fds = (int(a) for a in argv)
-    if os.fork():
-        os._exit(0)  # the starter reaps this one at once; the closer is adopted
+def _wait_for_end_of_file(fd: int) -> None:
     while True:
         try:
-            if not os.read(go_fd, 1):
-                break  # the starter closed its end: its copies are gone
+            if not os.read(fd, 1):
+                return
         except InterruptedError:
             continue
+
+
+def _helper(argv: list[str]) -> None:
+    """The helper's work: hold the fds until told, then close each in its own thread.
+
+    Whoever drops the last reference to a probe does the kernel's slow part,
+    one probe after another if it is a process's exit: so the closer waits
+    until both its starter and its own parent have dropped their copies.
+    """
+    go_fd, done_fd, *fds = (int(a) for a in argv)
+    parent_gone, parent_alive = os.pipe()
+    if os.fork():
+        for fd in fds:
+            os.close(fd)  # cheap: the closer holds them too
+        os._exit(0)  # the starter reaps this one at once; the closer is adopted
+    os.close(parent_alive)
+    _wait_for_end_of_file(parent_gone)
+    _wait_for_end_of_file(go_fd)  # the starter has closed its end: its copies are gone
     threads = [threading.Thread(target=os.close, args=(fd,)) for fd in fds]
     for t in threads:
         t.start()
