@@ -270,7 +270,9 @@ class Session:
             raise
 
     def _attach(self, bcc: Any) -> None:
-        """Attach what the BPF constructor did not (tracepoints attach themselves)."""
+        """Attach what bcc's autoload did not: tracepoints that share another's
+        program, and the kprobe backend's kernel functions."""
+        program.attach_shared_tracepoints(self._bpf)
         if self.backend == "kprobe":
             from rawsys.trace.kernel.facts import kernel_facts
 

@@ -17,7 +17,7 @@ import sys
 from importlib import resources
 
 import pytest
-from tracing_helpers import TRACEPOINT_PROGRAMS, require_live_tracing
+from tracing_helpers import TRACEPOINT_ATTACHMENTS, TRACEPOINT_PROGRAMS, require_live_tracing
 
 from rawsys.c import constants
 from rawsys.trace import events
@@ -42,6 +42,7 @@ from rawsys.trace.kernel.facts import (
     kernel_facts,
 )
 from rawsys.trace.matcher import Matcher
+from rawsys.trace.system.provision import TRACEFS
 
 BPF_DIR = resources.files("rawsys.trace.bpf")
 C_SOURCES = sorted(p.name for p in BPF_DIR.iterdir() if p.name.endswith((".bpf.c", ".bpf.h")))
@@ -116,7 +117,12 @@ def test_defines_come_from_python(backend: str) -> None:
     assert f"#define OFF_FILE_F_INODE {facts.offset('file.f_inode')}\n" in text
     assert f"#define OFF_FDTABLE_CLOSE_ON_EXEC {facts.offset('fdtable.close_on_exec')}\n" in text
     assert f"#define FD_SLOTS {constants.SCM_MAX_FD}\n" in text
-    assert "bpf_probe_read_user(" in text
+    # User memory is read through the helper under the project's own name:
+    # bcc looks its own name up in /proc/kallsyms at every call (slow compile).
+    assert "probe_read_user(" in text
+    assert "(void *)BPF_FUNC_probe_read_user;" in text
+    code = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    assert not re.search(r"\bbpf_probe_read_user(_str)?\(", code)
     # One definition each: no name defined twice.
     names = re.findall(r"^#define (\w+)", text, re.M)
     assert len(names) == len(set(names))
@@ -367,12 +373,41 @@ def test_tracepoint_programs_load_and_attach() -> None:
     try:
         program.load_programs(b, bcc)  # links the bpf_loop callbacks bcc cannot
         bcc.BPF._trace_autoload(b)
+        program.attach_shared_tracepoints(b)
         names = sorted(k.decode() for k in b.funcs)
         # sendmsg at entry and exit; recvmsg, sendmmsg, recvmmsg at exit only
         assert names == sorted(TRACEPOINT_PROGRAMS)
-        assert b.num_open_tracepoints() == len(TRACEPOINT_PROGRAMS)
+        assert sorted(tp.decode().split(":")[1] for tp in b.tracepoint_fds) == sorted(
+            TRACEPOINT_ATTACHMENTS)
     finally:
         b.cleanup()
+
+
+def _format_fields(tracepoint: str) -> dict[str, tuple[int, int]]:
+    """field -> (offset, size) of a tracepoint's format in tracefs."""
+    category, name = tracepoint.split(":")
+    text = open(f"{TRACEFS}/events/{category}/{name}/format", encoding="ascii").read()
+    return {m.group(1): (int(m.group(2)), int(m.group(3)))
+            for m in re.finditer(r"field:[^;]*?\b(\w+)(?:\[\d*\])?;\s*offset:(\d+);\s*size:(\d+);",
+                                 text)}
+
+
+@pytest.mark.parametrize("shared", sorted(program.SHARED_TRACEPOINTS))
+def test_a_shared_program_finds_its_fields_in_both_formats(shared: str) -> None:
+    """A tracepoint that runs another's program has each field that program reads
+    (from bcc's struct for the other's format) at the same offset and size."""
+    require_live_tracing()
+    owner = program.SHARED_TRACEPOINTS[shared]
+    name = owner.split(":")[1]
+    body = re.search(rf"TRACEPOINT_PROBE\(\w+, {name}\)\n\{{(.*?)\n\}}", source("causes.bpf.h"),
+                     re.S)
+    assert body, f"no program for {owner}"
+    used = set(re.findall(r"args->(\w+)", body.group(1)))
+    mine, theirs = _format_fields(shared), _format_fields(owner)
+    for field in used:
+        assert mine.get(field) == theirs[field], (field, shared, owner)
+    # What a program reads at all: execve's none, read's fd or ret.
+    assert used == ({"fd"} if "enter_read" in owner else {"ret"} if "exit" in owner else set())
 
 
 @pytest.mark.kernel_verifier
@@ -382,8 +417,10 @@ def test_kprobe_programs_load_through_the_verifier() -> None:
     from rawsys.trace.system.bccloader import load_bcc
 
     bcc = load_bcc()
-    b = bcc.BPF(text=render("kprobe").encode())  # its syscall tracepoints attach themselves
+    b = program.compile_program(bcc, render("kprobe"))
     try:
+        program.load_programs(b, bcc)  # as a session does: bpf_loop callbacks linked
+        bcc.BPF._trace_autoload(b)  # its syscall tracepoints attach
         for _kind, _target, fn in program.kprobe_attachments(kernel_facts()):
             loaded = b.load_func(fn.encode(), bcc.BPF.KPROBE)
             assert loaded.fd >= 0
@@ -403,12 +440,15 @@ def test_fentry_programs_compile_and_load_or_eperm() -> None:
     from rawsys.trace.system.bccloader import load_bcc
 
     bcc = load_bcc()
-    text = render("fentry")
+    b = program.compile_program(bcc, render("fentry"))
     try:
-        b = bcc.BPF(text=text.encode())  # loads and attaches kfunc__/kretfunc__ programs
+        # As a session does: every program loaded (bpf_loop callbacks linked),
+        # then bcc attaches the kfunc__/kretfunc__ and tracepoint programs.
+        program.load_programs(b, bcc)
+        bcc.BPF._trace_autoload(b)
     except Exception as e:
-        assert "Failed to compile" not in str(e), e
-        err = ctypes.get_errno()
+        err = ctypes.get_errno()  # before bcc's cleanup, which may set it
+        b.cleanup()
         assert err == errno.EPERM, f"fentry load failed with {errno.errorcode.get(err, err)}: {e}"
         return
     try:

@@ -65,7 +65,15 @@ CAUSE_TRACEPOINTS = frozenset(
        ("syscalls", "sys_enter_execveat"), ("sched", "sched_process_exit"),
        ("sched", "sched_process_exec")}
 )
-CAUSE_PROGRAMS = frozenset(f"tracepoint__{cat}__{tp}" for cat, tp in CAUSE_TRACEPOINTS)
+# readv and recvfrom's exits, readv's entry and execveat's run the program of
+# read's or execve's (one program attached to each: the same fields).
+SHARED_CAUSE_TRACEPOINTS = frozenset(
+    {("syscalls", "sys_enter_readv"), ("syscalls", "sys_exit_readv"),
+     ("syscalls", "sys_exit_recvfrom"), ("syscalls", "sys_enter_execveat")}
+)
+CAUSE_PROGRAMS = frozenset(
+    f"tracepoint__{cat}__{tp}" for cat, tp in CAUSE_TRACEPOINTS - SHARED_CAUSE_TRACEPOINTS
+)
 
 # The tracepoint backend's programs, each attached to the syscall tracepoint of
 # its name: sendmsg is probed at entry and exit, recvmsg, sendmmsg and recvmmsg
@@ -113,17 +121,17 @@ def kprobe_attachments(pid: int) -> dict[int, tuple[str, str]]:
     }
 
 
-def tracepoint_attachments(pid: int) -> dict[int, str]:
-    """prog_id -> syscall tracepoint, for each tracepoint a process holds a
-    BPF program attached to (``bpftool perf show``)."""
+def tracepoint_attachments(pid: int) -> list[tuple[int, str]]:
+    """(prog_id, tracepoint) for each tracepoint a process holds a BPF program
+    attached to (``bpftool perf show``); a program may be attached to several."""
     bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
     out = subprocess.run([bpftool, "-j", "perf", "show"], capture_output=True, text=True,
                          check=True).stdout
-    return {
-        int(p["prog_id"]): str(p["tracepoint"])
+    return [
+        (int(p["prog_id"]), str(p["tracepoint"]))
         for p in json.loads(out or "[]")
         if p.get("pid") == pid and p.get("fd_type") == "tracepoint"
-    }
+    ]
 
 
 def bpf_prog_names(ids: set[int]) -> dict[int, str]:

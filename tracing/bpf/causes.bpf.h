@@ -52,13 +52,17 @@ struct exec_lost {
 struct exit_socks {
     s32 fds[EXIT_SOCKS];
     u64 files[EXIT_SOCKS];
+    u32 found;
 };
 
-/* File addresses taken from a closed socket's queue (slack for masked reads). */
+/* File addresses taken from a closed socket's queue (slack for masked reads),
+ * and where the walk of that queue stands between two bpf_loop() steps. */
 struct lost_scratch {
     u64 addrs[4 * LOST_FILES];
     u32 n;
     u32 count;
+    u64 skb;
+    u64 head;
 };
 
 BPF_PERCPU_ARRAY(lost_scratch, struct lost_scratch, 1);
@@ -266,16 +270,52 @@ static __always_inline u32 add_fp_files(struct fd_file *files, u64 fpl, u32 at, 
     return at;
 }
 
-/* Each of files[0..n) gets its identity (read where .file points). */
-static __always_inline void fill_lost_files(struct fd_file *files, u32 n)
+/* Where loop__fill_lost_file finds the records whose identities it reads
+ * (each record's .file set already): in the LOST event being written
+ * (event_scratch), in the message a read peeked at (read_peek_scratch), or
+ * in the close-on-exec files of an exec (exec_lost_scratch).  One callback
+ * for the three: each copy of fill_file() costs bcc's compile. */
+enum lost_fill { FILL_EVENT, FILL_PEEK, FILL_EXEC };
+BPF_PERCPU_ARRAY(lost_fill_from, u32, 1);
+
+long loop__fill_lost_file(u64 i)
 {
-#pragma clang loop unroll(disable)
-    for (u32 i = 0; i < LOST_FILES; i++) {
-        if (i >= n)
-            break;
-        OPAQUE(i);
-        fill_file(&files[i & (LOST_FILES - 1)], files[i & (LOST_FILES - 1)].file);
+    int zero = 0;
+    u32 *from = lost_fill_from.lookup(&zero);
+    if (!from || i >= LOST_FILES)
+        return 1;
+    struct fd_file *r;
+    if (*from == FILL_PEEK) {
+        struct read_peek *p = read_peek_scratch.lookup(&zero);
+        if (!p)
+            return 1;
+        r = &p->files[i];
+    } else if (*from == FILL_EXEC) {
+        struct exec_lost *x = exec_lost_scratch.lookup(&zero);
+        if (!x || i >= CLOEXEC_SLOTS)
+            return 1;
+        r = &x->files[i];
+    } else {
+        struct fd_event *ev = event_scratch.lookup(&zero);
+        if (!ev)
+            return 1;
+        r = &ev->files[i];
     }
+    fill_file(r, r->file);
+    return 0;
+}
+
+/* Records 0..n of *from* (FILL_*) get their identities, read where each
+ * record's .file points; a bpf_loop(), so the verifier checks fill_file()
+ * once rather than once per record. */
+static __always_inline void fill_lost_files(u32 from, u32 n)
+{
+    int zero = 0;
+    u32 *where = lost_fill_from.lookup(&zero);
+    if (!where)
+        return;
+    *where = from;
+    LOOP(n, FILL_LOST_FILE);
 }
 
 /* sendmsg returned 0 for the message kept in sf: on a SOCK_STREAM socket
@@ -328,7 +368,7 @@ static __always_inline void read_enter(s32 fd, u32 flags, u32 syscall)
     p->stream = socket_type(file) == SOCK_STREAM;
     p->n = add_fp_files(p->files, fpl, 0, &count);
     p->count = count;
-    fill_lost_files(p->files, p->n);
+    fill_lost_files(FILL_PEEK, p->n);
     u32 tid = (u32)id;
     if (read_peeks.update(&tid, p))
         count_lost(1);
@@ -367,25 +407,16 @@ static __always_inline void read_exit(s64 ret)
     read_peeks.delete(&tid);
 }
 
+/* Also attached to sys_enter_readv, whose fd is at the same place
+ * (rawsys.trace.bpf.program.SHARED_TRACEPOINTS): one program, verified once. */
 TRACEPOINT_PROBE(syscalls, sys_enter_read)
 {
     read_enter((s32)args->fd, 0, SYS_READ);
     return 0;
 }
 
+/* Also attached to sys_exit_readv and sys_exit_recvfrom (the same ret). */
 TRACEPOINT_PROBE(syscalls, sys_exit_read)
-{
-    read_exit(args->ret);
-    return 0;
-}
-
-TRACEPOINT_PROBE(syscalls, sys_enter_readv)
-{
-    read_enter((s32)args->fd, 0, SYS_READ);
-    return 0;
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_readv)
 {
     read_exit(args->ret);
     return 0;
@@ -397,20 +428,47 @@ TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom)
+/* ------------------------------------------------------------ socket closed */
+
+/* One message of the queue walked in lost_scratch (ls->skb, up to ls->head):
+ * its list's files are added to ls->addrs[ls->n..] (LOST_FILES in all) and
+ * counted in ls->count, in one read; 1 (stop) at the end of the queue. */
+long loop__walk_queue(u64 step)
 {
-    read_exit(args->ret);
+    int zero = 0;
+    struct lost_scratch *ls = lost_scratch.lookup(&zero);
+    if (!ls)
+        return 1;
+    u64 skb = ls->skb;
+    if (!skb || skb == ls->head)
+        return 1;
+    u64 fpl = kread_u64(skb + OFF_SK_BUFF_CB + OFF_UNIX_SKB_PARMS_FP);
+    ls->skb = kread_u64(skb + OFF_SK_BUFF_NEXT);
+    s16 c = 0;
+    if (!fpl || bpf_probe_read_kernel(&c, sizeof(c), (void *)(fpl + OFF_SCM_FP_LIST_COUNT)) ||
+        c <= 0)
+        return 0;
+    ls->count += c;
+    u32 got = ls->n;
+    if (got >= LOST_FILES)
+        return 0;
+    u32 take = c;
+    if (take > LOST_FILES - got)
+        take = LOST_FILES - got;
+    u32 at = got & (LOST_FILES - 1);
+    u32 bytes = take * sizeof(u64);
+    OPAQUE(bytes);
+    bytes &= 2 * LOST_FILES * sizeof(u64) - 1;
+    bpf_probe_read_kernel(&ls->addrs[at], bytes, (void *)(fpl + OFF_SCM_FP_LIST_FP));
+    ls->n = got + take;
     return 0;
 }
 
-/* ------------------------------------------------------------ socket closed */
-
 /* When file is the last reference to a unix socket, the files its queued
- * messages carry (QUEUE_WALK messages at most) are added to ls->addrs[*n..]
- * (LOST_FILES in all) and counted in *count.  Per message one read of its
- * list's files: no loop inside a loop for the verifier. */
-static __always_inline void collect_queued(u64 file, struct lost_scratch *ls, u32 *n,
-                                           u32 *count)
+ * messages carry (QUEUE_WALK messages at most) are added to ls->addrs[ls->n..]
+ * (LOST_FILES in all) and counted in ls->count: ls is lost_scratch, the
+ * state of loop__walk_queue. */
+static __always_inline void collect_queued(u64 file, struct lost_scratch *ls)
 {
     u64 sk = unix_sk_of_file(file);
     if (!sk)
@@ -418,44 +476,15 @@ static __always_inline void collect_queued(u64 file, struct lost_scratch *ls, u3
     u64 raw = kread_u64(file + OFF_FILE_F_COUNT);
     if (FILE_REF_T ? raw != 0 : raw != 1)
         return; /* another reference keeps the socket (and its queue) alive */
-    u64 head = sk + OFF_SOCK_SK_RECEIVE_QUEUE;
-    u64 skb = kread_u64(sk + OFF_SOCK_SK_RECEIVE_QUEUE_NEXT);
-    u32 got = *n, total = *count;
-#pragma clang loop unroll(disable)
-    for (u32 walked = 0; walked < QUEUE_WALK; walked++) {
-        if (!skb || skb == head)
-            break;
-        u64 fpl = kread_u64(skb + OFF_SK_BUFF_CB + OFF_UNIX_SKB_PARMS_FP);
-        skb = kread_u64(skb + OFF_SK_BUFF_NEXT);
-        s16 c = 0;
-        if (!fpl || bpf_probe_read_kernel(&c, sizeof(c), (void *)(fpl + OFF_SCM_FP_LIST_COUNT)) ||
-            c <= 0)
-            continue;
-        total += c;
-        OPAQUE(total);
-        if (got >= LOST_FILES)
-            continue;
-        u32 take = c;
-        if (take > LOST_FILES - got)
-            take = LOST_FILES - got;
-        u32 at = got;
-        OPAQUE(at);
-        at &= LOST_FILES - 1;
-        u32 bytes = take * sizeof(u64);
-        OPAQUE(bytes);
-        bytes &= 2 * LOST_FILES * sizeof(u64) - 1;
-        bpf_probe_read_kernel(&ls->addrs[at], bytes, (void *)(fpl + OFF_SCM_FP_LIST_FP));
-        got += take;
-        OPAQUE(got);
-    }
-    *n = got;
-    *count = total;
+    ls->head = sk + OFF_SOCK_SK_RECEIVE_QUEUE;
+    ls->skb = kread_u64(sk + OFF_SOCK_SK_RECEIVE_QUEUE_NEXT);
+    LOOP(QUEUE_WALK, WALK_QUEUE);
 }
 
-/* A socket-closed LOST event for the files collected (nothing when none). */
-static __always_inline void emit_queued(struct lost_scratch *ls, u32 n, u32 count, s32 fd,
-                                        u32 syscall)
+/* A socket-closed LOST event for the files collected in ls (nothing when none). */
+static __always_inline void emit_queued(struct lost_scratch *ls, s32 fd, u32 syscall)
 {
+    u32 n = ls->n, count = ls->count;
     if (!count)
         return; /* no message carried fds */
     struct fd_event *ev = new_lost(LOST_SOCKET_CLOSED, syscall, fd);
@@ -471,8 +500,9 @@ static __always_inline void emit_queued(struct lost_scratch *ls, u32 n, u32 coun
         u32 k = i & (LOST_FILES - 1);
         ev->files[k].fd = -1;
         ev->files[k].fd_flags = 0;
-        fill_file(&ev->files[k], ls->addrs[k]);
+        ev->files[k].file = ls->addrs[k];
     }
+    fill_lost_files(FILL_EVENT, n);
     ev->nfds = n;
     ev->fds_seen = count;
     submit(ev);
@@ -487,9 +517,36 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     const struct fd_table *t = current_fd_table_read();
     if (!ls || !t)
         return 0;
-    u32 n = 0, count = 0;
-    collect_queued(file_of_fd(t, (s32)args->fd), ls, &n, &count);
-    emit_queued(ls, n, count, (s32)args->fd, SYS_CLOSE);
+    ls->n = 0;
+    ls->count = 0;
+    collect_queued(file_of_fd(t, (s32)args->fd), ls);
+    emit_queued(ls, (s32)args->fd, SYS_CLOSE);
+    return 0;
+}
+
+/* fd of the exiting process (its table in spans): a socket at all?  Only the
+ * fd's inode mode is read here; each one goes to exit_socks_scratch, and
+ * the walk stops (1) at EXIT_SOCKS of them or at the end of the table. */
+long loop__find_exit_sock(u64 fd)
+{
+    int zero = 0;
+    struct exit_socks *xs = exit_socks_scratch.lookup(&zero);
+    struct span_scratch *sp = spans.lookup(&zero);
+    if (!xs || !sp)
+        return 1;
+    u32 found = xs->found;
+    if (found >= EXIT_SOCKS || fd >= sp->table.max_fds)
+        return 1;
+    u64 file = file_of_fd(&sp->table, (s32)fd);
+    u64 inode = file ? kread_u64(file + OFF_FILE_F_INODE) : 0;
+    u16 mode = 0;
+    if (!inode || bpf_probe_read_kernel(&mode, sizeof(mode), (void *)(inode + OFF_INODE_I_MODE)) ||
+        (mode & S_IFMT) != S_IFSOCK)
+        return 0;
+    u32 k = found & (EXIT_SOCKS - 1);
+    xs->fds[k] = (s32)fd;
+    xs->files[k] = file;
+    xs->found = found + 1;
     return 0;
 }
 
@@ -516,24 +573,9 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     struct exit_socks *xs = exit_socks_scratch.lookup(&zero);
     if (!xs)
         return 0;
-    u32 found = 0;
-#pragma clang loop unroll(disable)
-    for (s32 fd = 0; fd < EXIT_FDS; fd++) {
-        OPAQUE(found); /* the verifier need not tell 0..3 apart: its states merge */
-        if (found >= EXIT_SOCKS || (u32)fd >= t->max_fds)
-            break;
-        /* Only the fd's inode mode here: is it a socket at all? */
-        u64 file = file_of_fd(t, fd);
-        u64 inode = file ? kread_u64(file + OFF_FILE_F_INODE) : 0;
-        u16 mode = 0;
-        if (!inode || bpf_probe_read_kernel(&mode, sizeof(mode), (void *)(inode + OFF_INODE_I_MODE)) ||
-            (mode & S_IFMT) != S_IFSOCK)
-            continue;
-        u32 k = found & (EXIT_SOCKS - 1);
-        xs->fds[k] = fd;
-        xs->files[k] = file;
-        found++;
-    }
+    xs->found = 0;
+    LOOP(EXIT_FDS, FIND_EXIT_SOCK); /* t is the table in spans it reads */
+    u32 found = xs->found;
     /* One event for all of them (its sock: -1, the process had several). */
     struct lost_scratch *ls = lost_scratch.lookup(&zero);
     if (!ls)
@@ -545,13 +587,9 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         if (i >= found)
             break;
         OPAQUE(i);
-        u32 k = i & (EXIT_SOCKS - 1);
-        /* The counts live in the map, not on the stack: each round's state
-         * is then the same to the verifier, which prunes instead of walking
-         * every round anew. */
-        collect_queued(xs->files[k], ls, &ls->n, &ls->count);
+        collect_queued(xs->files[i & (EXIT_SOCKS - 1)], ls);
     }
-    emit_queued(ls, ls->n, ls->count, found == 1 ? xs->fds[0] : -1, SYS_EXIT);
+    emit_queued(ls, found == 1 ? xs->fds[0] : -1, SYS_EXIT);
     return 0;
 }
 
@@ -585,13 +623,14 @@ static __always_inline void exec_enter(void)
         u32 j = n & (CLOEXEC_SLOTS - 1);
         x->files[j].fd = fd;
         x->files[j].fd_flags = fl;
-        fill_file(&x->files[j], file);
+        x->files[j].file = file;
         n++;
     }
     if (!n) {
         exec_losts.delete(&tgid);
         return;
     }
+    fill_lost_files(FILL_EXEC, n);
     x->n = n;
     x->tid = (u32)id;
     bpf_get_current_comm(&x->comm, sizeof(x->comm));
@@ -599,13 +638,8 @@ static __always_inline void exec_enter(void)
         count_lost(1);
 }
 
+/* Also attached to sys_enter_execveat (it reads no argument). */
 TRACEPOINT_PROBE(syscalls, sys_enter_execve)
-{
-    exec_enter();
-    return 0;
-}
-
-TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
 {
     exec_enter();
     return 0;

@@ -8,7 +8,7 @@
 static __always_inline int read_mem(void *dst, u32 size, u64 src, int user)
 {
     if (user)
-        return bpf_probe_read_user(dst, size, (void *)src);
+        return probe_read_user(dst, size, (void *)src);
     return bpf_probe_read_kernel(dst, size, (void *)src);
 }
 
@@ -17,7 +17,7 @@ static __always_inline void read_user_msghdr(u64 hdr, u64 *control, u64 *control
                                              u32 *msg_flags)
 {
     u8 buf[USER_MSGHDR_SPAN_LEN] = {};
-    bpf_probe_read_user(buf, sizeof(buf), (void *)(hdr + USER_MSGHDR_CONTROL));
+    probe_read_user(buf, sizeof(buf), (void *)(hdr + USER_MSGHDR_CONTROL));
     __builtin_memcpy(control, buf, sizeof(*control));
     __builtin_memcpy(controllen, buf + (USER_MSGHDR_CONTROLLEN - USER_MSGHDR_CONTROL),
                      sizeof(*controllen));
@@ -48,7 +48,7 @@ static __always_inline int read_user_msghdr_near(struct fd_scratch *s, u64 hdr, 
     u32 len = (u32)(hi - lo);
     OPAQUE(len);
     len &= 2 * USER_WINDOW_LEN - 1;
-    if (bpf_probe_read_user(s->window, len, (void *)lo)) {
+    if (probe_read_user(s->window, len, (void *)lo)) {
         read_user_msghdr(hdr, control, controllen, msg_flags);
         return 0;
     }
@@ -94,7 +94,7 @@ long loop__walk_user_cmsg(u64 c)
     u64 off = w->off;
     if (off + CMSG_HDR_SIZE > w->controllen)
         return 1;
-    if (bpf_probe_read_user(&h, sizeof(h), (void *)(w->control + off)))
+    if (probe_read_user(&h, sizeof(h), (void *)(w->control + off)))
         return 1;
     /* The kernel's CMSG_OK(): a whole header, not past the buffer. */
     if (h.len < CMSG_HDR_SIZE || h.len > w->controllen - off)
@@ -111,7 +111,7 @@ long loop__walk_user_cmsg(u64 c)
             OPAQUE(idx);
             idx &= FD_INDEX_MASK;
             u32 bytes = (cnt * FD_BYTES) & FD_READ_MASK;
-            bpf_probe_read_user(&s->fds[idx], bytes, (void *)(w->control + off + CMSG_HDR_LEN));
+            probe_read_user(&s->fds[idx], bytes, (void *)(w->control + off + CMSG_HDR_LEN));
             w->n = n + cnt;
         }
     }

@@ -34,6 +34,9 @@ CALLBACKS: tuple[str, ...] = (
     "loop__files_into_event",
     "loop__resolve_into_sent",
     "loop__walk_user_cmsg",
+    "loop__fill_lost_file",
+    "loop__walk_queue",
+    "loop__find_exit_sock",
 )
 _MARK_BASE = 0x7261_7773_0000_0000  # "raws" in the upper half: not a value the C loads
 BPF_BTF_LOAD = 18  # <linux/bpf.h>

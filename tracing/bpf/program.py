@@ -19,6 +19,7 @@ is plain C and macros.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 from importlib import resources
@@ -36,6 +37,8 @@ from rawsys.trace.kernel.facts import KernelFacts
 
 __all__ = [
     "BACKENDS",
+    "SHARED_TRACEPOINTS",
+    "attach_shared_tracepoints",
     "compile_program",
     "function_names",
     "kprobe_attachments",
@@ -46,6 +49,17 @@ __all__ = [
 ]
 
 BACKENDS: tuple[str, ...] = ("tracepoint", "kprobe", "fentry")
+
+# Tracepoints that run another tracepoint's program (every backend has them,
+# from causes.bpf.h): the same code reading the same fields at the same
+# offsets in both formats (the tests compare the formats), so it is compiled
+# and verified once.  "category:tracepoint" -> the one whose program it runs.
+SHARED_TRACEPOINTS: dict[str, str] = {
+    "syscalls:sys_enter_readv": "syscalls:sys_enter_read",
+    "syscalls:sys_exit_readv": "syscalls:sys_exit_read",
+    "syscalls:sys_exit_recvfrom": "syscalls:sys_exit_read",
+    "syscalls:sys_enter_execveat": "syscalls:sys_enter_execve",
+}
 
 PRELUDE = "prelude.bpf.h"
 _INCLUDE = re.compile(r'^#include "([A-Za-z0-9_.]+)"[^\n]*$', re.M)
@@ -129,6 +143,14 @@ def compile_program(bcc: Any, text: str) -> Any:
     return _Deferred(text=text.encode())
 
 
+def attach_shared_tracepoints(bpf: Any) -> None:
+    """Attach each of :data:`SHARED_TRACEPOINTS` to the program it shares
+    (after bcc attached that one by its name)."""
+    for tp, owner in SHARED_TRACEPOINTS.items():
+        category, name = owner.split(":")
+        bpf.attach_tracepoint(tp=tp.encode(), fn_name=f"tracepoint__{category}__{name}".encode())
+
+
 def function_names(bpf: Any) -> list[bytes]:
     """The programs of a compiled bcc module, in source order (bpf_loop callbacks aside)."""
     from bcc.libbcc import lib
@@ -146,7 +168,7 @@ def program_type(bcc: Any, name: bytes) -> int:
     return int(bcc.BPF.KPROBE)
 
 
-def load_programs(bpf: Any, bcc: Any) -> list[Any]:
+def load_programs(bpf: Any, bcc: Any, workers: int | None = None) -> list[Any]:
     """Load every program of the compiled module *bpf* through the verifier.
 
     bcc keeps each loaded function, so attaching afterwards (bcc's
@@ -154,17 +176,51 @@ def load_programs(bpf: Any, bcc: Any) -> list[Any]:
     keeps the verifier's time apart from attaching's.  A program that runs
     bpf_loop callbacks is linked with them and loaded here
     (:mod:`rawsys.trace.bpf.link`), then handed to bcc as if bcc had loaded it.
+
+    The verifier checks one program per CPU at a time (root's loads do not
+    queue on each other in the kernel, and both bcc's load and ours leave
+    Python while the kernel works), largest first; *workers* threads, one per
+    CPU by default.  The first refusal (in source order) is raised once every
+    load has ended, with its errno in ctypes' (as bcc leaves it); the
+    programs loaded by then are bcc's to close with the module.
     """
-    out = []
-    for name in function_names(bpf):
+    names = function_names(bpf)
+    if workers is None:
+        workers = os.cpu_count() or 1
+    workers = max(1, min(workers, len(names)))
+
+    def load(name: bytes) -> Any:
         kind = program_type(bcc, name)
         linked = link.load_linked(bpf, name, kind)
         if linked is None:
-            out.append(bpf.load_func(name, kind))
-        else:
-            fn = bcc.BPF.Function(bpf, name, linked[0])
-            bpf.funcs[name] = fn
-            out.append(fn)
+            return bpf.load_func(name, kind)
+        fn = bcc.BPF.Function(bpf, name, linked[0])
+        bpf.funcs[name] = fn
+        return fn
+
+    if workers == 1:
+        return [load(name) for name in names]
+    import ctypes
+
+    from bcc.libbcc import lib
+
+    def load_keeping_errno(name: bytes) -> tuple[Any, BaseException | None, int]:
+        # bcc's message hides the errno, which ctypes keeps per thread.
+        try:
+            return load(name), None, 0
+        except Exception as e:
+            return None, e, ctypes.get_errno()
+
+    largest_first = sorted(names, key=lambda n: -lib.bpf_function_size(bpf.module, n))
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="bpf-load") as pool:
+        futures = {name: pool.submit(load_keeping_errno, name) for name in largest_first}
+    out = []
+    for name in names:
+        fn, error, err = futures[name].result()
+        if error is not None:
+            ctypes.set_errno(err)
+            raise error
+        out.append(fn)
     return out
 
 

@@ -262,7 +262,7 @@ static __always_inline int scm_exit_sendmmsg(s64 ret)
             break;
         u64 hdr = a.msg + (u64)i * USER_MMSGHDR_SIZE;
         u64 controllen = 0;
-        bpf_probe_read_user(&controllen, sizeof(controllen),
+        probe_read_user(&controllen, sizeof(controllen),
                             (void *)(hdr + USER_MSGHDR_CONTROLLEN));
         if (!controllen)
             continue;
@@ -274,7 +274,7 @@ static __always_inline int scm_exit_sendmmsg(s64 ret)
         s64 r = ret;
         if (ret >= 0) {
             u32 len = 0;
-            bpf_probe_read_user(&len, sizeof(len), (void *)(hdr + USER_MMSGHDR_LEN));
+            probe_read_user(&len, sizeof(len), (void *)(hdr + USER_MMSGHDR_LEN));
             r = len;
         }
         emit_msg(EV_SEND, &a, m, r, i, 0, 0, MMSG_FD_SLOTS, 0);
@@ -416,7 +416,7 @@ static __always_inline int scm_exit_recvmmsg(s64 ret)
         u64 control = 0, controllen = 0;
         u32 msg_flags = 0, len = 0;
         read_user_msghdr(hdr, &control, &controllen, &msg_flags);
-        bpf_probe_read_user(&len, sizeof(len), (void *)(hdr + USER_MMSGHDR_LEN));
+        probe_read_user(&len, sizeof(len), (void *)(hdr + USER_MMSGHDR_LEN));
         struct scm_msg *m = 0;
         if (rank < a.scm_files) {
             u64 key = msg_key(tid, rank);

@@ -247,7 +247,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg)
         s64 r = ret;
         if (ret >= 0) {
             u32 len = 0;
-            bpf_probe_read_user(&len, sizeof(len), (void *)(hdr + USER_MMSGHDR_LEN));
+            probe_read_user(&len, sizeof(len), (void *)(hdr + USER_MMSGHDR_LEN));
             r = len;
         }
         emit_user_msghdr(EV_SEND, &a, hdr, r, i, MMSG_FD_SLOTS, 0);
@@ -268,7 +268,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_recvmmsg)
             break;
         u64 hdr = a.msg + (u64)i * USER_MMSGHDR_SIZE;
         u32 len = 0;
-        bpf_probe_read_user(&len, sizeof(len), (void *)(hdr + USER_MMSGHDR_LEN));
+        probe_read_user(&len, sizeof(len), (void *)(hdr + USER_MMSGHDR_LEN));
         emit_user_msghdr(EV_RECV, &a, hdr, len, i, MMSG_FD_SLOTS, 0);
     }
     return 0;
