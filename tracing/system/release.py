@@ -16,7 +16,12 @@ every fd in a thread of its own and exits.  What the caller needs to know --
 that none of its programs runs any more -- it learns from the programs' ids:
 the kernel frees a program's id when its last reference goes, and the perf
 event drops its reference only after the grace period that ends every run in
-flight (:func:`wait_programs_gone`).
+flight (:func:`wait_programs_gone`).  That order is this machine's kernel
+(6.18: ``synchronize_rcu_tasks_trace`` in ``perf_event_detach_bpf_prog``,
+seen in the closing threads' kernel stacks); older kernels such as 6.1 drop
+the reference right after taking the program off the tracepoint, so a run
+already under way may still count an event for a few microseconds after its
+id has gone.
 """
 
 from __future__ import annotations
