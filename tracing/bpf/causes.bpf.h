@@ -284,21 +284,27 @@ long loop__fill_lost_file(u64 i)
     u32 *from = lost_fill_from.lookup(&zero);
     if (!from || i >= LOST_FILES)
         return 1;
+    /* OPAQUE after each null check: clang would otherwise merge the three
+     * checks after the address arithmetic, which older verifiers (6.1)
+     * refuse on a pointer not yet checked. */
     struct fd_file *r;
     if (*from == FILL_PEEK) {
         struct read_peek *p = read_peek_scratch.lookup(&zero);
         if (!p)
             return 1;
+        OPAQUE(p);
         r = &p->files[i];
     } else if (*from == FILL_EXEC) {
         struct exec_lost *x = exec_lost_scratch.lookup(&zero);
         if (!x || i >= CLOEXEC_SLOTS)
             return 1;
+        OPAQUE(x);
         r = &x->files[i];
     } else {
         struct fd_event *ev = event_scratch.lookup(&zero);
         if (!ev)
             return 1;
+        OPAQUE(ev);
         r = &ev->files[i];
     }
     fill_file(r, r->file);
