@@ -311,19 +311,19 @@ def _stop_at_once(session: Session, show_records: Callable[..., None]) -> None:
     """Detach, write every anomaly and what little else fits STOP_BUDGET, drop the rest.
 
     Never drains for long: the routine events left when the budget is spent
-    are counted as dropped (the summary says how many).
+    are counted as dropped (the summary says how many).  The budget is spent
+    while the probes go, not after.
     """
     from rawsys.trace.session import MAX_BATCH
 
-    session.detach()
+    session.start_detach()
     budget_end = time.monotonic() + STOP_BUDGET
-    while True:
+    while time.monotonic() < budget_end:
         records = session.poll_raw(0, MAX_BATCH)
         if not records:
             break
         show_records(records)
-        if time.monotonic() >= budget_end:
-            break
+    session.detach()  # from here on nothing is produced: the counts are final
     show_records(session.poll_raw(0, 0), final=True)  # anomalies, always; the matcher flushed
     session.discard_routine()
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import mmap
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,9 +49,13 @@ from rawsys.trace.events import (
 )
 from rawsys.trace.matcher import Matcher, Verdict
 from rawsys.trace.reader import RingReader, wait_readable
+from rawsys.trace.system import release
 
 __all__ = ["Session", "SessionError", "Totals"]
 
+# Waiting for the programs to go after a detach: they go within a grace period
+# or two; longer means someone else holds one, and the probes' release is awaited.
+PROGRAMS_GONE_TIMEOUT = 2.0
 MAX_BATCH = 4096  # records read, decoded and written per poll: the reader's memory budget
 MAX_HELD = 65536  # anomalies held back for the routine records before them, at most
 
@@ -137,6 +142,25 @@ class Totals:
         return self.lost_anomalies + self.unread_anomalies
 
 
+def _run_side_by_side(calls: list[tuple[Callable[[bytes], None], bytes]]) -> None:
+    """Run bcc's detach calls in threads of their own: their grace periods overlap in part."""
+    errors: list[BaseException] = []
+
+    def run(fn: Callable[[bytes], None], key: bytes) -> None:
+        try:
+            fn(key)
+        except BaseException as e:  # re-raised below, in the caller's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=c) for c in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise SessionError(f"could not detach every probe: {errors[0]}") from errors[0]
+
+
 def _timestamp(ev: TraceEvent) -> int:
     return ev.timestamp_ns
 
@@ -190,7 +214,9 @@ class Session:
         self._read = [0, 0]
         self._unread = [0, 0]
         self._held = HeldAnomalies()  # anomaly records read, not handed out yet
-        self._detached = False
+        self._detached = False  # detaching has begun
+        # The helper releasing the probes and the programs to see gone (detach()).
+        self._detach_pending: tuple[release.Handover, list[int]] | None = None
         self._totals: Totals | None = None
         self._decoded = 0
 
@@ -329,42 +355,68 @@ class Session:
         """Detach every probe, keeping the rings and counters readable; idempotent.
 
         Nothing is produced after this, so :meth:`totals` is final: the first
-        step of stopping at once.
+        step of stopping at once.  The kernel's slow part of releasing the
+        probes is left to a helper process (:mod:`rawsys.trace.system.release`);
+        this returns as soon as none of the session's programs can run.
+        """
+        self.start_detach()
+        pending, self._detach_pending = self._detach_pending, None
+        if pending is not None:
+            handover, ids = pending
+            if not release.wait_programs_gone(ids, PROGRAMS_GONE_TIMEOUT):
+                handover.wait_closed()  # someone else holds a program: wait for the probes
+            handover.reap()
+
+    def start_detach(self) -> None:
+        """Begin :meth:`detach` and return at once: the probes stop within a grace period.
+
+        Until :meth:`detach` returns, events may still arrive; read them
+        meanwhile (the rings stay readable).  Idempotent.
         """
         b = self._bpf
         if b is None or self._detached:
             return
         self._detached = True
-        # Each detach waits for an RCU grace period (50-100 ms here): done
-        # side by side, they share it instead of adding up.
         calls: list[tuple[Callable[[bytes], None], bytes]] = []
-        calls += [(b.detach_kprobe_event, k) for k in list(b.kprobe_fds)]
-        calls += [(b.detach_tracepoint, k) for k in list(b.tracepoint_fds)]
-        calls += [(b.detach_raw_tracepoint, k) for k in list(b.raw_tracepoint_fds)]
-        calls += [(b.detach_kfunc, k) for k in list(b.kfunc_entry_fds)]
-        calls += [(b.detach_kretfunc, k) for k in list(b.kfunc_exit_fds)]
-        errors: list[BaseException] = []
-
-        def run(fn: Callable[[bytes], None], key: bytes) -> None:
+        fds: list[int] = []
+        for table, detach in (
+            (b.kprobe_fds, b.detach_kprobe_event),
+            (b.tracepoint_fds, b.detach_tracepoint),
+            (b.raw_tracepoint_fds, b.detach_raw_tracepoint),
+            (b.kfunc_entry_fds, b.detach_kfunc),
+            (b.kfunc_exit_fds, b.detach_kretfunc),
+        ):
+            for key, fd in list(table.items()):
+                calls.append((detach, key))
+                fds.append(fd)
+        handover = release.hand_over(fds)
+        if handover is None:
+            _run_side_by_side(calls)
+            return
+        try:
+            # The helper holds copies now: each detach only drops this process's.
+            for detach, key in calls:
+                detach(key)
+        finally:
+            handover.release()
+        # The programs' last references: once the helper's closes have dropped
+        # the probes', each program's id goes, and no run of it is in flight.
+        ids = []
+        for name, fn in list(b.funcs.items()):
             try:
-                fn(key)
-            except BaseException as e:  # re-raised below, in the caller's thread
-                errors.append(e)
-
-        threads = [threading.Thread(target=run, args=c) for c in calls]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise SessionError(f"could not detach every probe: {errors[0]}") from errors[0]
+                ids.append(release.program_id(fn.fd))
+            except OSError:
+                pass
+            os.close(fn.fd)  # as bcc's own close() does
+            del b.funcs[name]
+        self._detach_pending = (handover, ids)
 
     def close(self) -> None:
         """Detach every probe and free the ring buffers and maps; idempotent."""
         b = self._bpf
         if b is not None:
             try:
-                self.detach()  # side by side: faster than bcc's one after another
+                self.detach()  # faster than bcc's cleanup(), one probe after another
                 # Anomalies still held back were read but never handed out.
                 self._unread[0] += len(self._held)
                 self._held = HeldAnomalies()
