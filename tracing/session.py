@@ -363,7 +363,9 @@ class Session:
         pending, self._detach_pending = self._detach_pending, None
         if pending is not None:
             handover, ids = pending
-            if not release.wait_programs_gone(ids, PROGRAMS_GONE_TIMEOUT):
+            if release.wait_programs_gone(ids, PROGRAMS_GONE_TIMEOUT):
+                release.wait_runs_ended()  # a run begun before the id went (Linux 6.1)
+            else:
                 handover.wait_closed()  # someone else holds a program: wait for the probes
             handover.reap()
 

@@ -30,14 +30,14 @@ _X86_64: Dict[str, int] = {
     "sendto": 44, "recvfrom": 45, "sendmsg": 46, "recvmsg": 47, "shutdown": 48,
     "bind": 49, "listen": 50, "getsockname": 51, "getpeername": 52, "socketpair": 53,
     "setsockopt": 54, "getsockopt": 55, "getpid": 39, "accept4": 288, "pipe2": 293,
-    "recvmmsg": 299, "sendmmsg": 307, "perf_event_open": 298, "bpf": 321,
+    "recvmmsg": 299, "sendmmsg": 307, "perf_event_open": 298, "bpf": 321, "membarrier": 324,
 }
 _AARCH64: Dict[str, int] = {
     "read": 63, "write": 64, "close": 57, "socket": 198, "socketpair": 199, "bind": 200,
     "listen": 201, "accept": 202, "connect": 203, "getsockname": 204, "getpeername": 205,
     "sendto": 206, "recvfrom": 207, "setsockopt": 208, "getsockopt": 209, "shutdown": 210,
     "sendmsg": 211, "recvmsg": 212, "getpid": 172, "accept4": 242, "recvmmsg": 243,
-    "sendmmsg": 269, "pipe2": 59, "perf_event_open": 241, "bpf": 280,
+    "sendmmsg": 269, "pipe2": 59, "perf_event_open": 241, "bpf": 280, "membarrier": 283,
 }
 SYSCALL_TABLES: Dict[str, Dict[str, int]] = {"x86_64": _X86_64, "aarch64": _AARCH64}
 
@@ -67,6 +67,7 @@ SYS_getsockopt = SYSCALLS.get("getsockopt", -1)
 SYS_pipe2 = SYSCALLS.get("pipe2", -1)
 # Used by the tracer's doctor, which loads and attaches BPF programs itself.
 SYS_bpf = SYSCALLS.get("bpf", -1)
+SYS_membarrier = SYSCALLS.get("membarrier", -1)
 SYS_perf_event_open = SYSCALLS.get("perf_event_open", -1)
 
 # i386: the multiplexed socket system call and its sub-calls (<linux/net.h>).

@@ -14,6 +14,7 @@ int main(void)
     NR(connect); NR(listen); NR(accept); NR(accept4); NR(shutdown); NR(getsockname);
     NR(getpeername); NR(sendto); NR(recvfrom); NR(sendmsg); NR(recvmsg); NR(sendmmsg);
     NR(recvmmsg); NR(setsockopt); NR(getsockopt); NR(pipe2); NR(bpf); NR(perf_event_open);
+    NR(membarrier);
 
     SUB(SYS_SOCKET); SUB(SYS_BIND); SUB(SYS_CONNECT); SUB(SYS_LISTEN); SUB(SYS_ACCEPT);
     SUB(SYS_GETSOCKNAME); SUB(SYS_GETPEERNAME); SUB(SYS_SOCKETPAIR); SUB(SYS_SEND);

@@ -134,3 +134,12 @@ def test_without_a_helper_detach_still_ends_every_probe(monkeypatch: pytest.Monk
     finally:
         a.close()
         b.close()
+
+
+def test_the_kernel_offers_the_grace_period_detach_waits_for() -> None:
+    """membarrier(MEMBARRIER_CMD_QUERY) lists MEMBARRIER_CMD_GLOBAL, which
+    wait_runs_ended uses (else it falls back to a pause); it then returns."""
+    from rawsys.c.syscalls import SYS_membarrier, syscall
+
+    assert syscall(SYS_membarrier, 0, 0, 0) & release.MEMBARRIER_CMD_GLOBAL
+    release.wait_runs_ended()

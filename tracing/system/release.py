@@ -21,7 +21,8 @@ flight (:func:`wait_programs_gone`).  That order is this machine's kernel
 seen in the closing threads' kernel stacks); older kernels such as 6.1 drop
 the reference right after taking the program off the tracepoint, so a run
 already under way may still count an event for a few microseconds after its
-id has gone.
+id has gone: :func:`wait_runs_ended` waits one more RCU grace period, which
+ends every such run (8-20 ms here).
 """
 
 from __future__ import annotations
@@ -34,11 +35,19 @@ import threading
 import time
 from collections.abc import Iterable
 
-__all__ = ["Handover", "hand_over", "program_id", "program_exists", "wait_programs_gone"]
+__all__ = [
+    "Handover",
+    "hand_over",
+    "program_exists",
+    "program_id",
+    "wait_programs_gone",
+    "wait_runs_ended",
+]
 
 # <linux/bpf.h> enum bpf_cmd
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
+MEMBARRIER_CMD_GLOBAL = 1  # <linux/membarrier.h>: synchronize_rcu() on SMP
 
 
 class Handover:
@@ -159,6 +168,20 @@ def wait_programs_gone(prog_ids: Iterable[int], timeout: float, step: float = 0.
         if time.monotonic() >= deadline:
             return False
         time.sleep(step)
+
+
+def wait_runs_ended() -> None:
+    """Return once every run of a tracing program that began before this call has ended.
+
+    Such runs (non-sleepable BPF programs on tracepoints and kprobes) hold
+    the RCU read lock; ``membarrier(MEMBARRIER_CMD_GLOBAL)`` waits for an RCU
+    grace period.  A kernel with nohz_full CPUs refuses that command: a
+    100 ms pause stands in for it there (a run lasts microseconds).
+    """
+    from rawsys.c.syscalls import SYS_membarrier, syscall
+
+    if SYS_membarrier < 0 or syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) != 0:
+        time.sleep(0.1)
 
 
 def _wait_for_end_of_file(fd: int) -> None:
