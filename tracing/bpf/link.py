@@ -24,8 +24,7 @@ import struct
 from ctypes import c_uint32, c_uint64
 from typing import Any
 
-from rawsys.c.syscalls import SYS_bpf, syscall
-from rawsys.trace.doctor.bpfcalls import BPF_PROG_LOAD, bpf_attr_prog_load
+from rawsys.trace.doctor.bpfcalls import BPF_PROG_LOAD, bpf_attr_prog_load, bpf_command
 
 __all__ = ["CALLBACKS", "LinkError", "callback_defines", "is_callback", "load_linked"]
 
@@ -152,15 +151,6 @@ class _BtfLoad(ctypes.Structure):
     ]
 
 
-def _bpf(cmd: int, attr: ctypes.Structure) -> int:
-    ctypes.set_errno(0)
-    fd = syscall(SYS_bpf, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return fd
-
-
 def load_linked(
     bpf: Any, name: bytes, prog_type: int, log_level: int = 0
 ) -> tuple[int, str] | None:
@@ -179,7 +169,7 @@ def load_linked(
     btf = _btf_for(funcs)
     blob = ctypes.create_string_buffer(btf, len(btf))
     btf_attr = _BtfLoad(btf=ctypes.addressof(blob), btf_size=len(btf))
-    btf_fd = _bpf(BPF_BTF_LOAD, btf_attr)
+    btf_fd = bpf_command(BPF_BTF_LOAD, btf_attr)
     try:
         insns = ctypes.create_string_buffer(code, len(code))
         info = (c_uint32 * (2 * len(funcs)))(*[v for i, (at, _) in enumerate(funcs)
@@ -201,13 +191,13 @@ def load_linked(
         attr.log_size = len(log) if log_level else 0
         attr.log_buf = ctypes.addressof(log) if log_level else 0
         try:
-            fd = _bpf(BPF_PROG_LOAD, attr)
+            fd = bpf_command(BPF_PROG_LOAD, attr)
         except OSError as e:
             if not log_level:
                 # Load again only to say why.
                 attr.log_level, attr.log_size, attr.log_buf = 1, len(log), ctypes.addressof(log)
                 try:
-                    os.close(_bpf(BPF_PROG_LOAD, attr))
+                    os.close(bpf_command(BPF_PROG_LOAD, attr))
                 except OSError:
                     pass
             why = log.value[-800:].decode(errors="replace")

@@ -27,6 +27,7 @@ __all__ = [
     "BPF_TRACE_FENTRY",
     "PERF_TYPE_TRACEPOINT",
     "attach_to_perf_event",
+    "bpf_command",
     "errname",
     "load_trivial_program",
     "perf_event_attr",
@@ -111,6 +112,15 @@ def _syscall(number: int, *args: object) -> tuple[int, int]:
     ctypes.set_errno(0)
     result = syscall(number, *args)
     return result, (ctypes.get_errno() if result < 0 else 0)
+
+
+def bpf_command(cmd: int, attr: ctypes.Structure) -> int:
+    """``bpf(cmd, &attr, sizeof(attr))``: its result (an fd for most commands);
+    OSError with the kernel's errno when it fails."""
+    result, err = _syscall(SYS_bpf, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    if result < 0:
+        raise OSError(err, os.strerror(err))
+    return int(result)
 
 
 def errname(e: int) -> str:

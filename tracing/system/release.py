@@ -129,14 +129,10 @@ class _GetFdByIdAttr(ctypes.Structure):  # union bpf_attr, BPF_*_GET_FD_BY_ID
 
 
 def _bpf(cmd: int, attr: ctypes.Structure) -> int:
-    from rawsys.c.syscalls import SYS_bpf, syscall
+    # Imported here: the helper runs this file as a script, without rawsys.
+    from rawsys.trace.doctor.bpfcalls import bpf_command
 
-    ctypes.set_errno(0)
-    ret = syscall(SYS_bpf, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return ret
+    return bpf_command(cmd, attr)
 
 
 def program_id(prog_fd: int) -> int:
