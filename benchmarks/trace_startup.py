@@ -84,7 +84,15 @@ def child_bcc() -> dict[str, float]:
     return phases
 
 
+# A stopped rawsys-trace leaves the kernel's release of its probes to a helper
+# process for about half a second (rawsys.trace.system.release); a start
+# measured meanwhile shares the machine with it (bcc's minimal compile took
+# 0.72-0.81 s right after a rawsys-trace run, 0.37-0.47 s otherwise).
+SETTLE = 1.0
+
+
 def run_child(which: str, backend: str | None) -> tuple[dict[str, float], str | None]:
+    time.sleep(SETTLE)
     cmd = [sys.executable, __file__, "--child", which]
     if backend:
         cmd += ["--backend", backend]
