@@ -10,7 +10,9 @@ ring holds them, each preceded by its little-endian ``u32`` length, as a loop of
 ``--json`` text in batches of ``--batch`` records (``--lag N``: as a reader
 N records behind the probes gets them, each anomaly read ahead held back
 until the routine records reach it, as ``Session.poll_raw`` does;
-``--no-hold``: handed out at once, as it did before), alternately:
+``--no-hold``: handed out at once, as it did before; ``--refuse F``: a
+fraction F of them refused by a full ring, in runs of consecutive records,
+sends and receives alike), alternately:
 
 * the general way: decode every record, feed the matcher, ``Printer.show``;
 * :class:`rawsys.trace.jsonstream.JsonStream` (what ``--json`` runs).
@@ -23,12 +25,14 @@ Usage::
 
     .venv/bin/python benchmarks/json_path.py [--events 200000] [--batch 4096]
         [--ctrunc-every 0] [--repeat 3] [--records FILE] [--lag 0 [--no-hold]]
+        [--refuse 0.0 [--refuse-run 50]]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import random
 import socket
 import struct
 import time
@@ -95,6 +99,24 @@ def lagging_polls(records: list[bytes], batch: int, lag: int, held: bool) -> lis
     return polls
 
 
+def refused(records: list[bytes], rate: float, run: int, seed: int = 1) -> list[bytes]:
+    """*records* less those a full ring refuses: runs of *run* consecutive records
+    (sends and receives alike; the run's length drawn from 1 to 2*run-1), about
+    *rate* of all of them, at places drawn with *seed*."""
+    if rate <= 0:
+        return records
+    rng = random.Random(seed)
+    out, i = [], 0
+    p_start = rate / run / max(1e-9, 1 - rate)  # a run starts after a kept record
+    while i < len(records):
+        if rng.random() < p_start:
+            i += rng.randint(1, 2 * run - 1)
+            continue
+        out.append(records[i])
+        i += 1
+    return out
+
+
 def read_records(path: Path) -> list[list[bytes]]:
     data = path.read_bytes()
     out, pos = [], 0
@@ -142,9 +164,14 @@ def main() -> None:
                          "anomaly ring whole at each poll, then --batch routine records")
     ap.add_argument("--no-hold", action="store_true",
                     help="with --lag: hand the anomalies out at once (as poll_raw did before)")
+    ap.add_argument("--refuse", type=float, default=0.0,
+                    help="drop this fraction of the records, in runs, as a full ring refuses them")
+    ap.add_argument("--refuse-run", type=int, default=50,
+                    help="with --refuse: the mean length of a run of refused records")
     args = ap.parse_args()
     (records,) = (read_records(args.records) if args.records
                   else loop_records(args.events, args.ctrunc_every))
+    records = refused(records, args.refuse, args.refuse_run)
     if args.lag:
         batches = lagging_polls(records, args.batch, args.lag, held=not args.no_hold)
     else:
