@@ -14,10 +14,17 @@ ISO times) rendered once and cached.
 Everything else goes to the matcher, decoded: failed sends, receives cut
 short (``MSG_CTRUNC``), peeks, loss reports, records of several fds,
 receives whose send is not pending here, sends a waiting receive or loss is
-keyed on.  Before the matcher sees one of them, every send still pending
-here is handed to it (decoded, oldest first), so its state is exactly what
+keyed on.  Before the matcher sees one of them, the sends pending here it
+could take are handed to it (decoded), with every one older: the oldest of
+each of the event's files (after the matcher's own), a cut's oldest message
+from its socket, all of them before a send that stays pending.  Its pending
+sends are then always older than the ones here, and its state is what
 feeding it every event would have made: the same pairs, the same losses,
-the same in-flight sends at the end, the same evictions at its cap.  A
+the same in-flight sends at the end, the same evictions at the cap (the
+oldest send, the matcher's if it has any, else the oldest here, handed to
+it to be shown in flight).  So records a full ring refused cost about
+themselves: a send whose receive was refused waits here (evicted at the
+cap), and the pairs after it are still linked here.  A
 close-on-exec receive is linked here, and its pair, decoded, handed to the
 matcher to keep for a later exec, as if it had linked it.  The text is the
 general way's, byte for byte, in the same order (the tests compare both on
@@ -40,7 +47,10 @@ from rawsys.trace.events import (
     ONE_FD_STRUCT,
     EventKind,
     FileIdentity,
+    LossReason,
+    LossReport,
     LostEvent,
+    RecvEvent,
     SendEvent,
     Syscall,
     TraceEvent,
@@ -150,8 +160,9 @@ class JsonStream:
         self.path_of = path_of
         self._text = _Text(clock, backend)
         self._pending: dict[tuple[int, int], deque[int]] = {}  # file key -> send numbers
-        # send number -> (record, its side of a transfer record), oldest first
-        self._order: dict[int, tuple[bytes, str]] = {}
+        # send number -> (record, its side of a transfer record, file key, socket),
+        # oldest first
+        self._order: dict[int, tuple[bytes, str, tuple[int, int], int]] = {}
         self._shapes: dict[bytes, _Shape | None] = {}  # by the record after its timestamp
         self._named_shapes: dict[tuple[bytes, str], _Shape | None] = {}  # and its file's path
         self._seq = 0
@@ -162,15 +173,31 @@ class JsonStream:
         self.decoded = 0  # records decoded into objects (for the general way)
 
     # ------------------------------------------------------------- the state
-    def _materialise(self, verdicts: list[Transfer | LostEvent], transfers: list[str]) -> None:
-        """Hand every send pending here to the matcher, oldest first."""
-        if not self._order:
+    def _materialise(self, verdicts: list[Transfer | LostEvent], transfers: list[str],
+                     upto: int | None = None) -> None:
+        """Hand the sends pending here to the matcher, oldest first: every one, or
+        those up to send number *upto*.  The matcher's pending sends stay older
+        than every send pending here (they are handed over only as the oldest)."""
+        if not self._order or (upto is not None and upto <= 0):
             return
         out: list[Transfer | LostEvent] = []
         m = self.matcher
-        records = [r for r, _side in self._order.values()]
-        self._order.clear()
-        self._pending.clear()
+        if upto is None:
+            records = [r for r, _side, _key, _sock in self._order.values()]
+            self._order.clear()
+            self._pending.clear()
+        else:
+            records = []
+            by_number, pending = self._order, self._pending
+            for seq in list(by_number):
+                if seq > upto:
+                    break
+                r, _side, key, _sock = by_number.pop(seq)
+                records.append(r)
+                q = pending[key]
+                q.popleft()  # the oldest of its file too
+                if not q:
+                    del pending[key]
         self.decoded += len(records)
         for ev in decode_events(records, self.backend):
             assert isinstance(ev, SendEvent)
@@ -182,6 +209,38 @@ class JsonStream:
             if msg.waiting and ev.sock_file:
                 m._by_sock.setdefault(ev.sock_file, deque()).append(msg)
         self._general(out, verdicts, transfers)
+
+    def _needed(self, ev: TraceEvent) -> int | None:
+        """The newest of the sends pending here the matcher needs (all before it
+        too) to take *ev* as if it had been fed every send: 0 none, None all."""
+        m = self.matcher
+        if isinstance(ev, SendEvent):
+            if not ev.ok or all(not f.address for f in ev.files):
+                return 0  # nothing pending after it, nothing pending taken
+            if len(ev.files) == 1 and m.links_send(ev):
+                return 0  # linked to what waits: nothing of it pending
+            return None  # pending after the sends pending here
+        if isinstance(ev, LossReport) and ev.reason is LossReason.CLOSED_ON_EXEC:
+            return 0  # its sender is a delivery the matcher remembers
+        upto = 0
+        counts: dict[tuple[int, int], int] = {}
+        for f in ev.files:
+            if f.address:
+                key = (f.address, f.inode)
+                counts[key] = counts.get(key, 0) + 1
+        for key, n in counts.items():
+            n -= len(m._sends.get(key, ()))  # the matcher's are the oldest of the file
+            q = self._pending.get(key)
+            if n > 0 and q:
+                upto = max(upto, q[min(n, len(q)) - 1])
+        if (isinstance(ev, RecvEvent) and not ev.fds and ev.sock_file
+                and ev.sock_file not in m._by_sock and "CTRUNC" in ev.flags):
+            # Cut short before any fd: the oldest message pending from its peer.
+            for seq, (_r, _side, _key, sock) in self._order.items():
+                if sock == ev.sock_file:
+                    upto = max(upto, seq)
+                    break
+        return upto
 
     def pending(self) -> int:
         return len(self._order) + self.matcher.pending
@@ -317,18 +376,24 @@ class JsonStream:
                         if q is None:
                             q = pending[key] = deque()
                         q.append(seq)
-                        by_number[seq] = (records[i], shape.side + times[i])
+                        by_number[seq] = (records[i], shape.side + times[i], key,
+                                          shape.sock_file)
                         if m_recvs or m_cut or len(by_number) + len(m._order) > m.max_pending:
                             m._last_ns = last_ns
                             if len(by_number) + len(m._order) > m.max_pending:
-                                # The matcher evicts the oldest (in flight).
-                                self._materialise(verdicts, transfers)
+                                # The oldest pending send is evicted (in flight), the
+                                # matcher's when it has any (they are the oldest).
+                                if not m._order:
+                                    self._materialise(verdicts, transfers, next(iter(by_number)))
+                                evicted: list[Transfer | LostEvent] = []
+                                m._evict_oldest(evicted)
+                                self._general(evicted, verdicts, transfers)
                             self._general(m.expire(last_ns), verdicts, transfers)
                         continue
                 elif key not in m_sends:
                     q = pending.get(key)
                     if q:
-                        send_record, send_side = by_number.pop(q.popleft())
+                        send_record, send_side, _key, _sock = by_number.pop(q.popleft())
                         if not q:
                             del pending[key]
                         if shape.cloexec:
@@ -345,7 +410,7 @@ class JsonStream:
             else:
                 ev = general[i]
             m._last_ns = last_ns  # feed() keeps the latest of it and the event's
-            self._materialise(verdicts, transfers)
+            self._materialise(verdicts, transfers, self._needed(ev))
             no_taker.clear()  # what waits may change
             self._general(m.feed(ev), verdicts, transfers)
             last_ns = m._last_ns

@@ -196,6 +196,16 @@ class Matcher:
         return any(_could_be_its_send(tid, timestamp_ns, c)
                    for c in self._cut_waiting.get(sock_file, ()))
 
+    def links_send(self, event: SendEvent) -> bool:
+        """Whether the one fd of successful send *event* is taken (linked or lost)
+        by a receive or loss waiting here, rather than left pending."""
+        f = event.files[0]
+        for r in self._recvs.get(_key(f), ()):
+            if _could_be_its_send(event.tid, event.timestamp_ns, r.event) and (
+                    isinstance(r.event, LossReport) or not _is_peek(r.event)):
+                return True
+        return False
+
     def _cut_short(self, event: RecvEvent, msg: _Msg | None, out: list[Verdict]) -> None:
         """Receive *event* came back with MSG_CTRUNC: *msg*'s fds it did not install are lost."""
         reason = "emfile" if event.ev_flags & _FD_TABLE_FULL else "ctrunc"
@@ -213,10 +223,14 @@ class Matcher:
         if half.msg is not None:
             half.msg.waiting += 1
         while len(self._order) > self.max_pending:
-            _, old = self._order.popitem(last=False)
-            self._drop(old)
-            self.evicted += 1
-            out.append(_in_flight(old))
+            self._evict_oldest(out)
+
+    def _evict_oldest(self, out: list[Verdict]) -> None:
+        """The oldest pending send makes room: shown in flight, counted as evicted."""
+        _, old = self._order.popitem(last=False)
+        self._drop(old)
+        self.evicted += 1
+        out.append(_in_flight(old))
 
     def _drop(self, half: _Half) -> None:
         """*half* is no longer pending (linked, lost or evicted)."""

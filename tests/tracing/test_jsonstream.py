@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import socket
 
 from rawsys.trace import events
@@ -310,3 +311,66 @@ def test_a_thread_that_received_a_file_and_sends_it_on_is_not_its_own_sender() -
     pairs = sorted((p["sender"]["pid"], p["receiver"]["pid"])  # type: ignore[index]
                    for p in parsed if p["event"] == "transfer")
     assert pairs == [(100, 300), (300, 400)]
+
+
+def _refused_loop(n: int, runs: int, *, receiver_tid: int, cut_every: int,
+                  seed: int) -> tuple[list[bytes], int]:
+    """The C loop passing one pipe over one socket (*receiver_tid*: 0, the sending
+    thread receives too), a receive cut short every *cut_every*, with *runs*
+    runs of consecutive records refused by a full ring (sends and receives
+    alike, 1 to 40 long) and as many receives refused alone.  Returns the
+    records kept and how many were refused."""
+    pipe, ino, sock = 0xFFFF88800A000000, 321, SOCK_FILE + 0x100
+    ctrunc = int(socket.MSG_CTRUNC)
+    written = []
+    for i in range(n):
+        ts = 70_000_000 + 3000 * i
+        written.append(_rec(SEND, ts, [(pipe, ino, 5)], sock_file=sock))
+        if i % cut_every == cut_every - 1:
+            written.append(_rec(RECV, ts + 1500, [], msg_flags=ctrunc, sock=4, sock_file=sock,
+                                tid=receiver_tid))
+        else:
+            written.append(_rec(RECV, ts + 1500, [(pipe, ino, 6)], sock=4, sock_file=sock,
+                                tid=receiver_tid))
+    rng = random.Random(seed)
+    refused: set[int] = set()
+    for _ in range(runs):
+        start = rng.randrange(len(written))
+        refused.update(range(start, min(len(written), start + rng.randint(1, 40))))
+        refused.add(2 * rng.randrange(n) + 1)  # and a receive alone (room made meanwhile)
+    return [r for i, r in enumerate(written) if i not in refused], len(refused)
+
+
+def test_records_refused_in_runs_cost_only_themselves() -> None:
+    """The C loop (one thread sends, then receives) while a full ring refuses
+    runs of records: sends whose receive was refused stay pending (evicted at
+    the cap), receives whose send was refused wait alone.  The pairs that are
+    complete are still linked on the raw records: what is decoded is the cuts,
+    the receives alone, the evicted sends -- not every record after the first
+    refusal -- and the text is the general way's."""
+    for seed in (1, 2, 3):
+        records, refused = _refused_loop(3000, 40, receiver_tid=0, cut_every=250, seed=seed)
+        batches = [records[i:i + 300] for i in range(0, len(records), 300)]
+        for cap in (4, 65536):
+            parsed = _compare(batches, max_pending=cap)
+            assert sum(p["event"] == "transfer" and p["receiver"] is not None
+                       and p["sender"] is not None for p in parsed) > 2500
+            matcher = Matcher(max_pending=cap)
+            _text, stream = _fast(batches, matcher)
+            assert (matcher.evicted > 0) == (cap == 4)
+            # Each refused record leaves at most one record alone (its pair);
+            # an evicted send is decoded to be shown in flight; cuts are anomalies.
+            assert stream.decoded <= refused + matcher.evicted + 3000 // 250, (
+                seed, cap, stream.decoded, refused, matcher.evicted)
+
+
+def test_records_refused_in_runs_between_two_threads_are_the_general_way() -> None:
+    """The same with the receives made by another thread: a receive whose send
+    was refused takes the next send (the matcher cannot tell it is not its
+    own), and the pairing stays shifted until a refused receive ends it; those
+    records go the general way, the text is the same."""
+    for seed in (3, 4):
+        records, _refused = _refused_loop(3000, 40, receiver_tid=201, cut_every=250, seed=seed)
+        batches = [records[i:i + 300] for i in range(0, len(records), 300)]
+        for cap in (4, 65536):
+            _compare(batches, max_pending=cap)
