@@ -12,7 +12,9 @@ N records behind the probes gets them, each anomaly read ahead held back
 until the routine records reach it, as ``Session.poll_raw`` does;
 ``--no-hold``: handed out at once, as it did before; ``--refuse F``: a
 fraction F of them refused by a full ring, in runs of consecutive records,
-sends and receives alike), alternately:
+sends and receives alike; ``--refuse-recv F``: and a fraction F of the
+receives alone, their sends left pending up to the matchers' cap,
+``--max-pending``), alternately:
 
 * the general way: decode every record, feed the matcher, ``Printer.show``;
 * :class:`rawsys.trace.jsonstream.JsonStream` (what ``--json`` runs).
@@ -25,7 +27,7 @@ Usage::
 
     .venv/bin/python benchmarks/json_path.py [--events 200000] [--batch 4096]
         [--ctrunc-every 0] [--repeat 3] [--records FILE] [--lag 0 [--no-hold]]
-        [--refuse 0.0 [--refuse-run 50]]
+        [--refuse 0.0 [--refuse-run 50]] [--refuse-recv 0.0] [--max-pending 65536]
 """
 
 from __future__ import annotations
@@ -127,10 +129,14 @@ def read_records(path: Path) -> list[list[bytes]]:
     return [out]
 
 
+KIND_AT = RawEvent.kind.offset  # a record's EventKind byte
+MAX_PENDING = [65536]  # the matchers' cap (--max-pending)
+
+
 def general(batches: list[list[bytes]], clock: WallClock) -> str:
     out = io.StringIO()
     printer = Printer(out, clock, as_json=True)
-    matcher = Matcher()
+    matcher = Matcher(max_pending=MAX_PENDING[0])
     for n, records in enumerate(batches):
         evs = decode_events(records, "tracepoint")
         verdicts = []
@@ -141,14 +147,15 @@ def general(batches: list[list[bytes]], clock: WallClock) -> str:
     return out.getvalue()
 
 
-decoded = [0]  # records the last JsonStream decoded (the general way, inside it)
+decoded = [0, 0]  # records the last JsonStream decoded (the general way, inside it), evicted
 
 
 def fast(batches: list[list[bytes]], clock: WallClock) -> str:
-    stream = JsonStream(Matcher(), clock, "tracepoint", lambda f: "")
+    matcher = Matcher(max_pending=MAX_PENDING[0])
+    stream = JsonStream(matcher, clock, "tracepoint", lambda f: "")
     text = "".join(stream.batch(records, 0, final=n == len(batches) - 1)
                    for n, records in enumerate(batches))
-    decoded[0] = stream.decoded
+    decoded[:] = [stream.decoded, matcher.evicted]
     return text
 
 
@@ -168,10 +175,19 @@ def main() -> None:
                     help="drop this fraction of the records, in runs, as a full ring refuses them")
     ap.add_argument("--refuse-run", type=int, default=50,
                     help="with --refuse: the mean length of a run of refused records")
+    ap.add_argument("--refuse-recv", type=float, default=0.0,
+                    help="and this fraction of the receives refused alone (their sends stay "
+                         "pending until evicted)")
+    ap.add_argument("--max-pending", type=int, default=65536, help="the matchers' cap")
     args = ap.parse_args()
+    MAX_PENDING[0] = args.max_pending
     (records,) = (read_records(args.records) if args.records
                   else loop_records(args.events, args.ctrunc_every))
     records = refused(records, args.refuse, args.refuse_run)
+    if args.refuse_recv:
+        rng = random.Random(2)
+        records = [r for r in records if r[KIND_AT] != 2
+                   or rng.random() >= args.refuse_recv]
     if args.lag:
         batches = lagging_polls(records, args.batch, args.lag, held=not args.no_hold)
     else:
@@ -190,7 +206,8 @@ def main() -> None:
               f"{seconds / n * 1e6:.2f} us each)")
     print(f"ratio        {best['general'] / best['jsonstream']:.1f}x  "
           f"(same text: {'yes' if texts['general'] == texts['jsonstream'] else 'NO'}, "
-          f"{texts['general'].count(chr(10))} lines; jsonstream decoded {decoded[0]} records)")
+          f"{texts['general'].count(chr(10))} lines; jsonstream decoded {decoded[0]} records, "
+          f"{decoded[1]} sends evicted)")
 
 
 if __name__ == "__main__":

@@ -166,6 +166,7 @@ class JsonStream:
         self._shapes: dict[bytes, _Shape | None] = {}  # by the record after its timestamp
         self._named_shapes: dict[tuple[bytes, str], _Shape | None] = {}  # and its file's path
         self._seq = 0
+        self._low = 1  # no send pending here is numbered below it
         # (file key, socket, thread) -> the time from which no receive or cut
         # waiting in the matcher takes such a send (waiting ones only expire
         # until the matcher is fed again; a thread's later sends are later).
@@ -189,7 +190,8 @@ class JsonStream:
         else:
             records = []
             by_number, pending = self._order, self._pending
-            for seq in list(by_number):
+            while by_number:
+                seq = self._oldest()
                 if seq > upto:
                     break
                 r, _side, key, _sock = by_number.pop(seq)
@@ -209,6 +211,16 @@ class JsonStream:
             if msg.waiting and ev.sock_file:
                 m._by_sock.setdefault(ev.sock_file, deque()).append(msg)
         self._general(out, verdicts, transfers)
+
+    def _oldest(self) -> int:
+        """The number of the oldest send pending here (there is one): numbers only
+        grow, so the search goes on from the last one found (a dict's first key
+        is found past every key removed before it)."""
+        seq, by_number = self._low, self._order
+        while seq not in by_number:
+            seq += 1
+        self._low = seq
+        return seq
 
     def _needed(self, ev: TraceEvent) -> int | None:
         """The newest of the sends pending here the matcher needs (all before it
@@ -384,7 +396,7 @@ class JsonStream:
                                 # The oldest pending send is evicted (in flight), the
                                 # matcher's when it has any (they are the oldest).
                                 if not m._order:
-                                    self._materialise(verdicts, transfers, next(iter(by_number)))
+                                    self._materialise(verdicts, transfers, self._oldest())
                                 evicted: list[Transfer | LostEvent] = []
                                 m._evict_oldest(evicted)
                                 self._general(evicted, verdicts, transfers)
