@@ -245,9 +245,9 @@ class JsonStream:
             q = self._pending.get(key)
             if n > 0 and q:
                 upto = max(upto, q[min(n, len(q)) - 1])
-        if (isinstance(ev, RecvEvent) and not ev.fds and ev.sock_file
-                and ev.sock_file not in m._by_sock and "CTRUNC" in ev.flags):
-            # Cut short before any fd: the oldest message pending from its peer.
+        if (isinstance(ev, RecvEvent) and ev.sock_file and ev.sock_file not in m._by_sock
+                and "CTRUNC" in ev.flags and "PEEK" not in ev.flags):
+            # Cut short, none of its fds linked: the oldest message pending from its peer.
             for seq, (_r, _side, _key, sock) in self._order.items():
                 if sock == ev.sock_file:
                     upto = max(upto, seq)
