@@ -14,7 +14,7 @@ until the routine records reach it, as ``Session.poll_raw`` does;
 fraction F of them refused by a full ring, in runs of consecutive records,
 sends and receives alike; ``--refuse-recv F``: and a fraction F of the
 receives alone, their sends left pending up to the matchers' cap,
-``--max-pending``), alternately:
+``--max-pending``; ``--refuse-send F``: sends alone), alternately:
 
 * the general way: decode every record, feed the matcher, ``Printer.show``;
 * :class:`rawsys.trace.jsonstream.JsonStream` (what ``--json`` runs).
@@ -27,7 +27,8 @@ Usage::
 
     .venv/bin/python benchmarks/json_path.py [--events 200000] [--batch 4096]
         [--ctrunc-every 0] [--repeat 3] [--records FILE] [--lag 0 [--no-hold]]
-        [--refuse 0.0 [--refuse-run 50]] [--refuse-recv 0.0] [--max-pending 65536]
+        [--refuse 0.0 [--refuse-run 50]] [--refuse-recv 0.0] [--refuse-send 0.0]
+        [--max-pending 65536]
 """
 
 from __future__ import annotations
@@ -178,16 +179,19 @@ def main() -> None:
     ap.add_argument("--refuse-recv", type=float, default=0.0,
                     help="and this fraction of the receives refused alone (their sends stay "
                          "pending until evicted)")
+    ap.add_argument("--refuse-send", type=float, default=0.0,
+                    help="and this fraction of the sends refused alone (their receives wait "
+                         "alone for the matcher's grace)")
     ap.add_argument("--max-pending", type=int, default=65536, help="the matchers' cap")
     args = ap.parse_args()
     MAX_PENDING[0] = args.max_pending
     (records,) = (read_records(args.records) if args.records
                   else loop_records(args.events, args.ctrunc_every))
     records = refused(records, args.refuse, args.refuse_run)
-    if args.refuse_recv:
-        rng = random.Random(2)
-        records = [r for r in records if r[KIND_AT] != 2
-                   or rng.random() >= args.refuse_recv]
+    for kind, rate in ((2, args.refuse_recv), (1, args.refuse_send)):
+        if rate:
+            rng = random.Random(kind)
+            records = [r for r in records if r[KIND_AT] != kind or rng.random() >= rate]
     if args.lag:
         batches = lagging_polls(records, args.batch, args.lag, held=not args.no_hold)
     else:

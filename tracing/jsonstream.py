@@ -254,6 +254,27 @@ class JsonStream:
                     break
         return upto
 
+    def _may_take(self, ev: TraceEvent) -> None:
+        """*ev* went to the matcher: forget that no receive or cut waiting there
+        takes the sends it could wait for (only *ev* itself can have started to
+        wait: feeding, expiring and handing over sends only end waits)."""
+        no_taker = self._no_taker
+        if isinstance(ev, SendEvent) or not no_taker:
+            return
+        if len(no_taker) > _CACHE_MAX:
+            no_taker.clear()
+            return
+        keys = {(f.address, f.inode) for f in ev.files}
+        sock_file = ev.sock_file if isinstance(ev, RecvEvent) else None
+        mine = ev.tid if isinstance(ev, RecvEvent) else None
+        for nk, since in list(no_taker.items()):
+            key, sock, tid = nk
+            if key in keys or sock == sock_file:
+                if tid == mine:  # a receive never takes its thread's later sends
+                    no_taker[nk] = max(since, ev.timestamp_ns + 1)
+                else:
+                    del no_taker[nk]
+
     def pending(self) -> int:
         return len(self._order) + self.matcher.pending
 
@@ -423,7 +444,7 @@ class JsonStream:
                 ev = general[i]
             m._last_ns = last_ns  # feed() keeps the latest of it and the event's
             self._materialise(verdicts, transfers, self._needed(ev))
-            no_taker.clear()  # what waits may change
+            self._may_take(ev)  # what waits may change
             self._general(m.feed(ev), verdicts, transfers)
             last_ns = m._last_ns
         if m._last_ns < last_ns:
