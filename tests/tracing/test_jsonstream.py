@@ -427,3 +427,27 @@ def test_unpaired_sends_and_receives_amid_anomalies_are_the_general_way() -> Non
         batches = _mixed(seed)
         for cap in (2, 5, 65536):
             _compare(batches, max_pending=cap)
+
+
+def test_a_receive_alone_does_not_make_its_threads_next_sends_ask_the_matcher() -> None:
+    """The C loop with sends refused alone: each receive whose send was refused
+    waits in the matcher (alone at the end), and the same thread's later sends
+    are not its send -- known without asking the matcher, whose answer means
+    a look at every receive waiting."""
+    records, written = [], 0
+    pipe, ino = 0xFFFF88800C000000, 432
+    for i in range(2000):
+        ts = 80_000_000 + 3000 * i
+        if i % 20 != 7:
+            records.append(_rec(SEND, ts, [(pipe, ino, 5)]))
+        records.append(_rec(RECV, ts + 1500, [(pipe, ino, 6)], sock=4))
+        written += 2
+    batches = [records[i:i + 256] for i in range(0, len(records), 256)]
+    parsed = _compare(batches)
+    assert sum(p["event"] == "transfer" and p["sender"] is not None for p in parsed) == 1900
+    matcher, asked = Matcher(), []
+    real = matcher.takes_send
+    matcher.takes_send = lambda *a: asked.append(a) or real(*a)  # type: ignore[method-assign]
+    _text, stream = _fast(batches, matcher)
+    assert stream.decoded == 100  # the receives alone
+    assert len(asked) <= 2, len(asked)
