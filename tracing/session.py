@@ -142,6 +142,29 @@ class Totals:
         return self.lost_anomalies + self.unread_anomalies
 
 
+def _attached_probes(
+    b: Any,
+) -> tuple[list[tuple[Callable[[bytes], None], bytes]], list[int]]:
+    """Each probe *b* (a ``bcc.BPF``) has attached: its detach call, and every perf fd.
+
+    bcc keeps one fd per tracepoint or kfunc, but a kprobe event's fds by the
+    function attached (``{event: {function: fd}}``); its detach takes them all.
+    """
+    calls: list[tuple[Callable[[bytes], None], bytes]] = []
+    fds: list[int] = []
+    for table, detach in (
+        (b.kprobe_fds, b.detach_kprobe_event),
+        (b.tracepoint_fds, b.detach_tracepoint),
+        (b.raw_tracepoint_fds, b.detach_raw_tracepoint),
+        (b.kfunc_entry_fds, b.detach_kfunc),
+        (b.kfunc_exit_fds, b.detach_kretfunc),
+    ):
+        for key, held in list(table.items()):
+            calls.append((detach, key))
+            fds.extend(held.values() if isinstance(held, dict) else (held,))
+    return calls, fds
+
+
 def _run_side_by_side(calls: list[tuple[Callable[[bytes], None], bytes]]) -> None:
     """Run bcc's detach calls in threads of their own: their grace periods overlap in part."""
     errors: list[BaseException] = []
@@ -379,18 +402,7 @@ class Session:
         if b is None or self._detached:
             return
         self._detached = True
-        calls: list[tuple[Callable[[bytes], None], bytes]] = []
-        fds: list[int] = []
-        for table, detach in (
-            (b.kprobe_fds, b.detach_kprobe_event),
-            (b.tracepoint_fds, b.detach_tracepoint),
-            (b.raw_tracepoint_fds, b.detach_raw_tracepoint),
-            (b.kfunc_entry_fds, b.detach_kfunc),
-            (b.kfunc_exit_fds, b.detach_kretfunc),
-        ):
-            for key, fd in list(table.items()):
-                calls.append((detach, key))
-                fds.append(fd)
+        calls, fds = _attached_probes(b)
         handover = release.hand_over(fds)
         if handover is None:
             _run_side_by_side(calls)

@@ -66,6 +66,36 @@ def test_nothing_to_hand_over_starts_no_helper() -> None:
     assert release.hand_over([]) is None
 
 
+def test_what_is_not_an_fd_is_refused_before_anything_opens() -> None:
+    r, w = os.pipe()
+    try:
+        with pytest.raises(TypeError):
+            release.hand_over([r, {b"kprobe__scm_detach_fds": w}])  # type: ignore[list-item]
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_a_helper_that_fails_to_start_leaks_no_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OSError starting it means no helper (None); anything else goes up;
+    either way the pipes opened for it are closed (the module's leak check)."""
+    r, w = os.pipe()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(release.subprocess, "Popen", refuse)
+    try:
+        error: BaseException = OSError(24, "Too many open files")
+        assert release.hand_over([r]) is None
+        error = RuntimeError("interrupted")
+        with pytest.raises(RuntimeError):
+            release.hand_over([r])
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def test_a_program_id_goes_with_its_last_reference() -> None:
     if os.geteuid() != 0:
         pytest.skip("loading a BPF program needs root (CAP_BPF)")
@@ -90,6 +120,35 @@ def _pass_fd(a: socket.socket, b: socket.socket) -> None:
     _, fds, _, _ = socket.recv_fds(b, 1, 1)
     for fd in (r, w, *fds):
         os.close(fd)
+
+
+def test_every_attached_probe_fd_is_handed_over_whatever_bcc_keeps_it_in() -> None:
+    """bcc keeps a kprobe's fds by event then function, a tracepoint's or a
+    kfunc's by name alone: the tables are filled by bcc's own bookkeeping here
+    (nothing attached), and every fd comes out once, with one detach per probe."""
+    from rawsys.trace.system.bccloader import BccUnavailable, load_bcc
+
+    try:
+        bcc = load_bcc()
+    except BccUnavailable as e:
+        pytest.skip(f"the distribution's bcc is not installed: {e}")
+    from rawsys.trace.session import _attached_probes
+
+    b = bcc.BPF.__new__(bcc.BPF)  # the tables alone: no program compiled
+    for table in ("kprobe_fds", "tracepoint_fds", "raw_tracepoint_fds",
+                  "kfunc_entry_fds", "kfunc_exit_fds"):
+        setattr(b, table, {})
+    b._add_kprobe_fd(b"p_scm_detach_fds", b"kprobe__scm_detach_fds", 11)
+    b._add_kprobe_fd(b"r_scm_detach_fds", b"kretprobe__scm_detach_fds", 12)
+    b.tracepoint_fds[b"syscalls:sys_enter_recvmsg"] = 13
+    b.kfunc_entry_fds[b"kfunc__vmlinux__unix_destruct_scm"] = 14
+    calls, fds = _attached_probes(b)
+    assert sorted(fds) == [11, 12, 13, 14]
+    assert [key for _, key in calls] == [
+        b"p_scm_detach_fds", b"r_scm_detach_fds", b"syscalls:sys_enter_recvmsg",
+        b"kfunc__vmlinux__unix_destruct_scm"]
+    assert [detach.__name__ for detach, _ in calls] == [
+        "detach_kprobe_event", "detach_kprobe_event", "detach_tracepoint", "detach_kfunc"]
 
 
 def test_detach_returns_once_no_program_runs_and_nothing_counts_after() -> None:
