@@ -28,6 +28,7 @@ ends every such run (8-20 ms here).
 from __future__ import annotations
 
 import ctypes
+import operator
 import os
 import subprocess
 import sys
@@ -93,7 +94,7 @@ def hand_over(fds: Iterable[int]) -> Handover | None:
     process dies), in a process of its own session whose parent exits at
     once: nothing is left to reap, and the terminal's Ctrl-C does not reach it.
     """
-    fds = list(fds)
+    fds = [operator.index(fd) for fd in fds]  # a TypeError here, before any pipe
     if not fds or not sys.executable:
         return None
     go_r, go_w = os.pipe()
@@ -104,10 +105,12 @@ def hand_over(fds: Iterable[int]) -> Handover | None:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             pass_fds=(go_r, done_w, *fds), start_new_session=True,
         )
-    except OSError:
+    except BaseException as e:
         os.close(go_w)
         os.close(done_r)
-        return None
+        if isinstance(e, OSError):
+            return None
+        raise
     finally:
         os.close(go_r)
         os.close(done_w)
