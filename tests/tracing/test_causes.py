@@ -316,17 +316,18 @@ def test_cli_json_and_table_name_the_cause(c_program: Path) -> None:
                            check=True, timeout=60).stdout for cause in ("read", "zero")]
     runs.append(subprocess.run([str(c_program), "exit"], capture_output=True, text=True,
                                check=True, timeout=60).stdout)
-    # The receiver of this one waits 5 s: the tracers stop while its fd is queued.
-    held = subprocess.Popen([str(c_program), "hold"], stdout=subprocess.PIPE, text=True)
+    # The receiver of this one waits for its stdin to close: the tracers stop
+    # while its fd is queued, however long they take to.
+    held = subprocess.Popen([str(c_program), "hold"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
     assert held.stdout is not None
     held_sender = held.stdout.readline().split()
     assert held_sender[0] == "sender"
     time.sleep(1.0)
-    outs = []
     for t in tracers:
         t.send_signal(signal.SIGINT)
-        outs.append(t.communicate(timeout=60)[0])
-    held.communicate(timeout=60)
+    outs = [t.communicate(timeout=60)[0] for t in tracers]
+    held.communicate(timeout=60)  # closes its stdin: the fd is received now
     records = [json.loads(line) for line in outs[0].splitlines()]
     lost = {r["reason"]: r for r in records if r["event"] == "lost"}
     assert set(lost) == {"read-without-control", "zero-length-stream", "socket-closed"}
