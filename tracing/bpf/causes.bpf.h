@@ -514,18 +514,27 @@ static __always_inline void emit_queued(struct lost_scratch *ls, s32 fd, u32 sys
     submit(ev);
 }
 
+/* Every close of a traced process runs this, and almost none is of a unix
+ * socket: that answer comes first, from the table's plain loads and three
+ * reads (fd slot, inode, mode), before any scratch is touched.  With the
+ * table read by helpers and the scratch first, a pipe's close took 340 ns
+ * here and cost the fastest fd-passer (which closes each fd it receives)
+ * 0.04 of its traced/untraced ratio. */
 TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {
     if (!wanted(bpf_get_current_pid_tgid()))
         return 0;
+    const struct fd_table *t = current_fd_table();
+    u64 file = t ? file_of_fd(t, (s32)args->fd) : 0;
+    if (!unix_sk_of_file(file))
+        return 0;
     int zero = 0;
     struct lost_scratch *ls = lost_scratch.lookup(&zero);
-    const struct fd_table *t = current_fd_table_read();
-    if (!ls || !t)
+    if (!ls)
         return 0;
     ls->n = 0;
     ls->count = 0;
-    collect_queued(file_of_fd(t, (s32)args->fd), ls);
+    collect_queued(file, ls);
     emit_queued(ls, (s32)args->fd, SYS_CLOSE);
     return 0;
 }
