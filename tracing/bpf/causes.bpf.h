@@ -470,13 +470,12 @@ long loop__walk_queue(u64 step)
     return 0;
 }
 
-/* When file is the last reference to a unix socket, the files its queued
- * messages carry (QUEUE_WALK messages at most) are added to ls->addrs[ls->n..]
- * (LOST_FILES in all) and counted in ls->count: ls is lost_scratch, the
- * state of loop__walk_queue. */
-static __always_inline void collect_queued(u64 file, struct lost_scratch *ls)
+/* When file is the last reference to a unix socket (sk: its unix_sk_of_file,
+ * 0 for any other file), the files its queued messages carry (QUEUE_WALK
+ * messages at most) are added to ls->addrs[ls->n..] (LOST_FILES in all) and
+ * counted in ls->count: ls is lost_scratch, the state of loop__walk_queue. */
+static __always_inline void collect_queued(u64 file, u64 sk, struct lost_scratch *ls)
 {
-    u64 sk = unix_sk_of_file(file);
     if (!sk)
         return;
     u64 raw = kread_u64(file + OFF_FILE_F_COUNT);
@@ -526,7 +525,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
         return 0;
     const struct fd_table *t = current_fd_table();
     u64 file = t ? file_of_fd(t, (s32)args->fd) : 0;
-    if (!unix_sk_of_file(file))
+    u64 sk = unix_sk_of_file(file);
+    if (!sk)
         return 0;
     int zero = 0;
     struct lost_scratch *ls = lost_scratch.lookup(&zero);
@@ -534,7 +534,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
         return 0;
     ls->n = 0;
     ls->count = 0;
-    collect_queued(file, ls);
+    collect_queued(file, sk, ls);
     emit_queued(ls, (s32)args->fd, SYS_CLOSE);
     return 0;
 }
@@ -602,7 +602,8 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         if (i >= found)
             break;
         OPAQUE(i);
-        collect_queued(xs->files[i & (EXIT_SOCKS - 1)], ls);
+        u64 file = xs->files[i & (EXIT_SOCKS - 1)];
+        collect_queued(file, unix_sk_of_file(file), ls);
     }
     emit_queued(ls, found == 1 ? xs->fds[0] : -1, SYS_EXIT);
     return 0;
