@@ -3,7 +3,7 @@
 Each example is run as a subprocess with this interpreter (the venv's) and
 ``close_fds``, so that its descriptor table starts as 0, 1, 2 plus whatever a
 test passes on purpose, and the fd numbers it prints can be predicted the way
-the seed's C program predicts them.  ``send_fd_fork.py`` is compared with a C
+the C program of the post it ports predicts them.  ``send_fd_fork.py`` is compared with a C
 program of the same shape, built at test time.
 """
 

@@ -1,7 +1,7 @@
 """The conformance cases again, seen from the kernel side through the tracer.
 
-The same branches as ``test_sendmsg_kernel.py`` and ``test_recvmsg_kernel.py``
-(seeds 001 and 000), run under one ``rawsys.trace.session.Session`` filtered on
+The same branches as ``test_sendmsg_kernel.py`` and ``test_recvmsg_kernel.py``,
+run under one ``rawsys.trace.session.Session`` filtered on
 this process; each test asserts what the probes report for its own transfer:
 the fds and kernel files sent and installed, truncation (``CTRUNC``, how many
 fds fit), close-on-exec on install, ``PEEK`` clones, failed sends reported as

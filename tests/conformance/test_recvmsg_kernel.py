@@ -1,6 +1,6 @@
-"""The recvmsg(2) branches seed 000 walks, driven from user space through rawsys's C layer.
+"""The kernel's recvmsg(2) branches for fds, driven from user space through rawsys's C layer.
 
-Seed 000 (``/work/shared/seeds/000_b161fa40e8e0f6e8.txt``) follows
+The kernel's path follows
 ``recvmsg`` through ``__unix_dgram_recvmsg`` into ``scm_recv``,
 ``scm_detach_fds`` and ``receive_fd`` (``__receive_fd`` before 6.x).  Each
 test provokes one branch and asserts the flag or the installed fds it
@@ -237,7 +237,7 @@ def test_without_so_passcred_no_credentials(pair):
 
 
 def test_so_passcred_without_control_buffer_sets_ctrunc(pair):
-    """Credentials queued and msg_control NULL: scm_recv sets MSG_CTRUNC (seed 000)."""
+    """Credentials queued and msg_control NULL: scm_recv sets MSG_CTRUNC."""
     on = c_int(1)
     assert setsockopt(pair[1], SOL_SOCKET, SO_PASSCRED, on, sizeof(on)) == 0
     assert send(pair[0], message()) == (1, 0)

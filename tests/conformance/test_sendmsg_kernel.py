@@ -1,6 +1,6 @@
-"""The sendmsg(2) branches seed 001 walks, driven from user space through rawsys's C layer.
+"""The kernel's sendmsg(2) branches for fds, driven from user space through rawsys's C layer.
 
-Seed 001 (``/work/shared/seeds/001_c4434bcef59d3bef.txt``) follows
+The kernel's path follows
 ``sendmsg`` through ``____sys_sendmsg`` (control data copied in) and
 ``unix_dgram_sendmsg`` into ``__scm_send`` and ``scm_fp_copy``.  Each test
 here provokes one branch and asserts the errno or the outcome that branch
@@ -191,7 +191,7 @@ def test_an_unlinked_file_closed_right_after_sendmsg_arrives_intact(pair, tmp_pa
 
 
 def test_zero_bytes_on_a_stream_socket_carry_no_fds(pipe):
-    """Seed 003's advice to send at least one byte: on SOCK_STREAM, fds need data to ride on.
+    """The fd-passing posts' advice to send one byte at least: SOCK_STREAM fds need data to ride on.
 
     unix_stream_sendmsg queues one skb per chunk of data; with no data there
     is no skb, sendmsg returns 0 and the fds are dropped.  A datagram of zero
